@@ -1,0 +1,93 @@
+//! Batches of random `block_size + 1` token windows. Batch `i` is a pure function of
+//! `(seed, i)`, so the sampler's whole state is the index of the next batch: a resumed run picks
+//! up the same batch sequence where it stopped instead of replaying the first batches.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread;
+
+use anyhow::{ensure, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::shards::TokenShards;
+
+/// What a checkpoint stores of the sampler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplerState {
+    pub seed: u64,
+    pub next_batch: u64,
+}
+
+/// Draws windows from one split, each shard weighted by how many windows it holds.
+pub struct WindowSampler {
+    shards: Arc<TokenShards>,
+    /// Number of valid window starts per shard.
+    starts: Vec<usize>,
+    pub batch_size: usize,
+    pub block_size: usize,
+}
+
+impl WindowSampler {
+    pub fn new(shards: TokenShards, batch_size: usize, block_size: usize) -> Result<Self> {
+        let starts: Vec<usize> = shards
+            .shard_lens()
+            .iter()
+            .map(|&n| n.saturating_sub(block_size))
+            .collect();
+        let total: usize = starts.iter().sum();
+        ensure!(
+            total > 0,
+            "the split holds {} tokens, fewer than block_size + 1 = {}: use more data or a shorter context",
+            shards.shard_lens().iter().sum::<usize>(),
+            block_size + 1
+        );
+        Ok(Self {
+            shards: Arc::new(shards),
+            starts,
+            batch_size,
+            block_size,
+        })
+    }
+
+    /// Batch `index` of the stream seeded by `seed`: B rows of T+1 tokens, row-major.
+    pub fn batch(&self, seed: u64, index: u64) -> Vec<i64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(index);
+        let total: usize = self.starts.iter().sum();
+        let mut out = Vec::with_capacity(self.batch_size * (self.block_size + 1));
+        for _ in 0..self.batch_size {
+            let mut r = rng.random_range(0..total);
+            let shard = self
+                .starts
+                .iter()
+                .position(|&n| {
+                    if r < n {
+                        true
+                    } else {
+                        r -= n;
+                        false
+                    }
+                })
+                .expect("r < total");
+            out.extend(self.shards.window(shard, r, self.block_size + 1));
+        }
+        out
+    }
+
+    /// Prepares batches `state.next_batch..` on a background thread, `prefetch` ahead of the
+    /// consumer; the thread ends when the receiver is dropped.
+    pub fn spawn(self: &Arc<Self>, state: SamplerState, prefetch: usize) -> Receiver<Vec<i64>> {
+        let (tx, rx) = sync_channel(prefetch.max(1));
+        let me = Arc::clone(self);
+        thread::spawn(move || {
+            for index in state.next_batch.. {
+                if tx.send(me.batch(state.seed, index)).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+}

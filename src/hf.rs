@@ -1,0 +1,173 @@
+//! Hugging Face GPT-2 interop: a `save_pretrained` directory (`config.json` +
+//! `model.safetensors`) in and out. gptlab already stores GPT-2's names and Conv1D layouts, so
+//! the work is the config, the optional `transformer.` prefix, the tied head and HF's buffers.
+
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::Deserialize;
+use serde_json::json;
+use tch::{nn::VarStore, Device, Tensor};
+
+use crate::checkpoint::{self, TOKENIZER_FILE};
+use crate::model::gpt::{Gelu, Gpt, GptConfig};
+
+/// The fields of HF's `GPT2Config` that change the function the model computes.
+#[derive(Deserialize)]
+struct HfGpt2Config {
+    vocab_size: i64,
+    n_positions: i64,
+    n_embd: i64,
+    n_layer: i64,
+    n_head: i64,
+    #[serde(default)]
+    n_inner: Option<i64>,
+    #[serde(default = "default_activation")]
+    activation_function: String,
+    #[serde(default = "default_eps")]
+    layer_norm_epsilon: f64,
+    #[serde(default)]
+    scale_attn_by_inverse_layer_idx: bool,
+    #[serde(default)]
+    reorder_and_upcast_attn: bool,
+    #[serde(default = "default_true")]
+    scale_attn_weights: bool,
+}
+
+fn default_activation() -> String {
+    "gelu_new".into()
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_true() -> bool {
+    true
+}
+
+impl HfGpt2Config {
+    fn to_gptlab(&self) -> Result<GptConfig> {
+        let gelu = match self.activation_function.as_str() {
+            "gelu_new" | "gelu_pytorch_tanh" => Gelu::Tanh,
+            "gelu" => Gelu::Exact,
+            other => bail!(
+                "unsupported activation_function {other:?} (gptlab supports gelu_new and gelu)"
+            ),
+        };
+        if let Some(inner) = self.n_inner {
+            ensure!(
+                inner == 4 * self.n_embd,
+                "n_inner = {inner} is unsupported: gptlab's MLP is 4 * n_embd"
+            );
+        }
+        ensure!(
+            !self.scale_attn_by_inverse_layer_idx
+                && !self.reorder_and_upcast_attn
+                && self.scale_attn_weights,
+            "non-default GPT-2 attention scaling options are unsupported"
+        );
+        let cfg = GptConfig {
+            vocab_size: self.vocab_size,
+            block_size: self.n_positions,
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+            dropout: 0.0,
+            bias: true,
+            gelu,
+            layer_norm_epsilon: self.layer_norm_epsilon,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Converts a HF GPT-2 directory into a gptlab checkpoint at `out`.
+pub fn import_gpt2(from: &Path, out: &Path) -> Result<GptConfig> {
+    let config_path = from.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let hf: HfGpt2Config = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a GPT-2 config", config_path.display()))?;
+    let cfg = hf.to_gptlab()?;
+    let weights = from.join("model.safetensors");
+    let mut tensors = Vec::new();
+    let mut lm_head = None;
+    for (name, t) in checkpoint::read_tensors(&weights)? {
+        let bare = name.strip_prefix("transformer.").unwrap_or(&name);
+        if bare == "lm_head.weight" {
+            lm_head = Some(t);
+        } else if !(bare.ends_with(".attn.bias") || bare.ends_with(".attn.masked_bias")) {
+            tensors.push((format!("transformer.{bare}"), t.to_kind(tch::Kind::Float)));
+        }
+    }
+    let vs = VarStore::new(Device::Cpu);
+    Gpt::new(&cfg, vs.root())?;
+    if let Some(head) = lm_head {
+        let wte = tensors
+            .iter()
+            .find(|(n, _)| n == "transformer.wte.weight")
+            .map(|(_, t)| t);
+        ensure!(wte.is_some_and(|w| w.size() == head.size() && w.equal(&head.to_kind(tch::Kind::Float))), "{}: lm_head.weight differs from wte: untied heads are unsupported", weights.display());
+    }
+    checkpoint::fill(&vs, tensors, &weights)?;
+    let tok = from.join(TOKENIZER_FILE);
+    checkpoint::save(out, &vs, &cfg, tok.exists().then_some(tok.as_path()), None)?;
+    Ok(cfg)
+}
+
+/// Writes a gptlab checkpoint as a HF GPT-2 directory that `GPT2LMHeadModel.from_pretrained`
+/// loads. Bias-free models get zero biases, which computes the same function.
+pub fn export_gpt2(ckpt: &Path, out: &Path) -> Result<()> {
+    let loaded = checkpoint::load_model(ckpt, Device::Cpu)?;
+    let cfg = &loaded.model.cfg;
+    let c = cfg.n_embd;
+    let mut tensors: Vec<(String, Tensor)> = checkpoint::model_tensors(&loaded.vs);
+    if !cfg.bias {
+        let mut zeros = |name: String, n: i64| {
+            tensors.push((name, Tensor::zeros([n], (tch::Kind::Float, Device::Cpu))))
+        };
+        for i in 0..cfg.n_layer {
+            let h = format!("transformer.h.{i}");
+            zeros(format!("{h}.ln_1.bias"), c);
+            zeros(format!("{h}.ln_2.bias"), c);
+            zeros(format!("{h}.attn.c_attn.bias"), 3 * c);
+            zeros(format!("{h}.attn.c_proj.bias"), c);
+            zeros(format!("{h}.mlp.c_fc.bias"), 4 * c);
+            zeros(format!("{h}.mlp.c_proj.bias"), c);
+        }
+        zeros("transformer.ln_f.bias".into(), c);
+    }
+    let hf_config = json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.block_size,
+        "n_ctx": cfg.block_size,
+        "n_embd": c,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": null,
+        "activation_function": match cfg.gelu { Gelu::Tanh => "gelu_new", Gelu::Exact => "gelu" },
+        "layer_norm_epsilon": cfg.layer_norm_epsilon,
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.dropout,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": true,
+    });
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(
+        out.join("config.json"),
+        serde_json::to_string_pretty(&hf_config)?,
+    )?;
+    let tensors: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| (n, t.contiguous()))
+        .collect();
+    Tensor::write_safetensors(&tensors, out.join("model.safetensors"))?;
+    let tok = loaded.dir.join(TOKENIZER_FILE);
+    if tok.exists() {
+        std::fs::copy(&tok, out.join(TOKENIZER_FILE))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,530 @@
+//! The `gptlab` command line. Every failure ends as one `error: ...` line and a non-zero exit.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use gptlab::{
+    bench, checkpoint, corpus, data, device, generate, hf, model::gpt::GptConfig, quickstart,
+    score, synth, tokenizer::Tokenizer, train,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "gptlab",
+    version,
+    about = "The GPT series rebuilt at a scale one CPU can train and one GPU can scale"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where and how libtorch runs.
+#[derive(Args, Clone)]
+struct DeviceArgs {
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// libtorch intra-op threads (default: libtorch's choice)
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl DeviceArgs {
+    fn resolve(&self) -> Result<tch::Device> {
+        device::set_threads(self.threads)?;
+        device::parse_device(&self.device)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole text pipeline on synthetic data in about two minutes: corpus, tokenizer, training, samples, report
+    Quickstart {
+        #[arg(long, default_value = "runs/quickstart")]
+        out: PathBuf,
+        /// Training time budget in minutes
+        #[arg(long, default_value_t = 2.0)]
+        minutes: f64,
+        /// Train for exactly this many steps instead of the time budget
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Documents to synthesise
+        #[arg(long, default_value_t = 40_000)]
+        docs: usize,
+        #[arg(long, default_value = "micro")]
+        preset: String,
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+        #[command(flatten)]
+        dev: DeviceArgs,
+    },
+    /// Corpora: synthesise, import, tokenize
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Byte-level BPE tokenizers
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
+    /// Train a GPT from a TOML config
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        /// Continue from out_dir/checkpoint exactly where it stopped
+        #[arg(long)]
+        resume: bool,
+        /// Overrides train.device
+        #[arg(long)]
+        device: Option<String>,
+        /// Overrides train.threads
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Overrides train.seed
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Complete a prompt with a trained model
+    Sample {
+        #[arg(long)]
+        ckpt: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        /// 0 = greedy
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        #[arg(long)]
+        top_k: Option<i64>,
+        #[arg(long)]
+        top_p: Option<f64>,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// Stop before this string (repeatable)
+        #[arg(long)]
+        stop: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Recompute the whole context at every step (for checking the cache)
+        #[arg(long)]
+        no_kv_cache: bool,
+        #[command(flatten)]
+        dev: DeviceArgs,
+    },
+    /// Per-token log-probabilities of each line of a JSONL file ({"text"} or {"tokens"})
+    Score {
+        #[arg(long)]
+        ckpt: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// Output JSONL (default: stdout)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        dev: DeviceArgs,
+    },
+    /// Bring weights in from other formats
+    #[command(subcommand)]
+    Import(InteropCommand),
+    /// Write weights out to other formats
+    #[command(subcommand)]
+    Export(ExportCommand),
+    /// Model sizes: parameters and FLOPs per token
+    Info {
+        /// A preset name
+        #[arg(long, conflicts_with = "ckpt")]
+        preset: Option<String>,
+        /// Or a checkpoint
+        #[arg(long)]
+        ckpt: Option<PathBuf>,
+    },
+    /// Throughput measurements
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Write the synthetic corpus (train.jsonl, val.jsonl, synth.toml)
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        /// A synth TOML config; flags below override it
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        docs: Option<usize>,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        val_fraction: Option<f64>,
+    },
+    /// Import .txt and JSONL ({"text": ...}) files into a corpus directory
+    Import {
+        #[arg(long)]
+        out: PathBuf,
+        /// Files or directories
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[arg(long, default_value_t = 0.05)]
+        val_fraction: f64,
+        /// .txt documents: a whole file, or each blank-line-separated block
+        #[arg(long, value_parser = ["file", "blocks"], default_value = "file")]
+        txt_mode: String,
+    },
+    /// Tokenize a corpus directory into token shards
+    Tokenize {
+        #[arg(long)]
+        corpus: PathBuf,
+        #[arg(long)]
+        tokenizer: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = data::shards::DEFAULT_SHARD_TOKENS)]
+        shard_tokens: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenizerCommand {
+    /// Train byte-level BPE on a corpus directory's train split
+    Train {
+        #[arg(long)]
+        corpus: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        vocab_size: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum InteropCommand {
+    /// A Hugging Face GPT-2 directory (config.json + model.safetensors) to a gptlab checkpoint
+    HfGpt2 {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// A gptlab checkpoint to a Hugging Face GPT-2 directory
+    HfGpt2 {
+        #[arg(long)]
+        ckpt: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Achieved matmul TFLOP/s: the peak that MFU is measured against
+    Peak {
+        /// fp32 or bf16
+        #[arg(long, default_value = "auto")]
+        dtype: String,
+        #[command(flatten)]
+        dev: DeviceArgs,
+    },
+    /// Training tokens/s and MFU of a preset on random tokens
+    Train {
+        #[arg(long, default_value = "micro")]
+        preset: String,
+        #[arg(long, default_value_t = 16)]
+        batch_size: i64,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value = "auto")]
+        dtype: String,
+        /// Peak TFLOP/s for MFU (default: measured)
+        #[arg(long)]
+        peak_tflops: Option<f64>,
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+        #[command(flatten)]
+        dev: DeviceArgs,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Quickstart {
+            out,
+            minutes,
+            steps,
+            docs,
+            preset,
+            seed,
+            dev,
+        } => quickstart::run(&quickstart::QuickstartOptions {
+            out,
+            minutes,
+            steps,
+            docs,
+            preset,
+            seed,
+            device: dev.device,
+            threads: dev.threads,
+            ..Default::default()
+        }),
+        Command::Data(cmd) => run_data(cmd),
+        Command::Tokenizer(TokenizerCommand::Train {
+            corpus: dir,
+            vocab_size,
+            out,
+        }) => {
+            let texts = corpus::read_split(&dir, "train")?;
+            let tok = Tokenizer::train(texts.iter(), vocab_size, &out)?;
+            println!("wrote {} ({} tokens)", out.display(), tok.vocab_size());
+            Ok(())
+        }
+        Command::Train {
+            config,
+            resume,
+            device,
+            threads,
+            seed,
+        } => {
+            let mut cfg = train::TrainConfig::from_file(&config)?;
+            if let Some(d) = device {
+                cfg.train.device = d;
+            }
+            if threads.is_some() {
+                cfg.train.threads = threads;
+            }
+            if let Some(s) = seed {
+                cfg.train.seed = s;
+            }
+            let s = train::train(&cfg, resume)?;
+            println!(
+                "trained {} steps ({} tokens): val loss {:.4}, {:.0} tokens/s, MFU {:.2}%; checkpoint {}",
+                s.steps,
+                s.tokens_seen,
+                s.final_val_loss,
+                s.tokens_per_s,
+                100.0 * s.mfu,
+                s.checkpoint.display()
+            );
+            Ok(())
+        }
+        Command::Sample {
+            ckpt,
+            prompt,
+            temperature,
+            top_k,
+            top_p,
+            max_new_tokens,
+            stop,
+            seed,
+            no_kv_cache,
+            dev,
+        } => {
+            let loaded = checkpoint::load_model(&ckpt, dev.resolve()?)?;
+            let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
+            let opts = generate::SampleOptions {
+                temperature,
+                top_k,
+                top_p,
+                max_new_tokens,
+                stop,
+                seed,
+                kv_cache: !no_kv_cache,
+            };
+            let c = generate::complete(&loaded.model, &tok, &prompt, &opts)?;
+            println!("{}", c.text);
+            Ok(())
+        }
+        Command::Score {
+            ckpt,
+            input,
+            out,
+            dev,
+        } => {
+            let loaded = checkpoint::load_model(&ckpt, dev.resolve()?)?;
+            let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
+            let scored = score::score_file(&loaded.model, &tok, &input)?;
+            let lines: String = scored
+                .iter()
+                .map(|s| serde_json::to_string(s).map(|l| l + "\n"))
+                .collect::<Result<_, _>>()?;
+            match out {
+                Some(path) => std::fs::write(&path, lines)
+                    .with_context(|| format!("writing {}", path.display())),
+                None => {
+                    print!("{lines}");
+                    Ok(())
+                }
+            }
+        }
+        Command::Import(InteropCommand::HfGpt2 { from, out }) => {
+            let cfg = hf::import_gpt2(&from, &out)?;
+            println!(
+                "imported GPT-2 ({} params) into {}",
+                cfg.param_counts().total,
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Export(ExportCommand::HfGpt2 { ckpt, out }) => {
+            hf::export_gpt2(&ckpt, &out)?;
+            println!("exported {} to {}", ckpt.display(), out.display());
+            Ok(())
+        }
+        Command::Info { preset, ckpt } => {
+            let cfg = match (preset, ckpt) {
+                (_, Some(dir)) => checkpoint::read_config(&checkpoint::resolve(&dir)?)?,
+                (Some(p), None) => GptConfig::preset(&p)?,
+                (None, None) => anyhow::bail!("give --preset NAME or --ckpt DIR"),
+            };
+            let n = cfg.param_counts();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "config": cfg,
+                    "n_total": n.total,
+                    "n_non_embedding": n.non_embedding,
+                    "flops_per_token": cfg.flops_per_token(cfg.block_size),
+                }))?
+            );
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Peak { dtype, dev }) => {
+            let device = dev.resolve()?;
+            let kind = train::compute_kind(&dtype, device)?;
+            let tflops = bench::measure_peak_tflops(device, kind)?;
+            println!(
+                "{}",
+                serde_json::json!({"device": format!("{device:?}"), "dtype": format!("{kind:?}"), "peak_tflops": tflops})
+            );
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Train {
+            preset,
+            batch_size,
+            steps,
+            dtype,
+            peak_tflops,
+            seed,
+            dev,
+        }) => {
+            let device = dev.resolve()?;
+            let kind = train::compute_kind(&dtype, device)?;
+            tch::manual_seed(seed as i64);
+            let cfg = GptConfig::preset(&preset)?;
+            let mut b = bench::bench_train(&cfg, device, kind, batch_size, steps, 3, peak_tflops)?;
+            b.preset = preset;
+            println!("{}", serde_json::to_string(&b)?);
+            Ok(())
+        }
+    }
+}
+
+fn run_data(cmd: DataCommand) -> Result<()> {
+    match cmd {
+        DataCommand::Synth {
+            out,
+            config,
+            docs,
+            seed,
+            val_fraction,
+        } => {
+            let mut cfg = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    toml::from_str(&text).map_err(|e| {
+                        anyhow::anyhow!("config {}: {}", path.display(), e.message())
+                    })?
+                }
+                None => synth::SynthConfig::default(),
+            };
+            cfg.docs = docs.unwrap_or(cfg.docs);
+            cfg.seed = seed.unwrap_or(cfg.seed);
+            cfg.val_fraction = val_fraction.unwrap_or(cfg.val_fraction);
+            cfg.validate()?;
+            let c = synth::generate(&cfg)?;
+            synth::write_corpus(&out, &c, &cfg)?;
+            println!(
+                "wrote {} train and {} val documents to {}",
+                c.train.len(),
+                c.val.len(),
+                out.display()
+            );
+            Ok(())
+        }
+        DataCommand::Import {
+            out,
+            inputs,
+            val_fraction,
+            txt_mode,
+        } => {
+            let txt_mode = if txt_mode == "blocks" {
+                corpus::TxtMode::Blocks
+            } else {
+                corpus::TxtMode::WholeFile
+            };
+            let stats = corpus::import(
+                &inputs,
+                &out,
+                &corpus::ImportOptions {
+                    val_fraction,
+                    txt_mode,
+                },
+            )?;
+            println!(
+                "imported {} files: {} train and {} val documents into {}",
+                stats.files,
+                stats.train_docs,
+                stats.val_docs,
+                out.display()
+            );
+            Ok(())
+        }
+        DataCommand::Tokenize {
+            corpus: dir,
+            tokenizer,
+            out,
+            shard_tokens,
+        } => {
+            let meta = data::shards::tokenize_corpus(&dir, &tokenizer, &out, shard_tokens)?;
+            println!(
+                "wrote {} train and {} val tokens ({:?}) to {}",
+                meta.train.tokens,
+                meta.val.tokens,
+                meta.dtype,
+                out.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    // Library panics (libtorch exceptions surface as panics) still end as one line, no backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        // libtorch errors carry a C++ backtrace after the first (possibly escaped) newline.
+        let first = msg
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split("\\n")
+            .next()
+            .unwrap_or("");
+        eprintln!("error: internal error: {first}");
+    }));
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        let msg = format!("{e:#}");
+        eprintln!("error: {}", msg.lines().next().unwrap_or(""));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,503 @@
+//! GPT-2's decoder in one file: pre-LN blocks, fused q/k/v, SDPA causal attention, learned
+//! positions, tied LM head. Parameter names and layouts are GPT-2's own (`transformer.h.0.attn.
+//! c_attn.weight`, Conv1D weights stored `[in, out]`), so a checkpoint's `model.safetensors` is a
+//! Hugging Face GPT-2 state dict and weights port 1:1.
+//!
+//! Shapes: B batch, T time, C = n_embd, H = n_head, D = C / H, V = vocab_size.
+
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+/// Which GELU the MLP uses: exact (erf) for models trained here, tanh for imported HF GPT-2
+/// weights, whose logits only match with the approximation they were trained with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gelu {
+    #[default]
+    Exact,
+    Tanh,
+}
+
+impl Gelu {
+    fn approximate(self) -> &'static str {
+        match self {
+            Gelu::Exact => "none",
+            Gelu::Tanh => "tanh",
+        }
+    }
+}
+
+/// Architecture hyper-parameters; `config.json` of every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GptConfig {
+    pub vocab_size: i64,
+    pub block_size: i64,
+    pub n_layer: i64,
+    pub n_head: i64,
+    pub n_embd: i64,
+    #[serde(default)]
+    pub dropout: f64,
+    /// Biases in Linears and LayerNorms (GPT-2 has them; without is ~6% faster, same quality).
+    #[serde(default = "default_bias")]
+    pub bias: bool,
+    #[serde(default)]
+    pub gelu: Gelu,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+}
+
+fn default_bias() -> bool {
+    true
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+/// The named presets, smallest first.
+pub const PRESETS: [&str; 4] = ["nano", "micro", "mini", "gpt2"];
+
+/// Parameter counts as the scaling literature uses them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ParamCounts {
+    /// Every parameter (the tied head counted once).
+    pub total: i64,
+    /// Kaplan et al.'s N: everything but the token and position embeddings.
+    pub non_embedding: i64,
+}
+
+impl GptConfig {
+    /// Presets: `nano` (~0.1M params, tests), `micro` (quickstart on 2 CPU cores), `mini`
+    /// (nanoGPT's Shakespeare baby GPT) and `gpt2` (124M, HF's 50257-token vocab).
+    /// The small presets' vocab is a placeholder that training replaces with the tokenizer's.
+    pub fn preset(name: &str) -> Result<Self> {
+        let (n_layer, n_head, n_embd, block_size, vocab_size) = match name {
+            "nano" => (3, 4, 48, 64, 512),
+            "micro" => (4, 4, 128, 128, 1024),
+            "mini" => (6, 6, 384, 256, 4096),
+            "gpt2" => (12, 12, 768, 1024, 50257),
+            other => bail!(
+                "unknown model preset {other:?}; presets: {}",
+                PRESETS.join(", ")
+            ),
+        };
+        Ok(Self {
+            vocab_size,
+            block_size,
+            n_layer,
+            n_head,
+            n_embd,
+            dropout: 0.0,
+            bias: true,
+            gelu: if name == "gpt2" {
+                Gelu::Tanh
+            } else {
+                Gelu::Exact
+            },
+            layer_norm_epsilon: 1e-5,
+        })
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("block_size", self.block_size),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_embd", self.n_embd),
+        ] {
+            ensure!(v > 0, "model config: {name} must be positive, got {v}");
+        }
+        ensure!(
+            self.n_embd % self.n_head == 0,
+            "model config: n_embd ({}) must be divisible by n_head ({})",
+            self.n_embd,
+            self.n_head
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.dropout),
+            "model config: dropout must be in [0, 1), got {}",
+            self.dropout
+        );
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> i64 {
+        self.n_embd / self.n_head
+    }
+
+    pub fn param_counts(&self) -> ParamCounts {
+        let c = self.n_embd;
+        let b = self.bias as i64;
+        let ln = c + b * c;
+        let per_layer = 2 * ln + (c * 3 * c + b * 3 * c) + (c * c + b * c) // ln_1, ln_2, c_attn, attn.c_proj
+            + (c * 4 * c + b * 4 * c) + (4 * c * c + b * c); // c_fc, mlp.c_proj
+        let non_embedding = self.n_layer * per_layer + ln;
+        let embedding = self.vocab_size * c + self.block_size * c;
+        ParamCounts {
+            total: non_embedding + embedding,
+            non_embedding,
+        }
+    }
+
+    /// Training FLOPs per token at context `seq_len` (PaLM appendix B): 6N for the matmuls, with
+    /// N counting the tied head (it is a matmul) but not `wpe` (a lookup), plus attention scores.
+    pub fn flops_per_token(&self, seq_len: i64) -> f64 {
+        let n = (self.param_counts().total - self.block_size * self.n_embd) as f64;
+        6.0 * n + 12.0 * (self.n_layer * self.n_head * self.head_dim() * seq_len) as f64
+    }
+}
+
+/// GPT-2's Conv1D: a Linear whose weight is stored `[in, out]`.
+#[derive(Debug)]
+struct Conv1D {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Conv1D {
+    fn new(p: nn::Path, n_in: i64, n_out: i64, std: f64, bias: bool) -> Self {
+        let weight = p.var(
+            "weight",
+            &[n_in, n_out],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+        );
+        let bias = bias.then(|| p.var("bias", &[n_out], nn::Init::Const(0.0)));
+        Self { weight, bias }
+    }
+
+    /// x: [.., in] -> [.., out], computed in `kind` (bf16 under mixed precision).
+    fn forward(&self, x: &Tensor, kind: Kind) -> Tensor {
+        let w = self.weight.to_kind(kind);
+        let y = x.to_kind(kind).matmul(&w);
+        match &self.bias {
+            Some(b) => y + b.to_kind(kind),
+            None => y,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn new(p: nn::Path, c: i64, bias: bool, eps: f64) -> Self {
+        let weight = p.var("weight", &[c], nn::Init::Const(1.0));
+        let bias = bias.then(|| p.var("bias", &[c], nn::Init::Const(0.0)));
+        Self { weight, bias, eps }
+    }
+
+    /// Always in fp32, as autocast does.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let c = self.weight.size()[0];
+        x.to_kind(Kind::Float).layer_norm(
+            [c],
+            Some(&self.weight),
+            self.bias.as_ref(),
+            self.eps,
+            true,
+        )
+    }
+}
+
+/// Keys and values of the positions seen so far, one entry per layer, each [B, H, T_past, D].
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of positions already cached.
+    pub fn len(&self) -> i64 {
+        match self.layers.first() {
+            Some(Some((k, _))) => k.size()[2],
+            _ => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug)]
+struct CausalSelfAttention {
+    c_attn: Conv1D,
+    c_proj: Conv1D,
+    n_head: i64,
+    dropout: f64,
+}
+
+impl CausalSelfAttention {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        let c = cfg.n_embd;
+        let proj_std = 0.02 / (2.0 * cfg.n_layer as f64).sqrt();
+        Self {
+            c_attn: Conv1D::new(&p / "c_attn", c, 3 * c, 0.02, cfg.bias),
+            c_proj: Conv1D::new(&p / "c_proj", c, c, proj_std, cfg.bias),
+            n_head: cfg.n_head,
+            dropout: cfg.dropout,
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        train: bool,
+        kind: Kind,
+    ) -> Tensor {
+        let (b, t, c) = x.size3().unwrap();
+        let d = c / self.n_head;
+        let qkv = self.c_attn.forward(x, kind); // [B, T, 3C]
+        let heads = |z: &Tensor| z.view([b, t, self.n_head, d]).transpose(1, 2); // [B, H, T, D]
+        let parts = qkv.split(c, 2);
+        let (q, mut k, mut v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
+        let t_past = match cache {
+            Some(slot) => {
+                if let Some((k_past, v_past)) = slot.as_ref() {
+                    k = Tensor::cat(&[k_past, &k], 2); // [B, H, T_past + T, D]
+                    v = Tensor::cat(&[v_past, &v], 2);
+                }
+                let t_past = k.size()[2] - t;
+                *slot = Some((k.shallow_clone(), v.shallow_clone()));
+                t_past
+            }
+            None => 0,
+        };
+        let p = if train { self.dropout } else { 0.0 };
+        // SDPA's is_causal aligns the mask top-left, which is only right without a past; one new
+        // token may attend to everything; several new tokens after a past need an explicit mask.
+        let y = if t_past == 0 {
+            Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                p,
+                true,
+                None::<f64>,
+                false,
+            )
+        } else if t == 1 {
+            Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                p,
+                false,
+                None::<f64>,
+                false,
+            )
+        } else {
+            let total = t_past + t;
+            let mask = Tensor::ones([t, total], (Kind::Bool, x.device())).tril(t_past); // [T, T_past + T]
+            Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                Some(mask),
+                p,
+                false,
+                None::<f64>,
+                false,
+            )
+        }; // [B, H, T, D]
+        let y = y.transpose(1, 2).contiguous().view([b, t, c]);
+        self.c_proj.forward(&y, kind).dropout(p, train)
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    c_fc: Conv1D,
+    c_proj: Conv1D,
+    gelu: Gelu,
+    dropout: f64,
+}
+
+impl Mlp {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        let c = cfg.n_embd;
+        let proj_std = 0.02 / (2.0 * cfg.n_layer as f64).sqrt();
+        Self {
+            c_fc: Conv1D::new(&p / "c_fc", c, 4 * c, 0.02, cfg.bias),
+            c_proj: Conv1D::new(&p / "c_proj", 4 * c, c, proj_std, cfg.bias),
+            gelu: cfg.gelu,
+            dropout: cfg.dropout,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool, kind: Kind) -> Tensor {
+        let h = self.c_fc.forward(x, kind).gelu(self.gelu.approximate()); // [B, T, 4C]
+        self.c_proj.forward(&h, kind).dropout(self.dropout, train) // [B, T, C]
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    ln_1: LayerNorm,
+    attn: CausalSelfAttention,
+    ln_2: LayerNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        let (c, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
+        Self {
+            ln_1: LayerNorm::new(&p / "ln_1", c, cfg.bias, eps),
+            attn: CausalSelfAttention::new(&p / "attn", cfg),
+            ln_2: LayerNorm::new(&p / "ln_2", c, cfg.bias, eps),
+            mlp: Mlp::new(&p / "mlp", cfg),
+        }
+    }
+
+    /// The residual stream stays fp32; branches compute in `kind`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        train: bool,
+        kind: Kind,
+    ) -> Tensor {
+        let x = x + self
+            .attn
+            .forward(&self.ln_1.forward(x), cache, train, kind)
+            .to_kind(Kind::Float);
+        &x + self
+            .mlp
+            .forward(&self.ln_2.forward(&x), train, kind)
+            .to_kind(Kind::Float)
+    }
+}
+
+/// What the decoder reads: token ids, or embeddings that already stand in the token-embedding
+/// space (the multimodal model splices projected image patches in this way).
+pub enum Input<'a> {
+    /// [B, T] int64
+    Tokens(&'a Tensor),
+    /// [B, T, C] float
+    Embeddings(&'a Tensor),
+}
+
+/// The GPT decoder with its tied LM head.
+#[derive(Debug)]
+pub struct Gpt {
+    pub cfg: GptConfig,
+    wte: Tensor,
+    wpe: Tensor,
+    h: Vec<Block>,
+    ln_f: LayerNorm,
+    compute_kind: Kind,
+}
+
+impl Gpt {
+    /// Builds the model's variables under `p` (use the VarStore root) with GPT-2's init.
+    pub fn new(cfg: &GptConfig, p: nn::Path) -> Result<Self> {
+        cfg.validate()?;
+        let t = &p / "transformer";
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        let wte = (&t / "wte").var("weight", &[cfg.vocab_size, cfg.n_embd], init);
+        let wpe = (&t / "wpe").var("weight", &[cfg.block_size, cfg.n_embd], init);
+        let h = (0..cfg.n_layer)
+            .map(|i| Block::new(&t / "h" / i, cfg))
+            .collect();
+        let ln_f = LayerNorm::new(&t / "ln_f", cfg.n_embd, cfg.bias, cfg.layer_norm_epsilon);
+        Ok(Self {
+            cfg: cfg.clone(),
+            wte,
+            wpe,
+            h,
+            ln_f,
+            compute_kind: Kind::Float,
+        })
+    }
+
+    /// Matmuls in `kind` (bf16 for mixed precision on CUDA); weights, LayerNorms, the residual
+    /// stream and the loss stay fp32.
+    pub fn set_compute_kind(&mut self, kind: Kind) {
+        self.compute_kind = kind;
+    }
+
+    pub fn device(&self) -> Device {
+        self.wte.device()
+    }
+
+    /// Token embeddings for ids [B, T] -> [B, T, C]; lets callers build `Input::Embeddings`.
+    pub fn embed_tokens(&self, idx: &Tensor) -> Tensor {
+        Tensor::embedding(&self.wte, idx, -1, false, false)
+    }
+
+    /// Logits [B, T, V] (fp32). `pos` defaults to positions following whatever `cache` holds;
+    /// with a cache, keys and values of these positions are appended to it.
+    pub fn forward(
+        &self,
+        input: Input,
+        pos: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let tok_emb = match input {
+            Input::Tokens(idx) => self.embed_tokens(idx),
+            Input::Embeddings(e) => e.to_kind(Kind::Float),
+        }; // [B, T, C]
+        let (_, t, c) = tok_emb.size3()?;
+        ensure!(
+            c == self.cfg.n_embd,
+            "input embeddings have width {c}, the model expects {}",
+            self.cfg.n_embd
+        );
+        let t_past = cache.as_ref().map_or(0, |c| c.len());
+        ensure!(
+            t_past + t <= self.cfg.block_size,
+            "sequence of {} tokens exceeds the model's context of {}",
+            t_past + t,
+            self.cfg.block_size
+        );
+        let pos = match pos {
+            Some(p) => p.shallow_clone(),
+            None => Tensor::arange_start(t_past, t_past + t, (Kind::Int64, self.device())),
+        };
+        let pos_emb = Tensor::embedding(&self.wpe, &pos, -1, false, false); // [T, C] or [B, T, C]
+        let mut x = (tok_emb + pos_emb).dropout(self.cfg.dropout, train);
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.layers.resize_with(self.h.len(), || None);
+        }
+        for (i, block) in self.h.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(&x, slot, train, self.compute_kind);
+        }
+        let x = self.ln_f.forward(&x);
+        let kind = self.compute_kind;
+        Ok(x.to_kind(kind)
+            .linear(&self.wte.to_kind(kind), None::<Tensor>)
+            .to_kind(Kind::Float)) // [B, T, V]
+    }
+
+    /// Mean next-token cross-entropy of `idx` [B, T] against `targets` [B, T].
+    pub fn loss(&self, idx: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
+        let logits = self.forward(Input::Tokens(idx), None, None, train)?;
+        let v = logits.size()[2];
+        Ok(logits
+            .reshape([-1, v])
+            .cross_entropy_for_logits(&targets.reshape([-1])))
+    }
+}

@@ -1,0 +1,3 @@
+//! Model families. One file per model, one transformer block per family.
+
+pub mod gpt;

@@ -1,0 +1,171 @@
+//! Line plots as PNG and SVG with plotters. The font is embedded (DejaVu Sans) and registered
+//! from bytes, so text renders on machines without fontconfig.
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{anyhow, ensure, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+static FONT: Once = Once::new();
+const FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+fn register_font() {
+    FONT.call_once(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT_BYTES)
+            .unwrap_or_else(|_| panic!("embedded font is valid"));
+    });
+}
+
+/// One named line.
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A chart: title, axis labels and lines; `log_x` for token or compute axes.
+pub struct LinePlot {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    pub log_x: bool,
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+impl LinePlot {
+    /// Writes `{stem}.png` and `{stem}.svg`.
+    pub fn save(&self, stem: &Path) -> Result<()> {
+        register_font();
+        let points: Vec<&(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| &s.points)
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        ensure!(!points.is_empty(), "nothing to plot for {}", self.title);
+        let png = stem.with_extension("png");
+        let svg = stem.with_extension("svg");
+        self.draw(
+            BitMapBackend::new(&png, (900, 560)).into_drawing_area(),
+            &points,
+        )?;
+        self.draw(
+            SVGBackend::new(&svg, (900, 560)).into_drawing_area(),
+            &points,
+        )?;
+        Ok(())
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: DrawingArea<DB, Shift>,
+        points: &[&(f64, f64)],
+    ) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let err =
+            |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {}: {e:?}", self.title);
+        root.fill(&WHITE).map_err(err)?;
+        let (mut x0, mut x1) = points
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (mut y0, mut y1) = points
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        if x1 <= x0 {
+            x1 = x0 + 1.0;
+        }
+        let pad = ((y1 - y0) * 0.05).max(1e-3);
+        (y0, y1) = (y0 - pad, y1 + pad);
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(&self.title, ("sans-serif", 24))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(64);
+        macro_rules! finish {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .x_desc(&self.x_label)
+                    .y_desc(&self.y_label)
+                    .label_style(("sans-serif", 14))
+                    .draw()
+                    .map_err(err)?;
+                for (i, s) in self.series.iter().enumerate() {
+                    let color = COLORS[i % COLORS.len()];
+                    let pts: Vec<(f64, f64)> = s
+                        .points
+                        .iter()
+                        .copied()
+                        .filter(|(x, y)| x.is_finite() && y.is_finite())
+                        .collect();
+                    chart
+                        .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                        .map_err(err)?
+                        .label(&s.label)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                        });
+                }
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .label_font(("sans-serif", 14))
+                    .draw()
+                    .map_err(err)?;
+            }};
+        }
+        if self.log_x {
+            x0 = x0.max(1e-12);
+            finish!(builder
+                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+                .map_err(err)?);
+        } else {
+            finish!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?);
+        }
+        root.present().map_err(err)?;
+        Ok(())
+    }
+}
+
+/// Train and validation loss against tokens, from a run's metrics JSONL.
+pub fn loss_plot(metrics: &Path, stem: &Path, title: &str) -> Result<()> {
+    let records = crate::metrics::read_jsonl(metrics)?;
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        records
+            .iter()
+            .filter_map(|r| Some((r["tokens"].as_f64()?, r[key].as_f64()?)))
+            .collect()
+    };
+    LinePlot {
+        title: title.to_string(),
+        x_label: "tokens".into(),
+        y_label: "loss (nats/token)".into(),
+        series: vec![
+            Series {
+                label: "train".into(),
+                points: series("train_loss"),
+            },
+            Series {
+                label: "val".into(),
+                points: series("val_loss"),
+            },
+        ],
+        log_x: false,
+    }
+    .save(stem)
+}

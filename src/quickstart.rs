@@ -1,0 +1,280 @@
+//! `gptlab quickstart`: the whole text pipeline in one command, sized to about two minutes of
+//! training on two CPU cores: synthesise a corpus, train a tokenizer, tokenize, train a tiny
+//! GPT, sample from it, and write a report with the loss curve.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tch::Device;
+
+use crate::checkpoint;
+use crate::data::shards::{self, ShardMeta};
+use crate::generate::{self, SampleOptions};
+use crate::report::Report;
+use crate::synth::{self, SynthConfig};
+use crate::tokenizer::Tokenizer;
+use crate::train::{self, ModelSpec, TrainConfig, TrainSection};
+
+#[derive(Clone, Debug)]
+pub struct QuickstartOptions {
+    pub out: PathBuf,
+    /// Training time budget; the step count is derived from a throughput probe.
+    pub minutes: f64,
+    /// Fixed step count instead of the time budget.
+    pub steps: Option<u64>,
+    pub docs: usize,
+    pub vocab_size: usize,
+    pub preset: String,
+    pub seed: u64,
+    pub device: String,
+    pub threads: Option<usize>,
+}
+
+impl Default for QuickstartOptions {
+    fn default() -> Self {
+        Self {
+            out: PathBuf::from("runs/quickstart"),
+            minutes: 2.0,
+            steps: None,
+            docs: 40_000,
+            vocab_size: 1024,
+            preset: "micro".into(),
+            seed: 1337,
+            device: "auto".into(),
+            threads: None,
+        }
+    }
+}
+
+/// Prompts that show each kind of document the corpus teaches.
+const PROMPTS: [&str; 4] = [
+    "Q: What is 23 plus 58? A:",
+    "a scene with",
+    "stone -> enots\nplanet -> tenalp\ngarden ->",
+    "<|user|>\nReverse the word 'apple'.\n<|assistant|>\n",
+];
+
+pub fn run(opts: &QuickstartOptions) -> Result<()> {
+    let out = &opts.out;
+    let data = out.join("data");
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let step = |msg: &str| eprintln!("[quickstart] {msg}");
+
+    step(&format!("synthesising {} documents", opts.docs));
+    let synth_cfg = SynthConfig {
+        docs: opts.docs,
+        seed: opts.seed,
+        ..SynthConfig::default()
+    };
+    let corpus = synth::generate(&synth_cfg)?;
+    let corpus_dir = data.join("corpus");
+    synth::write_corpus(&corpus_dir, &corpus, &synth_cfg)?;
+
+    step(&format!(
+        "training a {}-token byte-level BPE tokenizer",
+        opts.vocab_size
+    ));
+    let tok_path = data.join("tokenizer.json");
+    Tokenizer::train(
+        corpus.train.iter().map(|d| d.text.as_str()),
+        opts.vocab_size,
+        &tok_path,
+    )?;
+
+    step("tokenizing into shards");
+    let shard_dir = data.join("shards");
+    let meta = shards::tokenize_corpus(
+        &corpus_dir,
+        &tok_path,
+        &shard_dir,
+        shards::DEFAULT_SHARD_TOKENS,
+    )?;
+    step(&format!(
+        "{} train / {} val tokens",
+        meta.train.tokens, meta.val.tokens
+    ));
+
+    let mut cfg = TrainConfig {
+        out_dir: out.clone(),
+        data: shard_dir.clone(),
+        model: ModelSpec {
+            preset: opts.preset.clone(),
+            ..ModelSpec::default()
+        },
+        train: TrainSection {
+            batch_size: 16,
+            lr: 2e-3,
+            warmup_steps: 30,
+            eval_interval: 50,
+            eval_batches: 10,
+            log_interval: 10,
+            ckpt_interval: 250,
+            seed: opts.seed,
+            device: opts.device.clone(),
+            threads: opts.threads,
+            ..TrainSection::default()
+        },
+        optim: Default::default(),
+    };
+    let steps = match opts.steps {
+        Some(s) => s,
+        None => {
+            let tps = probe_tokens_per_s(&cfg, &meta)?;
+            let tokens = tps * opts.minutes * 60.0 * 0.9; // leave room for evaluation
+            ((tokens / cfg.tokens_per_step(cfg.model.resolve(meta.vocab_size)?.block_size) as f64)
+                as u64)
+                .max(20)
+        }
+    };
+    cfg.train.max_steps = steps;
+    cfg.train.warmup_steps = cfg.train.warmup_steps.min(steps / 10);
+    step(&format!(
+        "training preset {} for {steps} steps",
+        opts.preset
+    ));
+    let summary = train::train(&cfg, false)?;
+
+    step("sampling");
+    let loaded = checkpoint::load_model(
+        &cfg.checkpoint_dir(),
+        crate::device::parse_device(&opts.device)?,
+    )?;
+    let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
+    let sample_opts = SampleOptions {
+        temperature: 0.0,
+        max_new_tokens: 48,
+        seed: opts.seed,
+        ..SampleOptions::default()
+    };
+    let mut samples = Vec::new();
+    for prompt in PROMPTS {
+        let c = generate::complete(&loaded.model, &tok, prompt, &sample_opts)?;
+        samples.push((prompt.to_string(), c.text));
+    }
+    let samples_md: String = samples
+        .iter()
+        .map(|(p, c)| {
+            format!("### Prompt\n```text\n{p}\n```\n### Completion (greedy)\n```text\n{c}\n```\n\n")
+        })
+        .collect();
+    std::fs::write(out.join("samples.md"), &samples_md)?;
+
+    crate::plot::loss_plot(
+        &out.join("metrics.jsonl"),
+        &out.join("loss"),
+        "quickstart: loss vs tokens",
+    )?;
+    write_report(out, &cfg, &meta, &summary, &samples)?;
+    step(&format!(
+        "done: val loss {:.3} nats/token vs unigram baseline {:.3}; report at {}",
+        summary.final_val_loss,
+        meta.train_unigram_entropy,
+        out.join("report.md").display()
+    ));
+    Ok(())
+}
+
+/// Tokens/s of this run's model and batch on random tokens, to size the step count.
+fn probe_tokens_per_s(cfg: &TrainConfig, meta: &ShardMeta) -> Result<f64> {
+    let device = crate::device::parse_device(&cfg.train.device)?;
+    crate::device::set_threads(cfg.train.threads)?;
+    let kind = train::compute_kind(&cfg.train.dtype, device)?;
+    let gpt = cfg.model.resolve(meta.vocab_size)?;
+    let b = crate::bench::bench_train(
+        &gpt,
+        device,
+        kind,
+        cfg.train.batch_size as i64,
+        5,
+        2,
+        Some(1.0),
+    )?;
+    Ok(b.tokens_per_s)
+}
+
+fn write_report(
+    out: &Path,
+    cfg: &TrainConfig,
+    meta: &ShardMeta,
+    s: &train::TrainSummary,
+    samples: &[(String, String)],
+) -> Result<()> {
+    let device = crate::device::parse_device(&cfg.train.device).unwrap_or(Device::Cpu);
+    let mut r = Report::new("gptlab quickstart");
+    r.paragraph(
+        "A tiny GPT-2-style decoder trained from scratch on gptlab's synthetic corpus (scene \
+         descriptions, GPT-3-style arithmetic, in-context rule episodes and verifiable \
+         instruction pairs), with a byte-level BPE tokenizer trained on the same corpus.",
+    );
+    r.heading("What ran");
+    r.table(
+        &["setting", "value"],
+        &[
+            vec!["model preset".into(), cfg.model.preset.clone()],
+            vec![
+                "parameters (total / non-embedding)".into(),
+                format!("{} / {}", s.params.total, s.params.non_embedding),
+            ],
+            vec![
+                "FLOPs per token (training)".into(),
+                format!("{:.3e}", s.flops_per_token),
+            ],
+            vec!["tokenizer vocab".into(), meta.vocab_size.to_string()],
+            vec![
+                "corpus tokens (train / val)".into(),
+                format!("{} / {}", meta.train.tokens, meta.val.tokens),
+            ],
+            vec![
+                "steps × tokens per step".into(),
+                format!("{} × {}", s.steps, s.tokens_seen / s.steps.max(1)),
+            ],
+            vec!["device".into(), format!("{device:?}")],
+            vec!["wall time".into(), format!("{:.0} s", s.elapsed_s)],
+            vec![
+                "throughput".into(),
+                format!(
+                    "{:.0} tokens/s, MFU {:.1}% of a measured {:.3} TFLOP/s matmul peak",
+                    s.tokens_per_s,
+                    100.0 * s.mfu,
+                    s.peak_tflops
+                ),
+            ],
+        ],
+    );
+    r.heading("Result");
+    r.table(
+        &["quantity", "nats/token"],
+        &[
+            vec![
+                "final validation loss".into(),
+                format!("{:.4}", s.final_val_loss),
+            ],
+            vec![
+                "final training loss".into(),
+                format!("{:.4}", s.final_train_loss),
+            ],
+            vec![
+                "unigram-entropy baseline (context ignored)".into(),
+                format!("{:.4}", meta.train_unigram_entropy),
+            ],
+        ],
+    );
+    r.paragraph(&format!(
+        "The model's validation loss is {:.2} nats/token below the unigram baseline: it uses context, \
+         not just token frequencies.",
+        meta.train_unigram_entropy - s.final_val_loss
+    ));
+    r.image("train and validation loss against tokens", "loss.png");
+    r.heading("Samples (greedy)");
+    for (p, c) in samples {
+        r.code(&format!("{p}{c}"));
+    }
+    r.heading("Files");
+    r.paragraph(
+        "`config.toml` (the resolved training config), `metrics.jsonl`, `loss.png` / `loss.svg`, \
+         `samples.md`, `checkpoint/` (model, optimizer, state, tokenizer), `data/` (corpus, \
+         tokenizer, shards). Rerun with `gptlab quickstart`; continue training with \
+         `gptlab train --config config.toml --resume`.",
+    );
+    r.write(&out.join("report.md"))
+}

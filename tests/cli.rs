@@ -1,0 +1,347 @@
+//! The command line end to end: sampling with and without the KV cache, scoring, the quickstart,
+//! and the error paths (one `error:` line, exit 1, no panic).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::{run_err, run_ok, write_config};
+use gptlab::checkpoint;
+use gptlab::model::gpt::Input;
+use tch::{Device, Kind, Tensor};
+
+/// A checkpoint trained for 8 steps, shared by the tests of this file.
+fn trained_ckpt() -> &'static Path {
+    static CKPT: OnceLock<PathBuf> = OnceLock::new();
+    CKPT.get_or_init(|| {
+        let dir = common::persistent_tempdir();
+        run_ok(&[
+            "train",
+            "--config",
+            write_config(&dir, 8, "").to_str().unwrap(),
+        ]);
+        dir.join("run/checkpoint")
+    })
+}
+
+fn copy_ckpt(to: &Path) -> PathBuf {
+    let dst = to.join("ckpt");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(trained_ckpt()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+#[test]
+fn greedy_sampling_is_the_same_with_and_without_the_kv_cache() {
+    let ckpt = trained_ckpt().to_str().unwrap();
+    // Longer than the 32-token context, so both the left cut and the sliding window run.
+    let prompt = "the red circle is left of the blue square. there are 2 red objects. Q: What is 12 plus 30? A: 42";
+    let args = |cache: bool| {
+        let mut a = vec![
+            "sample",
+            "--ckpt",
+            ckpt,
+            "--prompt",
+            prompt,
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "24",
+            "--device",
+            "cpu",
+        ];
+        if !cache {
+            a.push("--no-kv-cache");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| {
+        let out = common::gptlab(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (with_cache, warn) = run(args(true));
+    let (without, _) = run(args(false));
+    assert_eq!(with_cache, without);
+    assert!(
+        warn.contains("keeping the last 32"),
+        "a long prompt warns: {warn}"
+    );
+}
+
+#[test]
+fn sampling_is_reproducible_in_its_seed_and_honours_stop() {
+    let ckpt = trained_ckpt().to_str().unwrap();
+    let base = [
+        "sample",
+        "--ckpt",
+        ckpt,
+        "--prompt",
+        "a scene",
+        "--temperature",
+        "1.0",
+        "--top-k",
+        "20",
+        "--top-p",
+        "0.9",
+        "--max-new-tokens",
+        "30",
+    ];
+    let a = run_ok(&[&base[..], &["--seed", "1"]].concat());
+    assert_eq!(a, run_ok(&[&base[..], &["--seed", "1"]].concat()));
+    let stopped = run_ok(&[&base[..], &["--seed", "1", "--stop", "e"]].concat());
+    assert!(!stopped.trim_end_matches('\n').contains('e'), "{stopped:?}");
+}
+
+#[test]
+fn score_gives_next_token_logprobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"the red circle\"}\n\n{\"tokens\": [5, 9, 17, 3]}\n",
+    )
+    .unwrap();
+    let out = run_ok(&[
+        "score",
+        "--ckpt",
+        trained_ckpt().to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let lp: Vec<f64> = lines[1]["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(lp.len(), 3);
+    assert!((lp.iter().sum::<f64>() - lines[1]["total_logprob"].as_f64().unwrap()).abs() < 1e-9);
+    // token_logprobs[i] = log P(token i+1 | tokens 0..=i), checked one prefix at a time.
+    let loaded = checkpoint::load_model(trained_ckpt(), Device::Cpu).unwrap();
+    let toks = [5i64, 9, 17, 3];
+    for i in 0..3 {
+        let x = Tensor::from_slice(&toks[..=i]).unsqueeze(0);
+        let logits = loaded
+            .model
+            .forward(Input::Tokens(&x), None, None, false)
+            .unwrap();
+        let expect = logits
+            .get(0)
+            .get(i as i64)
+            .log_softmax(0, Kind::Float)
+            .double_value(&[toks[i + 1]]);
+        assert!(
+            (lp[i] - expect).abs() < 1e-5,
+            "position {i}: {} vs {expect}",
+            lp[i]
+        );
+    }
+}
+
+#[test]
+fn broken_checkpoints_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample =
+        |ckpt: &Path| run_err(&["sample", "--ckpt", ckpt.to_str().unwrap(), "--prompt", "a"]);
+    assert!(sample(&dir.path().join("nope")).contains("does not exist"));
+
+    let ckpt = copy_ckpt(dir.path());
+    let model = ckpt.join("model.safetensors");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(sample(&ckpt).contains("corrupt or truncated"));
+    std::fs::write(&model, b"not a safetensors file at all").unwrap();
+    assert!(sample(&ckpt).contains("corrupt or truncated"));
+    std::fs::remove_file(&model).unwrap();
+    assert!(sample(&ckpt).contains("missing"));
+
+    std::fs::write(&model, &bytes).unwrap();
+    let config = ckpt.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("\"n_embd\": 48", "\"n_embd\": 64")).unwrap();
+    assert!(sample(&ckpt).contains("but the config requires"));
+    std::fs::write(&config, text.replace("\"n_layer\": 3", "\"n_layer\": 2")).unwrap();
+    assert!(sample(&ckpt).contains("which the config does not define"));
+    std::fs::write(&config, text.replace("\"n_head\": 4", "\"n_head\": 5")).unwrap();
+    assert!(sample(&ckpt).contains("divisible"));
+    std::fs::write(&config, "{ not json").unwrap();
+    assert!(sample(&ckpt).contains("invalid"));
+}
+
+#[test]
+fn bad_devices_and_inputs_are_clear_errors() {
+    let ckpt = trained_ckpt().to_str().unwrap();
+    assert!(
+        run_err(&["sample", "--ckpt", ckpt, "--prompt", "a", "--device", "gpu"])
+            .contains("unknown device")
+    );
+    if !tch::Cuda::is_available() {
+        assert!(
+            run_err(&["sample", "--ckpt", ckpt, "--prompt", "a", "--device", "cuda"])
+                .contains("0 CUDA device")
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.jsonl");
+    std::fs::write(&input, "{\"text\": \"ok\"}\n{\"text\": oops}\n").unwrap();
+    let err = run_err(&["score", "--ckpt", ckpt, "--input", input.to_str().unwrap()]);
+    assert!(err.contains("bad.jsonl:2"), "{err}");
+    std::fs::write(&input, "{\"tokens\": [1, 99999]}\n").unwrap();
+    assert!(
+        run_err(&["score", "--ckpt", ckpt, "--input", input.to_str().unwrap()])
+            .contains("outside the vocabulary")
+    );
+}
+
+#[test]
+fn empty_and_malformed_corpora_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    std::fs::write(corpus.join("train.jsonl"), "").unwrap();
+    std::fs::write(corpus.join("val.jsonl"), "").unwrap();
+    let tok = dir.path().join("tok.json");
+    let err = run_err(&[
+        "tokenizer",
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(err.contains("no documents"), "{err}");
+    std::fs::write(
+        corpus.join("train.jsonl"),
+        "{\"text\": \"fine\"}\n{\"txt\": \"wrong field\"}\n",
+    )
+    .unwrap();
+    let err = run_err(&[
+        "tokenizer",
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(err.contains("train.jsonl:2"), "{err}");
+    let bad = dir.path().join("import.jsonl");
+    std::fs::write(&bad, "{\"text\": \"a\"}\n[1, 2\n").unwrap();
+    let err = run_err(&[
+        "data",
+        "import",
+        "--out",
+        dir.path().join("imp").to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert!(err.contains("import.jsonl:2"), "{err}");
+}
+
+#[test]
+fn data_synth_and_import_write_corpus_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = dir.path().join("synth");
+    run_ok(&[
+        "data",
+        "synth",
+        "--out",
+        synth.to_str().unwrap(),
+        "--docs",
+        "200",
+        "--seed",
+        "3",
+    ]);
+    let first = std::fs::read(synth.join("train.jsonl")).unwrap();
+    run_ok(&[
+        "data",
+        "synth",
+        "--out",
+        synth.to_str().unwrap(),
+        "--docs",
+        "200",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(
+        first,
+        std::fs::read(synth.join("train.jsonl")).unwrap(),
+        "deterministic in the seed"
+    );
+    assert!(synth.join("synth.toml").exists());
+    let txt = dir.path().join("notes.txt");
+    std::fs::write(&txt, "first block\n\nsecond block\n").unwrap();
+    let out = run_ok(&[
+        "data",
+        "import",
+        "--out",
+        dir.path().join("imp").to_str().unwrap(),
+        "--txt-mode",
+        "blocks",
+        "--val-fraction",
+        "0",
+        txt.to_str().unwrap(),
+    ]);
+    assert!(out.contains("2 train"), "{out}");
+}
+
+#[test]
+fn quickstart_trains_below_the_unigram_baseline_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("qs");
+    run_ok(&[
+        "quickstart",
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "150",
+        "--docs",
+        "4000",
+        "--preset",
+        "nano",
+        "--device",
+        "cpu",
+    ]);
+    for f in [
+        "report.md",
+        "loss.png",
+        "loss.svg",
+        "metrics.jsonl",
+        "samples.md",
+        "config.toml",
+        "checkpoint/model.safetensors",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let meta = gptlab::data::shards::ShardMeta::read(&out.join("data/shards")).unwrap();
+    let records = gptlab::metrics::read_jsonl(&out.join("metrics.jsonl")).unwrap();
+    let val = records
+        .iter()
+        .rev()
+        .find_map(|r| r["val_loss"].as_f64())
+        .unwrap();
+    assert!(
+        val < meta.train_unigram_entropy - 1.0,
+        "val loss {val} vs unigram {}",
+        meta.train_unigram_entropy
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("![train and validation loss against tokens](loss.png)"));
+    assert!(report.contains(&format!("{:.4}", meta.train_unigram_entropy)));
+    assert!(report.contains(&format!("{val:.4}")));
+}

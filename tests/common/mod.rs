@@ -1,0 +1,143 @@
+//! Shared fixtures: the CLI binary, a small tokenized synthetic corpus, tiny training configs,
+//! and the project's Python (`.venv`) for comparisons against HF.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use gptlab::data::shards;
+use gptlab::synth::{self, SynthConfig};
+use gptlab::tokenizer::Tokenizer;
+
+pub fn gptlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gptlab"))
+        .args(args)
+        .output()
+        .expect("running gptlab")
+}
+
+/// Runs gptlab and returns stdout, failing the test with stderr on a non-zero exit.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = gptlab(args);
+    assert!(
+        out.status.success(),
+        "gptlab {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs gptlab expecting a clean failure: non-zero exit and one `error: ` line, no panic.
+pub fn run_err(args: &[&str]) -> String {
+    let out = gptlab(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "gptlab {args:?} should have failed; stderr:\n{stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit code 1 for {args:?}, stderr:\n{stderr}"
+    );
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "expected one error line for {args:?}, stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("internal error"),
+        "panic for {args:?}:\n{stderr}"
+    );
+    errors[0].to_string()
+}
+
+/// A temp dir that lives for the whole test binary.
+pub fn persistent_tempdir() -> PathBuf {
+    tempfile::tempdir().unwrap().keep()
+}
+
+/// A small synthetic corpus, tokenizer and shards, built once per test binary.
+pub fn shard_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = persistent_tempdir();
+        let cfg = SynthConfig {
+            docs: 1500,
+            seed: 7,
+            ..SynthConfig::default()
+        };
+        let corpus = synth::generate(&cfg).unwrap();
+        let corpus_dir = root.join("corpus");
+        synth::write_corpus(&corpus_dir, &corpus, &cfg).unwrap();
+        let tok = root.join("tokenizer.json");
+        Tokenizer::train(corpus.train.iter().map(|d| d.text.as_str()), 400, &tok).unwrap();
+        let out = root.join("shards");
+        shards::tokenize_corpus(&corpus_dir, &tok, &out, shards::DEFAULT_SHARD_TOKENS).unwrap();
+        out
+    })
+}
+
+/// A nano training config over [`shard_dir`], with dropout so that exact resume must also
+/// restore the RNG. `extra` is appended to the `[train]` table.
+pub fn write_config(dir: &Path, max_steps: u64, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"out_dir = "{out}"
+data = "{data}"
+
+[model]
+preset = "nano"
+block_size = 32
+dropout = 0.1
+
+[train]
+batch_size = 4
+max_steps = {max_steps}
+decay_steps = 8
+warmup_steps = 2
+lr = 3e-3
+eval_interval = 4
+eval_batches = 2
+log_interval = 2
+ckpt_interval = 4
+device = "cpu"
+threads = 1
+peak_tflops = 1.0
+{extra}
+"#,
+        out = dir.join("run").display(),
+        data = shard_dir().display()
+    );
+    let path = dir.join(format!("train_{max_steps}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The project's Python with torch, transformers and tokenizers (installed by scripts/setup.sh).
+pub fn python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+pub fn run_python(args: &[&str]) -> String {
+    let out = Command::new(python())
+        .args(args)
+        .output()
+        .expect("running python");
+    assert!(
+        out.status.success(),
+        "python {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
