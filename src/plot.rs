@@ -101,6 +101,7 @@ impl LinePlot {
                     .configure_mesh()
                     .x_desc(&self.x_label)
                     .y_desc(&self.y_label)
+                    .x_label_formatter(&|x: &f64| human(*x))
                     .label_style(("sans-serif", 14))
                     .draw()
                     .map_err(err)?;
@@ -142,8 +143,30 @@ impl LinePlot {
     }
 }
 
+/// Compact tick labels: 1.5k, 2M, 3e12.
+pub fn human(x: f64) -> String {
+    let a = x.abs();
+    let (v, suffix) = match a {
+        _ if a >= 1e15 || (a > 0.0 && a < 1e-3) => return format!("{x:.0e}"),
+        _ if a >= 1e12 => (x / 1e12, "T"),
+        _ if a >= 1e9 => (x / 1e9, "G"),
+        _ if a >= 1e6 => (x / 1e6, "M"),
+        _ if a >= 1e3 => (x / 1e3, "k"),
+        _ => (x, ""),
+    };
+    let s = format!("{v:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}{suffix}")
+}
+
 /// Train and validation loss against tokens, from a run's metrics JSONL.
-pub fn loss_plot(metrics: &Path, stem: &Path, title: &str) -> Result<()> {
+/// `baseline`, when given, is drawn as a flat labelled line (e.g. the unigram entropy).
+pub fn loss_plot(
+    metrics: &Path,
+    stem: &Path,
+    title: &str,
+    baseline: Option<(&str, f64)>,
+) -> Result<()> {
     let records = crate::metrics::read_jsonl(metrics)?;
     let series = |key: &str| -> Vec<(f64, f64)> {
         records
@@ -151,20 +174,29 @@ pub fn loss_plot(metrics: &Path, stem: &Path, title: &str) -> Result<()> {
             .filter_map(|r| Some((r["tokens"].as_f64()?, r[key].as_f64()?)))
             .collect()
     };
+    let train = series("train_loss");
+    let mut lines = vec![Series {
+        label: "val".into(),
+        points: series("val_loss"),
+    }];
+    if let (Some((label, y)), Some(first), Some(last)) = (baseline, train.first(), train.last()) {
+        lines.push(Series {
+            label: label.into(),
+            points: vec![(first.0, y), (last.0, y)],
+        });
+    }
+    lines.insert(
+        0,
+        Series {
+            label: "train".into(),
+            points: train,
+        },
+    );
     LinePlot {
         title: title.to_string(),
         x_label: "tokens".into(),
         y_label: "loss (nats/token)".into(),
-        series: vec![
-            Series {
-                label: "train".into(),
-                points: series("train_loss"),
-            },
-            Series {
-                label: "val".into(),
-                points: series("val_loss"),
-            },
-        ],
+        series: lines,
         log_x: false,
     }
     .save(stem)

@@ -49,9 +49,9 @@ impl Default for QuickstartOptions {
 /// Prompts that show each kind of document the corpus teaches.
 const PROMPTS: [&str; 4] = [
     "Q: What is 23 plus 58? A:",
-    "a scene with",
-    "stone -> enots\nplanet -> tenalp\ngarden ->",
-    "<|user|>\nReverse the word 'apple'.\n<|assistant|>\n",
+    "There are 2 objects: a large red circle",
+    "enots -> stone\ntenalp -> planet\nnedrag ->",
+    "<|user|>\nSort these numbers from smallest to largest: 42, 7, 19\n<|assistant|>\n",
 ];
 
 pub fn run(opts: &QuickstartOptions) -> Result<()> {
@@ -143,6 +143,7 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
     let sample_opts = SampleOptions {
         temperature: 0.0,
         max_new_tokens: 48,
+        stop: vec!["\n\n".into()],
         seed: opts.seed,
         ..SampleOptions::default()
     };
@@ -163,6 +164,7 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
         &out.join("metrics.jsonl"),
         &out.join("loss"),
         "quickstart: loss vs tokens",
+        Some(("unigram baseline", meta.train_unigram_entropy)),
     )?;
     write_report(out, &cfg, &meta, &summary, &samples)?;
     step(&format!(

@@ -345,3 +345,45 @@ fn quickstart_trains_below_the_unigram_baseline_and_reports() {
     assert!(report.contains(&format!("{:.4}", meta.train_unigram_entropy)));
     assert!(report.contains(&format!("{val:.4}")));
 }
+
+#[test]
+fn info_and_bench_report_sizes_and_throughput() {
+    let info: serde_json::Value =
+        serde_json::from_str(&run_ok(&["info", "--preset", "gpt2"])).unwrap();
+    assert_eq!(info["n_total"].as_i64(), Some(124_439_808));
+    assert_eq!(
+        info["n_non_embedding"].as_i64(),
+        Some(124_439_808 - 50257 * 768 - 1024 * 768)
+    );
+    let info: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "info",
+        "--ckpt",
+        trained_ckpt().to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(info["config"]["block_size"].as_i64(), Some(32));
+    let bench: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "bench",
+        "train",
+        "--preset",
+        "nano",
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--peak-tflops",
+        "1",
+    ]))
+    .unwrap();
+    assert!(bench["tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(bench["mfu"].as_f64().unwrap() > 0.0);
+    let peak: serde_json::Value =
+        serde_json::from_str(&run_ok(&["bench", "peak", "--device", "cpu"])).unwrap();
+    assert!(peak["peak_tflops"].as_f64().unwrap() > 0.0);
+    assert!(
+        run_err(&["bench", "peak", "--device", "cpu", "--dtype", "bf16"])
+            .contains("only supported on CUDA")
+    );
+}

@@ -277,7 +277,7 @@ fn to_xy(batch: &[i64], sampler: &WindowSampler, device: Device) -> (Tensor, Ten
     (rows.narrow(1, 0, t), rows.narrow(1, 1, t))
 }
 
-const VAL_SEED_SALT: u64 = 0x5eed_0f_da7a;
+const VAL_SEED_SALT: u64 = 0x005e_ed0f_da7a;
 
 /// Trains per `cfg`; with `resume`, continues from `out_dir/checkpoint` exactly where it stopped.
 pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
@@ -393,8 +393,8 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
         bar.set_position(state.step);
 
         let last = state.step == t.max_steps;
-        let do_eval = state.step % t.eval_interval == 0 || last;
-        if state.step % t.log_interval == 0 || do_eval {
+        let do_eval = state.step.is_multiple_of(t.eval_interval) || last;
+        if state.step.is_multiple_of(t.log_interval) || do_eval {
             watch.check()?;
             // The watch saw the running sum; the mean over the interval is what gets logged.
             last_train = loss_sum.double_value(&[]) / interval_steps as f64;
@@ -434,7 +434,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
             interval_steps = 0;
             interval_start = Instant::now();
         }
-        if state.step % t.ckpt_interval == 0 || last {
+        if state.step.is_multiple_of(t.ckpt_interval) || last {
             watch.check()?;
             save_training(&ckpt_dir, &vs, &gpt_cfg, &tokenizer_path, &opt, &state)?;
             saved_at = state.step;
