@@ -41,10 +41,7 @@ pub struct TrainingParts<'a> {
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let mut name = dir
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(suffix);
     dir.with_file_name(name)
 }
@@ -55,10 +52,7 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 }
 
 fn to_cpu(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
-    tensors
-        .into_iter()
-        .map(|(n, t)| (n, t.to_device(Device::Cpu).contiguous()))
-        .collect()
+    tensors.into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu).contiguous())).collect()
 }
 
 /// Model tensors in name order.
@@ -77,8 +71,7 @@ pub fn save(
     training: Option<TrainingParts>,
 ) -> Result<()> {
     let tmp = sibling(dir, ".tmp");
-    write_files(&tmp, vs, cfg, tokenizer, training)
-        .with_context(|| format!("writing checkpoint {}", tmp.display()))?;
+    write_files(&tmp, vs, cfg, tokenizer, training).with_context(|| format!("writing checkpoint {}", tmp.display()))?;
     commit(&tmp, dir)
 }
 
@@ -100,8 +93,7 @@ fn write_files(
     Tensor::write_safetensors(&to_cpu(model_tensors(vs)), tmp.join(MODEL_FILE))?;
     write_json(CONFIG_FILE, serde_json::to_string_pretty(cfg)?)?;
     if let Some(tok) = tokenizer {
-        std::fs::copy(tok, tmp.join(TOKENIZER_FILE))
-            .with_context(|| format!("copying {}", tok.display()))?;
+        std::fs::copy(tok, tmp.join(TOKENIZER_FILE)).with_context(|| format!("copying {}", tok.display()))?;
     }
     if let Some(TrainingParts { optimizer, state }) = training {
         Tensor::write_safetensors(&to_cpu(optimizer), tmp.join(OPTIMIZER_FILE))?;
@@ -122,8 +114,7 @@ pub fn commit(tmp: &Path, dir: &Path) -> Result<()> {
         }
         std::fs::rename(dir, &old).with_context(|| format!("moving {} aside", dir.display()))?;
     }
-    std::fs::rename(tmp, dir)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+    std::fs::rename(tmp, dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         fsync_dir(parent)?;
     }
@@ -141,38 +132,28 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     }
     let old = sibling(dir, ".old");
     if !dir.exists() && old.join(CONFIG_FILE).exists() {
-        eprintln!(
-            "warning: {} is missing; using {} left by an interrupted save",
-            dir.display(),
-            old.display()
-        );
+        eprintln!("warning: {} is missing; using {} left by an interrupted save", dir.display(), old.display());
         return Ok(old);
     }
     if dir.exists() {
-        bail!(
-            "checkpoint {} has no {CONFIG_FILE}: not a gptlab checkpoint",
-            dir.display()
-        );
+        bail!("checkpoint {} has no {CONFIG_FILE}: not a gptlab checkpoint", dir.display());
     }
     bail!("checkpoint {} does not exist", dir.display())
 }
 
 pub fn read_config(dir: &Path) -> Result<GptConfig> {
     let path = dir.join(CONFIG_FILE);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg: GptConfig = serde_json::from_str(&text)
-        .with_context(|| format!("checkpoint config {} is invalid", path.display()))?;
-    cfg.validate()
-        .with_context(|| format!("checkpoint config {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg: GptConfig =
+        serde_json::from_str(&text).with_context(|| format!("checkpoint config {} is invalid", path.display()))?;
+    cfg.validate().with_context(|| format!("checkpoint config {}", path.display()))?;
     Ok(cfg)
 }
 
 /// Reads a safetensors file, turning I/O and format failures into one-line errors.
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     ensure!(path.exists(), "{} is missing", path.display());
-    Tensor::read_safetensors(path)
-        .map_err(|e| anyhow::anyhow!("{} is corrupt or truncated ({e})", path.display()))
+    Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("{} is corrupt or truncated ({e})", path.display()))
 }
 
 /// Copies `tensors` into the variables of `vs`, requiring the same names and shapes.
@@ -182,10 +163,7 @@ pub fn fill(vs: &VarStore, tensors: Vec<(String, Tensor)>, source: &Path) -> Res
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, mut var) in vars {
         let Some(t) = by_name.remove(&name) else {
-            bail!(
-                "{} lacks tensor {name} that the config requires",
-                source.display()
-            )
+            bail!("{} lacks tensor {name} that the config requires", source.display())
         };
         ensure!(
             t.size() == var.size(),
@@ -197,10 +175,7 @@ pub fn fill(vs: &VarStore, tensors: Vec<(String, Tensor)>, source: &Path) -> Res
         tch::no_grad(|| var.copy_(&t));
     }
     if let Some(extra) = by_name.keys().next() {
-        bail!(
-            "{} has tensor {extra}, which the config does not define",
-            source.display()
-        );
+        bail!("{} has tensor {extra}, which the config does not define", source.display());
     }
     Ok(())
 }
@@ -217,17 +192,12 @@ pub fn load_model(dir: &Path, device: Device) -> Result<LoadedModel> {
     let cfg = read_config(&dir)?;
     let vs = VarStore::new(device);
     let model = Gpt::new(&cfg, vs.root())?;
-    fill(
-        &vs,
-        read_tensors(&dir.join(MODEL_FILE))?,
-        &dir.join(MODEL_FILE),
-    )?;
+    fill(&vs, read_tensors(&dir.join(MODEL_FILE))?, &dir.join(MODEL_FILE))?;
     Ok(LoadedModel { dir, vs, model })
 }
 
 pub fn read_state(dir: &Path) -> Result<TrainState> {
     let path = dir.join(STATE_FILE);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is invalid", path.display()))
 }

@@ -39,11 +39,7 @@ pub fn in_val_split(text: &str, val_fraction: f64) -> bool {
 /// train or evaluate on it.
 pub fn read_split(dir: &Path, split: &str) -> Result<Vec<String>> {
     let texts = read_jsonl_texts(&dir.join(format!("{split}.jsonl")))?;
-    ensure!(
-        !texts.is_empty(),
-        "corpus {}: {split}.jsonl has no documents",
-        dir.display()
-    );
+    ensure!(!texts.is_empty(), "corpus {}: {split}.jsonl has no documents", dir.display());
     Ok(texts)
 }
 
@@ -106,10 +102,7 @@ pub struct ImportOptions {
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions {
-            val_fraction: 0.05,
-            txt_mode: TxtMode::Blocks,
-        }
+        ImportOptions { val_fraction: 0.05, txt_mode: TxtMode::Blocks }
     }
 }
 
@@ -128,13 +121,7 @@ struct ImportedDoc<'a> {
 }
 
 fn imported(texts: &[String]) -> Vec<ImportedDoc<'_>> {
-    texts
-        .iter()
-        .map(|text| ImportedDoc {
-            kind: IMPORT_KIND,
-            text,
-        })
-        .collect()
+    texts.iter().map(|text| ImportedDoc { kind: IMPORT_KIND, text }).collect()
 }
 
 /// The input formats `import` reads, by file extension.
@@ -159,11 +146,7 @@ impl Format {
 /// documents, and writes `out/train.jsonl` and `out/val.jsonl` split by text hash, so the
 /// same inputs always give the same corpus.
 pub fn import(inputs: &[PathBuf], out: &Path, opts: &ImportOptions) -> Result<ImportStats> {
-    ensure!(
-        (0.0..1.0).contains(&opts.val_fraction),
-        "val_fraction must be in [0, 1), got {}",
-        opts.val_fraction
-    );
+    ensure!((0.0..1.0).contains(&opts.val_fraction), "val_fraction must be in [0, 1), got {}", opts.val_fraction);
     let mut files = Vec::new();
     for input in inputs {
         collect_files(input, &mut files)?;
@@ -174,8 +157,7 @@ pub fn import(inputs: &[PathBuf], out: &Path, opts: &ImportOptions) -> Result<Im
         let texts = match format {
             Format::Jsonl => read_jsonl_texts(path)?,
             Format::Txt => {
-                let content = fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let content = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
                 match opts.txt_mode {
                     TxtMode::WholeFile => vec![content.trim().to_string()],
                     TxtMode::Blocks => blocks(&content),
@@ -196,33 +178,23 @@ pub fn import(inputs: &[PathBuf], out: &Path, opts: &ImportOptions) -> Result<Im
     fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     write_jsonl(&out.join("train.jsonl"), &imported(&train))?;
     write_jsonl(&out.join("val.jsonl"), &imported(&val))?;
-    Ok(ImportStats {
-        files: files.len(),
-        train_docs: train.len(),
-        val_docs: val.len(),
-    })
+    Ok(ImportStats { files: files.len(), train_docs: train.len(), val_docs: val.len() })
 }
 
 /// Adds `input` (a .txt or .jsonl file) or the readable files under it (a directory) to
 /// `files`. Symbolic links to directories are not followed, so cycles cannot recurse forever.
 fn collect_files(input: &Path, files: &mut Vec<(PathBuf, Format)>) -> Result<()> {
-    let meta =
-        fs::metadata(input).with_context(|| format!("cannot read input {}", input.display()))?;
+    let meta = fs::metadata(input).with_context(|| format!("cannot read input {}", input.display()))?;
     if !meta.is_dir() {
         let format = Format::of(input).ok_or_else(|| {
-            anyhow!(
-                "unsupported input {}: expected a .txt or .jsonl file or a directory",
-                input.display()
-            )
+            anyhow!("unsupported input {}: expected a .txt or .jsonl file or a directory", input.display())
         })?;
         files.push((input.to_path_buf(), format));
         return Ok(());
     }
     let listing = || format!("cannot list {}", input.display());
-    let mut entries = fs::read_dir(input)
-        .with_context(listing)?
-        .collect::<std::io::Result<Vec<_>>>()
-        .with_context(listing)?;
+    let mut entries =
+        fs::read_dir(input).with_context(listing)?.collect::<std::io::Result<Vec<_>>>().with_context(listing)?;
     entries.sort_by_key(|e| e.path());
     for entry in entries {
         let path = entry.path();
@@ -269,37 +241,17 @@ mod tests {
     fn txt_imports_as_blocks_or_whole_files() {
         let tmp = tempdir().unwrap();
         let input = tmp.path().join("poem.txt");
-        fs::write(
-            &input,
-            "first line\nsecond line\n\n  \nthird\r\n\r\nfourth\n",
-        )
-        .unwrap();
+        fs::write(&input, "first line\nsecond line\n\n  \nthird\r\n\r\nfourth\n").unwrap();
         let out = tmp.path().join("blocks");
-        let opts = ImportOptions {
-            val_fraction: 0.0,
-            txt_mode: TxtMode::Blocks,
-        };
+        let opts = ImportOptions { val_fraction: 0.0, txt_mode: TxtMode::Blocks };
         let stats = import(std::slice::from_ref(&input), &out, &opts).unwrap();
-        assert_eq!(
-            stats,
-            ImportStats {
-                files: 1,
-                train_docs: 3,
-                val_docs: 0
-            }
-        );
-        assert_eq!(
-            read_split(&out, "train").unwrap(),
-            ["first line\nsecond line", "third", "fourth"]
-        );
+        assert_eq!(stats, ImportStats { files: 1, train_docs: 3, val_docs: 0 });
+        assert_eq!(read_split(&out, "train").unwrap(), ["first line\nsecond line", "third", "fourth"]);
         let line = fs::read_to_string(out.join("train.jsonl")).unwrap();
         assert!(line.starts_with(r#"{"kind":"import","text":"first line\nsecond line"}"#));
 
         let whole = tmp.path().join("whole");
-        let opts = ImportOptions {
-            txt_mode: TxtMode::WholeFile,
-            ..opts
-        };
+        let opts = ImportOptions { txt_mode: TxtMode::WholeFile, ..opts };
         import(&[input], &whole, &opts).unwrap();
         assert_eq!(all_texts(&whole).len(), 1);
         assert!(all_texts(&whole)[0].starts_with("first line\nsecond line\n\n"));
@@ -311,17 +263,10 @@ mod tests {
         let data = tmp.path().join("data");
         fs::create_dir_all(data.join("nested")).unwrap();
         fs::write(data.join("a.txt"), "alpha\n\nbeta\n").unwrap();
-        fs::write(
-            data.join("nested/b.jsonl"),
-            "{\"text\": \"gamma\", \"id\": 1}\n\n{\"text\": \"delta\"}\n",
-        )
-        .unwrap();
+        fs::write(data.join("nested/b.jsonl"), "{\"text\": \"gamma\", \"id\": 1}\n\n{\"text\": \"delta\"}\n").unwrap();
         fs::write(data.join("notes.md"), "skipped").unwrap();
         let out = tmp.path().join("out");
-        let opts = ImportOptions {
-            val_fraction: 0.5,
-            ..ImportOptions::default()
-        };
+        let opts = ImportOptions { val_fraction: 0.5, ..ImportOptions::default() };
         let stats = import(&[data], &out, &opts).unwrap();
         assert_eq!(stats.files, 2);
         assert_eq!(stats.train_docs + stats.val_docs, 4);
@@ -335,10 +280,7 @@ mod tests {
         fs::write(&blank, "\n  \n").unwrap();
         let out = tmp.path().join("out");
         let err = import(&[blank], &out, &ImportOptions::default()).unwrap_err();
-        assert!(
-            err.to_string().starts_with("no documents found in "),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("no documents found in "), "{err}");
         let md = tmp.path().join("x.md");
         fs::write(&md, "text").unwrap();
         let err = import(&[md], &out, &ImportOptions::default()).unwrap_err();
@@ -353,24 +295,15 @@ mod tests {
         let tmp = tempdir().unwrap();
         let path = tmp.path().join("bad.jsonl");
         let cases = [
-            (
-                "{\"text\": \"ok\"}\n\n{\"text\": oops}\n",
-                ":3: malformed JSON",
-            ),
-            (
-                "{\"text\": \"ok\"}\n{\"body\": \"x\"}\n",
-                ":2: missing \"text\"",
-            ),
+            ("{\"text\": \"ok\"}\n\n{\"text\": oops}\n", ":3: malformed JSON"),
+            ("{\"text\": \"ok\"}\n{\"body\": \"x\"}\n", ":2: missing \"text\""),
             ("{\"text\": 5}\n", ":1: \"text\" is not a string"),
             ("[1, 2]\n", ":1: expected a JSON object"),
         ];
         for (content, expected) in cases {
             fs::write(&path, content).unwrap();
             let err = read_jsonl_texts(&path).unwrap_err().to_string();
-            assert!(
-                err.starts_with(&format!("{}{expected}", path.display())),
-                "{err}"
-            );
+            assert!(err.starts_with(&format!("{}{expected}", path.display())), "{err}");
         }
         let err = read_jsonl_texts(&tmp.path().join("none.jsonl")).unwrap_err();
         assert!(err.to_string().contains("none.jsonl"), "{err}");
@@ -381,23 +314,14 @@ mod tests {
         let tmp = tempdir().unwrap();
         fs::write(tmp.path().join("val.jsonl"), "\n").unwrap();
         let err = read_split(tmp.path(), "val").unwrap_err().to_string();
-        assert_eq!(
-            err,
-            format!(
-                "corpus {}: val.jsonl has no documents",
-                tmp.path().display()
-            )
-        );
+        assert_eq!(err, format!("corpus {}: val.jsonl has no documents", tmp.path().display()));
     }
 
     #[test]
     fn write_then_read_round_trips_escapes() {
         let tmp = tempdir().unwrap();
         let path = tmp.path().join("x.jsonl");
-        let docs = [ImportedDoc {
-            kind: IMPORT_KIND,
-            text: "a \"quoted\"\nline\twith ünïcode",
-        }];
+        let docs = [ImportedDoc { kind: IMPORT_KIND, text: "a \"quoted\"\nline\twith ünïcode" }];
         write_jsonl(&path, &docs).unwrap();
         assert_eq!(read_jsonl_texts(&path).unwrap(), [docs[0].text]);
     }
@@ -406,9 +330,7 @@ mod tests {
     fn unit_hash_is_fixed_and_spread() {
         // Pinned: changing the hash would silently change every split and hold-out.
         assert_eq!(unit_hash(b"stone"), 0.6895787613919714);
-        let below = (0..10_000)
-            .filter(|i| unit_hash(format!("doc {i}").as_bytes()) < 0.25)
-            .count();
+        let below = (0..10_000).filter(|i| unit_hash(format!("doc {i}").as_bytes()) < 0.25).count();
         assert!((2_200..2_800).contains(&below), "{below}");
         assert!(!in_val_split("anything", 0.0));
     }

@@ -13,11 +13,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
         }
     };
     match name {
-        "auto" => Ok(if cuda_count() > 0 {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }),
+        "auto" => Ok(if cuda_count() > 0 { Device::Cuda(0) } else { Device::Cpu }),
         "cpu" => Ok(Device::Cpu),
         _ => {
             let index = match name.strip_prefix("cuda") {

@@ -55,10 +55,7 @@ pub fn sample_next(logits: &Tensor, opts: &SampleOptions) -> i64 {
         let drop = drop.zeros_like().scatter(0, &order, &drop);
         logits = logits.masked_fill(&drop, f64::NEG_INFINITY);
     }
-    logits
-        .softmax(0, Kind::Float)
-        .multinomial(1, false)
-        .int64_value(&[0])
+    logits.softmax(0, Kind::Float).multinomial(1, false).int64_value(&[0])
 }
 
 /// Continues `ids` by up to `max_new_tokens`, stopping at `eot`; `vocab` limits sampling to
@@ -115,17 +112,15 @@ pub struct Completion {
 }
 
 /// Completes `prompt` as text, honouring stop strings.
-pub fn complete(
-    model: &Gpt,
-    tok: &Tokenizer,
-    prompt: &str,
-    opts: &SampleOptions,
-) -> Result<Completion> {
+pub fn complete(model: &Gpt, tok: &Tokenizer, prompt: &str, opts: &SampleOptions) -> Result<Completion> {
     let mut ids: Vec<i64> = tok.encode(prompt)?.into_iter().map(i64::from).collect();
     let block = model.cfg.block_size as usize;
     let dropped = ids.len().saturating_sub(block);
     if dropped > 0 {
-        eprintln!("warning: the prompt has {} tokens, more than the context of {block}; keeping the last {block}", ids.len());
+        eprintln!(
+            "warning: the prompt has {} tokens, more than the context of {block}; keeping the last {block}",
+            ids.len()
+        );
         ids.drain(..dropped);
     }
     let eot = tok.eot() as i64;
@@ -134,27 +129,12 @@ pub fn complete(
         let ids: Vec<u32> = t.iter().filter(|&&i| i != eot).map(|&i| i as u32).collect();
         tok.decode(&ids)
     };
-    let hits_stop = |text: &str| {
-        opts.stop
-            .iter()
-            .any(|s| !s.is_empty() && text.contains(s.as_str()))
-    };
-    let tokens = generate_ids(model, &ids, vocab, Some(eot), opts, |new| {
-        decode(new).map(|t| !hits_stop(&t)).unwrap_or(true)
-    })?;
+    let hits_stop = |text: &str| opts.stop.iter().any(|s| !s.is_empty() && text.contains(s.as_str()));
+    let tokens =
+        generate_ids(model, &ids, vocab, Some(eot), opts, |new| decode(new).map(|t| !hits_stop(&t)).unwrap_or(true))?;
     let mut text = decode(&tokens)?;
-    if let Some(cut) = opts
-        .stop
-        .iter()
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| text.find(s.as_str()))
-        .min()
-    {
+    if let Some(cut) = opts.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
         text.truncate(cut);
     }
-    Ok(Completion {
-        text,
-        tokens,
-        prompt_tokens_dropped: dropped,
-    })
+    Ok(Completion { text, tokens, prompt_tokens_dropped: dropped })
 }

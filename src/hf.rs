@@ -49,20 +49,13 @@ impl HfGpt2Config {
         let gelu = match self.activation_function.as_str() {
             "gelu_new" | "gelu_pytorch_tanh" => Gelu::Tanh,
             "gelu" => Gelu::Exact,
-            other => bail!(
-                "unsupported activation_function {other:?} (gptlab supports gelu_new and gelu)"
-            ),
+            other => bail!("unsupported activation_function {other:?} (gptlab supports gelu_new and gelu)"),
         };
         if let Some(inner) = self.n_inner {
-            ensure!(
-                inner == 4 * self.n_embd,
-                "n_inner = {inner} is unsupported: gptlab's MLP is 4 * n_embd"
-            );
+            ensure!(inner == 4 * self.n_embd, "n_inner = {inner} is unsupported: gptlab's MLP is 4 * n_embd");
         }
         ensure!(
-            !self.scale_attn_by_inverse_layer_idx
-                && !self.reorder_and_upcast_attn
-                && self.scale_attn_weights,
+            !self.scale_attn_by_inverse_layer_idx && !self.reorder_and_upcast_attn && self.scale_attn_weights,
             "non-default GPT-2 attention scaling options are unsupported"
         );
         let cfg = GptConfig {
@@ -84,10 +77,9 @@ impl HfGpt2Config {
 /// Converts a HF GPT-2 directory into a gptlab checkpoint at `out`.
 pub fn import_gpt2(from: &Path, out: &Path) -> Result<GptConfig> {
     let config_path = from.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
-    let hf: HfGpt2Config = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a GPT-2 config", config_path.display()))?;
+    let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    let hf: HfGpt2Config =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a GPT-2 config", config_path.display()))?;
     let cfg = hf.to_gptlab()?;
     let weights = from.join("model.safetensors");
     let mut tensors = Vec::new();
@@ -103,11 +95,12 @@ pub fn import_gpt2(from: &Path, out: &Path) -> Result<GptConfig> {
     let vs = VarStore::new(Device::Cpu);
     Gpt::new(&cfg, vs.root())?;
     if let Some(head) = lm_head {
-        let wte = tensors
-            .iter()
-            .find(|(n, _)| n == "transformer.wte.weight")
-            .map(|(_, t)| t);
-        ensure!(wte.is_some_and(|w| w.size() == head.size() && w.equal(&head.to_kind(tch::Kind::Float))), "{}: lm_head.weight differs from wte: untied heads are unsupported", weights.display());
+        let wte = tensors.iter().find(|(n, _)| n == "transformer.wte.weight").map(|(_, t)| t);
+        ensure!(
+            wte.is_some_and(|w| w.size() == head.size() && w.equal(&head.to_kind(tch::Kind::Float))),
+            "{}: lm_head.weight differs from wte: untied heads are unsupported",
+            weights.display()
+        );
     }
     checkpoint::fill(&vs, tensors, &weights)?;
     let tok = from.join(TOKENIZER_FILE);
@@ -123,9 +116,8 @@ pub fn export_gpt2(ckpt: &Path, out: &Path) -> Result<()> {
     let c = cfg.n_embd;
     let mut tensors: Vec<(String, Tensor)> = checkpoint::model_tensors(&loaded.vs);
     if !cfg.bias {
-        let mut zeros = |name: String, n: i64| {
-            tensors.push((name, Tensor::zeros([n], (tch::Kind::Float, Device::Cpu))))
-        };
+        let mut zeros =
+            |name: String, n: i64| tensors.push((name, Tensor::zeros([n], (tch::Kind::Float, Device::Cpu))));
         for i in 0..cfg.n_layer {
             let h = format!("transformer.h.{i}");
             zeros(format!("{h}.ln_1.bias"), c);
@@ -156,14 +148,8 @@ pub fn export_gpt2(ckpt: &Path, out: &Path) -> Result<()> {
         "tie_word_embeddings": true,
     });
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(
-        out.join("config.json"),
-        serde_json::to_string_pretty(&hf_config)?,
-    )?;
-    let tensors: Vec<(String, Tensor)> = tensors
-        .into_iter()
-        .map(|(n, t)| (n, t.contiguous()))
-        .collect();
+    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&hf_config)?)?;
+    let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(n, t)| (n, t.contiguous())).collect();
     Tensor::write_safetensors(&tensors, out.join("model.safetensors"))?;
     let tok = loaded.dir.join(TOKENIZER_FILE);
     if tok.exists() {

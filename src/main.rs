@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use gptlab::{
-    bench, checkpoint, corpus, data, device, generate, hf, model::gpt::GptConfig, quickstart,
-    score, synth, tokenizer::Tokenizer, train,
+    bench, checkpoint, corpus, data, device, generate, hf, model::gpt::GptConfig, quickstart, score, synth,
+    tokenizer::Tokenizer, train,
 };
 
 #[derive(Parser)]
@@ -251,43 +251,27 @@ enum BenchCommand {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Quickstart {
-            out,
-            minutes,
-            steps,
-            docs,
-            preset,
-            seed,
-            dev,
-        } => quickstart::run(&quickstart::QuickstartOptions {
-            out,
-            minutes,
-            steps,
-            docs,
-            preset,
-            seed,
-            device: dev.device,
-            threads: dev.threads,
-            ..Default::default()
-        }),
+        Command::Quickstart { out, minutes, steps, docs, preset, seed, dev } => {
+            quickstart::run(&quickstart::QuickstartOptions {
+                out,
+                minutes,
+                steps,
+                docs,
+                preset,
+                seed,
+                device: dev.device,
+                threads: dev.threads,
+                ..Default::default()
+            })
+        }
         Command::Data(cmd) => run_data(cmd),
-        Command::Tokenizer(TokenizerCommand::Train {
-            corpus: dir,
-            vocab_size,
-            out,
-        }) => {
+        Command::Tokenizer(TokenizerCommand::Train { corpus: dir, vocab_size, out }) => {
             let texts = corpus::read_split(&dir, "train")?;
             let tok = Tokenizer::train(texts.iter(), vocab_size, &out)?;
             println!("wrote {} ({} tokens)", out.display(), tok.vocab_size());
             Ok(())
         }
-        Command::Train {
-            config,
-            resume,
-            device,
-            threads,
-            seed,
-        } => {
+        Command::Train { config, resume, device, threads, seed } => {
             let mut cfg = train::TrainConfig::from_file(&config)?;
             if let Some(d) = device {
                 cfg.train.device = d;
@@ -310,18 +294,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Sample {
-            ckpt,
-            prompt,
-            temperature,
-            top_k,
-            top_p,
-            max_new_tokens,
-            stop,
-            seed,
-            no_kv_cache,
-            dev,
-        } => {
+        Command::Sample { ckpt, prompt, temperature, top_k, top_p, max_new_tokens, stop, seed, no_kv_cache, dev } => {
             let loaded = checkpoint::load_model(&ckpt, dev.resolve()?)?;
             let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
             let opts = generate::SampleOptions {
@@ -337,22 +310,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", c.text);
             Ok(())
         }
-        Command::Score {
-            ckpt,
-            input,
-            out,
-            dev,
-        } => {
+        Command::Score { ckpt, input, out, dev } => {
             let loaded = checkpoint::load_model(&ckpt, dev.resolve()?)?;
             let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
             let scored = score::score_file(&loaded.model, &tok, &input)?;
-            let lines: String = scored
-                .iter()
-                .map(|s| serde_json::to_string(s).map(|l| l + "\n"))
-                .collect::<Result<_, _>>()?;
+            let lines: String =
+                scored.iter().map(|s| serde_json::to_string(s).map(|l| l + "\n")).collect::<Result<_, _>>()?;
             match out {
-                Some(path) => std::fs::write(&path, lines)
-                    .with_context(|| format!("writing {}", path.display())),
+                Some(path) => std::fs::write(&path, lines).with_context(|| format!("writing {}", path.display())),
                 None => {
                     print!("{lines}");
                     Ok(())
@@ -361,11 +326,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Import(InteropCommand::HfGpt2 { from, out }) => {
             let cfg = hf::import_gpt2(&from, &out)?;
-            println!(
-                "imported GPT-2 ({} params) into {}",
-                cfg.param_counts().total,
-                out.display()
-            );
+            println!("imported GPT-2 ({} params) into {}", cfg.param_counts().total, out.display());
             Ok(())
         }
         Command::Export(ExportCommand::HfGpt2 { ckpt, out }) => {
@@ -401,15 +362,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Bench(BenchCommand::Train {
-            preset,
-            batch_size,
-            steps,
-            dtype,
-            peak_tflops,
-            seed,
-            dev,
-        }) => {
+        Command::Bench(BenchCommand::Train { preset, batch_size, steps, dtype, peak_tflops, seed, dev }) => {
             let device = dev.resolve()?;
             let kind = train::compute_kind(&dtype, device)?;
             tch::manual_seed(seed as i64);
@@ -424,20 +377,11 @@ fn run(cli: Cli) -> Result<()> {
 
 fn run_data(cmd: DataCommand) -> Result<()> {
     match cmd {
-        DataCommand::Synth {
-            out,
-            config,
-            docs,
-            seed,
-            val_fraction,
-        } => {
+        DataCommand::Synth { out, config, docs, seed, val_fraction } => {
             let mut cfg = match config {
                 Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    toml::from_str(&text).map_err(|e| {
-                        anyhow::anyhow!("config {}: {}", path.display(), e.message())
-                    })?
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?
                 }
                 None => synth::SynthConfig::default(),
             };
@@ -447,33 +391,12 @@ fn run_data(cmd: DataCommand) -> Result<()> {
             cfg.validate()?;
             let c = synth::generate(&cfg)?;
             synth::write_corpus(&out, &c, &cfg)?;
-            println!(
-                "wrote {} train and {} val documents to {}",
-                c.train.len(),
-                c.val.len(),
-                out.display()
-            );
+            println!("wrote {} train and {} val documents to {}", c.train.len(), c.val.len(), out.display());
             Ok(())
         }
-        DataCommand::Import {
-            out,
-            inputs,
-            val_fraction,
-            txt_mode,
-        } => {
-            let txt_mode = if txt_mode == "blocks" {
-                corpus::TxtMode::Blocks
-            } else {
-                corpus::TxtMode::WholeFile
-            };
-            let stats = corpus::import(
-                &inputs,
-                &out,
-                &corpus::ImportOptions {
-                    val_fraction,
-                    txt_mode,
-                },
-            )?;
+        DataCommand::Import { out, inputs, val_fraction, txt_mode } => {
+            let txt_mode = if txt_mode == "blocks" { corpus::TxtMode::Blocks } else { corpus::TxtMode::WholeFile };
+            let stats = corpus::import(&inputs, &out, &corpus::ImportOptions { val_fraction, txt_mode })?;
             println!(
                 "imported {} files: {} train and {} val documents into {}",
                 stats.files,
@@ -483,12 +406,7 @@ fn run_data(cmd: DataCommand) -> Result<()> {
             );
             Ok(())
         }
-        DataCommand::Tokenize {
-            corpus: dir,
-            tokenizer,
-            out,
-            shard_tokens,
-        } => {
+        DataCommand::Tokenize { corpus: dir, tokenizer, out, shard_tokens } => {
             let meta = data::shards::tokenize_corpus(&dir, &tokenizer, &out, shard_tokens)?;
             println!(
                 "wrote {} train and {} val tokens ({:?}) to {}",
@@ -512,13 +430,7 @@ fn main() {
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("unknown panic");
         // libtorch errors carry a C++ backtrace after the first (possibly escaped) newline.
-        let first = msg
-            .lines()
-            .next()
-            .unwrap_or("")
-            .split("\\n")
-            .next()
-            .unwrap_or("");
+        let first = msg.lines().next().unwrap_or("").split("\\n").next().unwrap_or("");
         eprintln!("error: internal error: {first}");
     }));
     let cli = Cli::parse();

@@ -16,10 +16,9 @@ impl MetricsLog {
     /// and drops those a killed run wrote after its last checkpoint.
     pub fn open(path: &Path, resume_step: Option<u64>) -> Result<Self> {
         let kept = match resume_step {
-            Some(step) if path.exists() => read_jsonl(path)?
-                .into_iter()
-                .filter(|v| v["step"].as_u64().is_some_and(|s| s <= step))
-                .collect(),
+            Some(step) if path.exists() => {
+                read_jsonl(path)?.into_iter().filter(|v| v["step"].as_u64().is_some_and(|s| s <= step)).collect()
+            }
             _ => Vec::new(),
         };
         let mut file = OpenOptions::new()
@@ -46,8 +45,7 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line =
-            line.with_context(|| format!("{}:{}: unreadable line", path.display(), i + 1))?;
+        let line = line.with_context(|| format!("{}:{}: unreadable line", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }

@@ -46,54 +46,31 @@ impl LinePlot {
     /// Writes `{stem}.png` and `{stem}.svg`.
     pub fn save(&self, stem: &Path) -> Result<()> {
         register_font();
-        let points: Vec<&(f64, f64)> = self
-            .series
-            .iter()
-            .flat_map(|s| &s.points)
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
+        let points: Vec<&(f64, f64)> =
+            self.series.iter().flat_map(|s| &s.points).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
         ensure!(!points.is_empty(), "nothing to plot for {}", self.title);
         let png = stem.with_extension("png");
         let svg = stem.with_extension("svg");
-        self.draw(
-            BitMapBackend::new(&png, (900, 560)).into_drawing_area(),
-            &points,
-        )?;
-        self.draw(
-            SVGBackend::new(&svg, (900, 560)).into_drawing_area(),
-            &points,
-        )?;
+        self.draw(BitMapBackend::new(&png, (900, 560)).into_drawing_area(), &points)?;
+        self.draw(SVGBackend::new(&svg, (900, 560)).into_drawing_area(), &points)?;
         Ok(())
     }
 
-    fn draw<DB: DrawingBackend>(
-        &self,
-        root: DrawingArea<DB, Shift>,
-        points: &[&(f64, f64)],
-    ) -> Result<()>
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>, points: &[&(f64, f64)]) -> Result<()>
     where
         DB::ErrorType: 'static,
     {
-        let err =
-            |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {}: {e:?}", self.title);
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {}: {e:?}", self.title);
         root.fill(&WHITE).map_err(err)?;
-        let (mut x0, mut x1) = points
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-        let (mut y0, mut y1) = points
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let (mut x0, mut x1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (mut y0, mut y1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
         if x1 <= x0 {
             x1 = x0 + 1.0;
         }
         let pad = ((y1 - y0) * 0.05).max(1e-3);
         (y0, y1) = (y0 - pad, y1 + pad);
         let mut builder = ChartBuilder::on(&root);
-        builder
-            .caption(&self.title, ("sans-serif", 24))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(64);
+        builder.caption(&self.title, ("sans-serif", 24)).margin(16).x_label_area_size(48).y_label_area_size(64);
         macro_rules! finish {
             ($chart:expr) => {{
                 let mut chart = $chart;
@@ -107,19 +84,13 @@ impl LinePlot {
                     .map_err(err)?;
                 for (i, s) in self.series.iter().enumerate() {
                     let color = COLORS[i % COLORS.len()];
-                    let pts: Vec<(f64, f64)> = s
-                        .points
-                        .iter()
-                        .copied()
-                        .filter(|(x, y)| x.is_finite() && y.is_finite())
-                        .collect();
+                    let pts: Vec<(f64, f64)> =
+                        s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
                     chart
                         .draw_series(LineSeries::new(pts, color.stroke_width(2)))
                         .map_err(err)?
                         .label(&s.label)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                        });
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
                 }
                 chart
                     .configure_series_labels()
@@ -132,9 +103,7 @@ impl LinePlot {
         }
         if self.log_x {
             x0 = x0.max(1e-12);
-            finish!(builder
-                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
-                .map_err(err)?);
+            finish!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(err)?);
         } else {
             finish!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?);
         }
@@ -161,37 +130,17 @@ pub fn human(x: f64) -> String {
 
 /// Train and validation loss against tokens, from a run's metrics JSONL.
 /// `baseline`, when given, is drawn as a flat labelled line (e.g. the unigram entropy).
-pub fn loss_plot(
-    metrics: &Path,
-    stem: &Path,
-    title: &str,
-    baseline: Option<(&str, f64)>,
-) -> Result<()> {
+pub fn loss_plot(metrics: &Path, stem: &Path, title: &str, baseline: Option<(&str, f64)>) -> Result<()> {
     let records = crate::metrics::read_jsonl(metrics)?;
     let series = |key: &str| -> Vec<(f64, f64)> {
-        records
-            .iter()
-            .filter_map(|r| Some((r["tokens"].as_f64()?, r[key].as_f64()?)))
-            .collect()
+        records.iter().filter_map(|r| Some((r["tokens"].as_f64()?, r[key].as_f64()?))).collect()
     };
     let train = series("train_loss");
-    let mut lines = vec![Series {
-        label: "val".into(),
-        points: series("val_loss"),
-    }];
+    let mut lines = vec![Series { label: "val".into(), points: series("val_loss") }];
     if let (Some((label, y)), Some(first), Some(last)) = (baseline, train.first(), train.last()) {
-        lines.push(Series {
-            label: label.into(),
-            points: vec![(first.0, y), (last.0, y)],
-        });
+        lines.push(Series { label: label.into(), points: vec![(first.0, y), (last.0, y)] });
     }
-    lines.insert(
-        0,
-        Series {
-            label: "train".into(),
-            points: train,
-        },
-    );
+    lines.insert(0, Series { label: "train".into(), points: train });
     LinePlot {
         title: title.to_string(),
         x_label: "tokens".into(),

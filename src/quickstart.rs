@@ -61,46 +61,24 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
     let step = |msg: &str| eprintln!("[quickstart] {msg}");
 
     step(&format!("synthesising {} documents", opts.docs));
-    let synth_cfg = SynthConfig {
-        docs: opts.docs,
-        seed: opts.seed,
-        ..SynthConfig::default()
-    };
+    let synth_cfg = SynthConfig { docs: opts.docs, seed: opts.seed, ..SynthConfig::default() };
     let corpus = synth::generate(&synth_cfg)?;
     let corpus_dir = data.join("corpus");
     synth::write_corpus(&corpus_dir, &corpus, &synth_cfg)?;
 
-    step(&format!(
-        "training a {}-token byte-level BPE tokenizer",
-        opts.vocab_size
-    ));
+    step(&format!("training a {}-token byte-level BPE tokenizer", opts.vocab_size));
     let tok_path = data.join("tokenizer.json");
-    Tokenizer::train(
-        corpus.train.iter().map(|d| d.text.as_str()),
-        opts.vocab_size,
-        &tok_path,
-    )?;
+    Tokenizer::train(corpus.train.iter().map(|d| d.text.as_str()), opts.vocab_size, &tok_path)?;
 
     step("tokenizing into shards");
     let shard_dir = data.join("shards");
-    let meta = shards::tokenize_corpus(
-        &corpus_dir,
-        &tok_path,
-        &shard_dir,
-        shards::DEFAULT_SHARD_TOKENS,
-    )?;
-    step(&format!(
-        "{} train / {} val tokens",
-        meta.train.tokens, meta.val.tokens
-    ));
+    let meta = shards::tokenize_corpus(&corpus_dir, &tok_path, &shard_dir, shards::DEFAULT_SHARD_TOKENS)?;
+    step(&format!("{} train / {} val tokens", meta.train.tokens, meta.val.tokens));
 
     let mut cfg = TrainConfig {
         out_dir: out.clone(),
         data: shard_dir.clone(),
-        model: ModelSpec {
-            preset: opts.preset.clone(),
-            ..ModelSpec::default()
-        },
+        model: ModelSpec { preset: opts.preset.clone(), ..ModelSpec::default() },
         train: TrainSection {
             batch_size: 16,
             lr: 2e-3,
@@ -121,24 +99,16 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
         None => {
             let tps = probe_tokens_per_s(&cfg, &meta)?;
             let tokens = tps * opts.minutes * 60.0 * 0.9; // leave room for evaluation
-            ((tokens / cfg.tokens_per_step(cfg.model.resolve(meta.vocab_size)?.block_size) as f64)
-                as u64)
-                .max(20)
+            ((tokens / cfg.tokens_per_step(cfg.model.resolve(meta.vocab_size)?.block_size) as f64) as u64).max(20)
         }
     };
     cfg.train.max_steps = steps;
     cfg.train.warmup_steps = cfg.train.warmup_steps.min(steps / 10);
-    step(&format!(
-        "training preset {} for {steps} steps",
-        opts.preset
-    ));
+    step(&format!("training preset {} for {steps} steps", opts.preset));
     let summary = train::train(&cfg, false)?;
 
     step("sampling");
-    let loaded = checkpoint::load_model(
-        &cfg.checkpoint_dir(),
-        crate::device::parse_device(&opts.device)?,
-    )?;
+    let loaded = checkpoint::load_model(&cfg.checkpoint_dir(), crate::device::parse_device(&opts.device)?)?;
     let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
     let sample_opts = SampleOptions {
         temperature: 0.0,
@@ -154,9 +124,7 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
     }
     let samples_md: String = samples
         .iter()
-        .map(|(p, c)| {
-            format!("### Prompt\n```text\n{p}\n```\n### Completion (greedy)\n```text\n{c}\n```\n\n")
-        })
+        .map(|(p, c)| format!("### Prompt\n```text\n{p}\n```\n### Completion (greedy)\n```text\n{c}\n```\n\n"))
         .collect();
     std::fs::write(out.join("samples.md"), &samples_md)?;
 
@@ -182,15 +150,7 @@ fn probe_tokens_per_s(cfg: &TrainConfig, meta: &ShardMeta) -> Result<f64> {
     crate::device::set_threads(cfg.train.threads)?;
     let kind = train::compute_kind(&cfg.train.dtype, device)?;
     let gpt = cfg.model.resolve(meta.vocab_size)?;
-    let b = crate::bench::bench_train(
-        &gpt,
-        device,
-        kind,
-        cfg.train.batch_size as i64,
-        5,
-        2,
-        Some(1.0),
-    )?;
+    let b = crate::bench::bench_train(&gpt, device, kind, cfg.train.batch_size as i64, 5, 2, Some(1.0))?;
     Ok(b.tokens_per_s)
 }
 
@@ -217,19 +177,10 @@ fn write_report(
                 "parameters (total / non-embedding)".into(),
                 format!("{} / {}", s.params.total, s.params.non_embedding),
             ],
-            vec![
-                "FLOPs per token (training)".into(),
-                format!("{:.3e}", s.flops_per_token),
-            ],
+            vec!["FLOPs per token (training)".into(), format!("{:.3e}", s.flops_per_token)],
             vec!["tokenizer vocab".into(), meta.vocab_size.to_string()],
-            vec![
-                "corpus tokens (train / val)".into(),
-                format!("{} / {}", meta.train.tokens, meta.val.tokens),
-            ],
-            vec![
-                "steps × tokens per step".into(),
-                format!("{} × {}", s.steps, s.tokens_seen / s.steps.max(1)),
-            ],
+            vec!["corpus tokens (train / val)".into(), format!("{} / {}", meta.train.tokens, meta.val.tokens)],
+            vec!["steps × tokens per step".into(), format!("{} × {}", s.steps, s.tokens_seen / s.steps.max(1))],
             vec!["device".into(), format!("{device:?}")],
             vec!["wall time".into(), format!("{:.0} s", s.elapsed_s)],
             vec![
@@ -247,18 +198,9 @@ fn write_report(
     r.table(
         &["quantity", "nats/token"],
         &[
-            vec![
-                "final validation loss".into(),
-                format!("{:.4}", s.final_val_loss),
-            ],
-            vec![
-                "final training loss".into(),
-                format!("{:.4}", s.final_train_loss),
-            ],
-            vec![
-                "unigram-entropy baseline (context ignored)".into(),
-                format!("{:.4}", meta.train_unigram_entropy),
-            ],
+            vec!["final validation loss".into(), format!("{:.4}", s.final_val_loss)],
+            vec!["final training loss".into(), format!("{:.4}", s.final_train_loss)],
+            vec!["unigram-entropy baseline (context ignored)".into(), format!("{:.4}", meta.train_unigram_entropy)],
         ],
     );
     r.paragraph(&format!(

@@ -13,9 +13,7 @@ pub struct Report {
 
 impl Report {
     pub fn new(title: &str) -> Self {
-        Self {
-            body: format!("# {title}\n\n"),
-        }
+        Self { body: format!("# {title}\n\n") }
     }
 
     pub fn heading(&mut self, text: &str) -> &mut Self {

@@ -38,10 +38,7 @@ impl Tokenizer {
             vocab_size > min_vocab,
             "vocab size must exceed {min_vocab} (special tokens + 256 bytes), got {vocab_size}"
         );
-        let specials = special::ALL
-            .iter()
-            .map(|s| AddedToken::from(*s, true))
-            .collect();
+        let specials = special::ALL.iter().map(|s| AddedToken::from(*s, true)).collect();
         let alphabet: HashSet<char> = ByteLevel::alphabet().into_iter().collect();
         let mut trainer = BpeTrainerBuilder::new()
             .vocab_size(vocab_size)
@@ -50,65 +47,45 @@ impl Tokenizer {
             .special_tokens(specials)
             .initial_alphabet(alphabet)
             .build();
-        let mut tok: TokenizerImpl<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel> =
-            TokenizerBuilder::new()
-                .with_model(BPE::default())
-                .with_normalizer(None)
-                .with_pre_tokenizer(Some(byte_level()))
-                .with_post_processor(Some(byte_level()))
-                .with_decoder(Some(byte_level()))
-                .build()
-                .map_err(|e| anyhow!("building tokenizer: {e}"))?;
-        tok.train(&mut trainer, texts)
-            .map_err(|e| anyhow!("training tokenizer: {e}"))?;
+        let mut tok: TokenizerImpl<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel> = TokenizerBuilder::new()
+            .with_model(BPE::default())
+            .with_normalizer(None)
+            .with_pre_tokenizer(Some(byte_level()))
+            .with_post_processor(Some(byte_level()))
+            .with_decoder(Some(byte_level()))
+            .build()
+            .map_err(|e| anyhow!("building tokenizer: {e}"))?;
+        tok.train(&mut trainer, texts).map_err(|e| anyhow!("training tokenizer: {e}"))?;
         if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        tok.save(out, false)
-            .map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
+        tok.save(out, false).map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
         Self::from_file(out)
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        ensure!(
-            path.exists(),
-            "tokenizer file {} does not exist",
-            path.display()
-        );
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| {
-            anyhow!(
-                "tokenizer file {} is not a valid tokenizer.json: {e}",
-                path.display()
-            )
-        })?;
+        ensure!(path.exists(), "tokenizer file {} does not exist", path.display());
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("tokenizer file {} is not a valid tokenizer.json: {e}", path.display()))?;
         let id = |t: &str| {
-            inner
-                .token_to_id(t)
-                .ok_or_else(|| anyhow!("tokenizer {} lacks the special token {t}", path.display()))
+            inner.token_to_id(t).ok_or_else(|| anyhow!("tokenizer {} lacks the special token {t}", path.display()))
         };
         let (eot, pad) = (id(special::EOT)?, id(special::PAD)?);
         Ok(Self { inner, eot, pad })
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner
-            .save(path, false)
-            .map_err(|e| anyhow!("writing {}: {e}", path.display()))
+        self.inner.save(path, false).map_err(|e| anyhow!("writing {}: {e}", path.display()))
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| anyhow!("tokenizing: {e}"))?;
+        let enc = self.inner.encode(text, false).map_err(|e| anyhow!("tokenizing: {e}"))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Decodes every id, special tokens included, so encode→decode is the identity.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| anyhow!("decoding: {e}"))
+        self.inner.decode(ids, false).map_err(|e| anyhow!("decoding: {e}"))
     }
 
     /// Number of ids, special tokens included.

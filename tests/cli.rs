@@ -16,11 +16,7 @@ fn trained_ckpt() -> &'static Path {
     static CKPT: OnceLock<PathBuf> = OnceLock::new();
     CKPT.get_or_init(|| {
         let dir = common::persistent_tempdir();
-        run_ok(&[
-            "train",
-            "--config",
-            write_config(&dir, 8, "").to_str().unwrap(),
-        ]);
+        run_ok(&["train", "--config", write_config(&dir, 8, "").to_str().unwrap()]);
         dir.join("run/checkpoint")
     })
 }
@@ -61,23 +57,13 @@ fn greedy_sampling_is_the_same_with_and_without_the_kv_cache() {
     };
     let run = |a: Vec<String>| {
         let out = common::gptlab(&a.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
     };
     let (with_cache, warn) = run(args(true));
     let (without, _) = run(args(false));
     assert_eq!(with_cache, without);
-    assert!(
-        warn.contains("keeping the last 32"),
-        "a long prompt warns: {warn}"
-    );
+    assert!(warn.contains("keeping the last 32"), "a long prompt warns: {warn}");
 }
 
 #[test]
@@ -108,29 +94,11 @@ fn sampling_is_reproducible_in_its_seed_and_honours_stop() {
 fn score_gives_next_token_logprobs() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    std::fs::write(
-        &input,
-        "{\"text\": \"the red circle\"}\n\n{\"tokens\": [5, 9, 17, 3]}\n",
-    )
-    .unwrap();
-    let out = run_ok(&[
-        "score",
-        "--ckpt",
-        trained_ckpt().to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-    ]);
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    std::fs::write(&input, "{\"text\": \"the red circle\"}\n\n{\"tokens\": [5, 9, 17, 3]}\n").unwrap();
+    let out = run_ok(&["score", "--ckpt", trained_ckpt().to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
-    let lp: Vec<f64> = lines[1]["token_logprobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let lp: Vec<f64> = lines[1]["token_logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(lp.len(), 3);
     assert!((lp.iter().sum::<f64>() - lines[1]["total_logprob"].as_f64().unwrap()).abs() < 1e-9);
     // token_logprobs[i] = log P(token i+1 | tokens 0..=i), checked one prefix at a time.
@@ -138,28 +106,16 @@ fn score_gives_next_token_logprobs() {
     let toks = [5i64, 9, 17, 3];
     for i in 0..3 {
         let x = Tensor::from_slice(&toks[..=i]).unsqueeze(0);
-        let logits = loaded
-            .model
-            .forward(Input::Tokens(&x), None, None, false)
-            .unwrap();
-        let expect = logits
-            .get(0)
-            .get(i as i64)
-            .log_softmax(0, Kind::Float)
-            .double_value(&[toks[i + 1]]);
-        assert!(
-            (lp[i] - expect).abs() < 1e-5,
-            "position {i}: {} vs {expect}",
-            lp[i]
-        );
+        let logits = loaded.model.forward(Input::Tokens(&x), None, None, false).unwrap();
+        let expect = logits.get(0).get(i as i64).log_softmax(0, Kind::Float).double_value(&[toks[i + 1]]);
+        assert!((lp[i] - expect).abs() < 1e-5, "position {i}: {} vs {expect}", lp[i]);
     }
 }
 
 #[test]
 fn broken_checkpoints_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let sample =
-        |ckpt: &Path| run_err(&["sample", "--ckpt", ckpt.to_str().unwrap(), "--prompt", "a"]);
+    let sample = |ckpt: &Path| run_err(&["sample", "--ckpt", ckpt.to_str().unwrap(), "--prompt", "a"]);
     assert!(sample(&dir.path().join("nope")).contains("does not exist"));
 
     let ckpt = copy_ckpt(dir.path());
@@ -188,15 +144,9 @@ fn broken_checkpoints_are_clear_errors() {
 #[test]
 fn bad_devices_and_inputs_are_clear_errors() {
     let ckpt = trained_ckpt().to_str().unwrap();
-    assert!(
-        run_err(&["sample", "--ckpt", ckpt, "--prompt", "a", "--device", "gpu"])
-            .contains("unknown device")
-    );
+    assert!(run_err(&["sample", "--ckpt", ckpt, "--prompt", "a", "--device", "gpu"]).contains("unknown device"));
     if !tch::Cuda::is_available() {
-        assert!(
-            run_err(&["sample", "--ckpt", ckpt, "--prompt", "a", "--device", "cuda"])
-                .contains("0 CUDA device")
-        );
+        assert!(run_err(&["sample", "--ckpt", ckpt, "--prompt", "a", "--device", "cuda"]).contains("0 CUDA device"));
     }
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bad.jsonl");
@@ -204,10 +154,7 @@ fn bad_devices_and_inputs_are_clear_errors() {
     let err = run_err(&["score", "--ckpt", ckpt, "--input", input.to_str().unwrap()]);
     assert!(err.contains("bad.jsonl:2"), "{err}");
     std::fs::write(&input, "{\"tokens\": [1, 99999]}\n").unwrap();
-    assert!(
-        run_err(&["score", "--ckpt", ckpt, "--input", input.to_str().unwrap()])
-            .contains("outside the vocabulary")
-    );
+    assert!(run_err(&["score", "--ckpt", ckpt, "--input", input.to_str().unwrap()]).contains("outside the vocabulary"));
 }
 
 #[test]
@@ -218,38 +165,14 @@ fn empty_and_malformed_corpora_are_clear_errors() {
     std::fs::write(corpus.join("train.jsonl"), "").unwrap();
     std::fs::write(corpus.join("val.jsonl"), "").unwrap();
     let tok = dir.path().join("tok.json");
-    let err = run_err(&[
-        "tokenizer",
-        "train",
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--out",
-        tok.to_str().unwrap(),
-    ]);
+    let err = run_err(&["tokenizer", "train", "--corpus", corpus.to_str().unwrap(), "--out", tok.to_str().unwrap()]);
     assert!(err.contains("no documents"), "{err}");
-    std::fs::write(
-        corpus.join("train.jsonl"),
-        "{\"text\": \"fine\"}\n{\"txt\": \"wrong field\"}\n",
-    )
-    .unwrap();
-    let err = run_err(&[
-        "tokenizer",
-        "train",
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--out",
-        tok.to_str().unwrap(),
-    ]);
+    std::fs::write(corpus.join("train.jsonl"), "{\"text\": \"fine\"}\n{\"txt\": \"wrong field\"}\n").unwrap();
+    let err = run_err(&["tokenizer", "train", "--corpus", corpus.to_str().unwrap(), "--out", tok.to_str().unwrap()]);
     assert!(err.contains("train.jsonl:2"), "{err}");
     let bad = dir.path().join("import.jsonl");
     std::fs::write(&bad, "{\"text\": \"a\"}\n[1, 2\n").unwrap();
-    let err = run_err(&[
-        "data",
-        "import",
-        "--out",
-        dir.path().join("imp").to_str().unwrap(),
-        bad.to_str().unwrap(),
-    ]);
+    let err = run_err(&["data", "import", "--out", dir.path().join("imp").to_str().unwrap(), bad.to_str().unwrap()]);
     assert!(err.contains("import.jsonl:2"), "{err}");
 }
 
@@ -257,32 +180,10 @@ fn empty_and_malformed_corpora_are_clear_errors() {
 fn data_synth_and_import_write_corpus_directories() {
     let dir = tempfile::tempdir().unwrap();
     let synth = dir.path().join("synth");
-    run_ok(&[
-        "data",
-        "synth",
-        "--out",
-        synth.to_str().unwrap(),
-        "--docs",
-        "200",
-        "--seed",
-        "3",
-    ]);
+    run_ok(&["data", "synth", "--out", synth.to_str().unwrap(), "--docs", "200", "--seed", "3"]);
     let first = std::fs::read(synth.join("train.jsonl")).unwrap();
-    run_ok(&[
-        "data",
-        "synth",
-        "--out",
-        synth.to_str().unwrap(),
-        "--docs",
-        "200",
-        "--seed",
-        "3",
-    ]);
-    assert_eq!(
-        first,
-        std::fs::read(synth.join("train.jsonl")).unwrap(),
-        "deterministic in the seed"
-    );
+    run_ok(&["data", "synth", "--out", synth.to_str().unwrap(), "--docs", "200", "--seed", "3"]);
+    assert_eq!(first, std::fs::read(synth.join("train.jsonl")).unwrap(), "deterministic in the seed");
     assert!(synth.join("synth.toml").exists());
     let txt = dir.path().join("notes.txt");
     std::fs::write(&txt, "first block\n\nsecond block\n").unwrap();
@@ -330,16 +231,8 @@ fn quickstart_trains_below_the_unigram_baseline_and_reports() {
     }
     let meta = gptlab::data::shards::ShardMeta::read(&out.join("data/shards")).unwrap();
     let records = gptlab::metrics::read_jsonl(&out.join("metrics.jsonl")).unwrap();
-    let val = records
-        .iter()
-        .rev()
-        .find_map(|r| r["val_loss"].as_f64())
-        .unwrap();
-    assert!(
-        val < meta.train_unigram_entropy - 1.0,
-        "val loss {val} vs unigram {}",
-        meta.train_unigram_entropy
-    );
+    let val = records.iter().rev().find_map(|r| r["val_loss"].as_f64()).unwrap();
+    assert!(val < meta.train_unigram_entropy - 1.0, "val loss {val} vs unigram {}", meta.train_unigram_entropy);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("![train and validation loss against tokens](loss.png)"));
     assert!(report.contains(&format!("{:.4}", meta.train_unigram_entropy)));
@@ -348,19 +241,11 @@ fn quickstart_trains_below_the_unigram_baseline_and_reports() {
 
 #[test]
 fn info_and_bench_report_sizes_and_throughput() {
-    let info: serde_json::Value =
-        serde_json::from_str(&run_ok(&["info", "--preset", "gpt2"])).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&run_ok(&["info", "--preset", "gpt2"])).unwrap();
     assert_eq!(info["n_total"].as_i64(), Some(124_439_808));
-    assert_eq!(
-        info["n_non_embedding"].as_i64(),
-        Some(124_439_808 - 50257 * 768 - 1024 * 768)
-    );
-    let info: serde_json::Value = serde_json::from_str(&run_ok(&[
-        "info",
-        "--ckpt",
-        trained_ckpt().to_str().unwrap(),
-    ]))
-    .unwrap();
+    assert_eq!(info["n_non_embedding"].as_i64(), Some(124_439_808 - 50257 * 768 - 1024 * 768));
+    let info: serde_json::Value =
+        serde_json::from_str(&run_ok(&["info", "--ckpt", trained_ckpt().to_str().unwrap()])).unwrap();
     assert_eq!(info["config"]["block_size"].as_i64(), Some(32));
     let bench: serde_json::Value = serde_json::from_str(&run_ok(&[
         "bench",
@@ -379,11 +264,7 @@ fn info_and_bench_report_sizes_and_throughput() {
     .unwrap();
     assert!(bench["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(bench["mfu"].as_f64().unwrap() > 0.0);
-    let peak: serde_json::Value =
-        serde_json::from_str(&run_ok(&["bench", "peak", "--device", "cpu"])).unwrap();
+    let peak: serde_json::Value = serde_json::from_str(&run_ok(&["bench", "peak", "--device", "cpu"])).unwrap();
     assert!(peak["peak_tflops"].as_f64().unwrap() > 0.0);
-    assert!(
-        run_err(&["bench", "peak", "--device", "cpu", "--dtype", "bf16"])
-            .contains("only supported on CUDA")
-    );
+    assert!(run_err(&["bench", "peak", "--device", "cpu", "--dtype", "bf16"]).contains("only supported on CUDA"));
 }

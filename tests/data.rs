@@ -13,10 +13,7 @@ fn shards_are_little_endian_u16_with_eot_after_each_document() {
     let corpus = root.path().join("corpus");
     std::fs::create_dir_all(&corpus).unwrap();
     let docs = ["alpha beta", "gamma", "alpha gamma beta"];
-    let lines: String = docs
-        .iter()
-        .map(|d| format!("{{\"text\": {d:?}}}\n"))
-        .collect();
+    let lines: String = docs.iter().map(|d| format!("{{\"text\": {d:?}}}\n")).collect();
     std::fs::write(corpus.join("train.jsonl"), &lines).unwrap();
     std::fs::write(corpus.join("val.jsonl"), "{\"text\": \"beta\"}\n").unwrap();
     let tok_path = root.path().join("tok.json");
@@ -37,18 +34,12 @@ fn shards_are_little_endian_u16_with_eot_after_each_document() {
     for name in &meta.train.shards {
         bytes.extend(std::fs::read(out.join(name)).unwrap());
     }
-    let on_disk: Vec<u32> = bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
-        .collect();
+    let on_disk: Vec<u32> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect();
     assert_eq!(on_disk, expected);
     assert_eq!(meta.train.shards.len(), expected.len().div_ceil(2));
     let reread = ShardMeta::read(&out).unwrap();
     assert_eq!(reread.train.tokens, meta.train.tokens);
-    assert!(
-        out.join("tokenizer.json").exists(),
-        "shards carry their tokenizer"
-    );
+    assert!(out.join("tokenizer.json").exists(), "shards carry their tokenizer");
     // Memory-mapped reads see the same ids, shard by shard.
     let mapped = TokenShards::open(&out, "train").unwrap();
     let first: Vec<i64> = mapped.window(0, 0, 2);
@@ -70,21 +61,14 @@ fn unigram_entropy_of_a_uniform_distribution_is_ln_n() {
 #[test]
 fn batches_depend_only_on_seed_and_index() {
     let dir = common::shard_dir();
-    let sampler =
-        Arc::new(WindowSampler::new(TokenShards::open(dir, "train").unwrap(), 3, 16).unwrap());
+    let sampler = Arc::new(WindowSampler::new(TokenShards::open(dir, "train").unwrap(), 3, 16).unwrap());
     let a = sampler.batch(5, 10);
     assert_eq!(a.len(), 3 * 17);
     assert_eq!(a, sampler.batch(5, 10));
     assert_ne!(a, sampler.batch(5, 11));
     assert_ne!(a, sampler.batch(6, 10));
     // The loader thread resumed at batch 10 yields exactly batches 10, 11, ...
-    let rx = sampler.spawn(
-        SamplerState {
-            seed: 5,
-            next_batch: 10,
-        },
-        2,
-    );
+    let rx = sampler.spawn(SamplerState { seed: 5, next_batch: 10 }, 2);
     assert_eq!(rx.recv().unwrap(), a);
     assert_eq!(rx.recv().unwrap(), sampler.batch(5, 11));
 }
@@ -92,9 +76,6 @@ fn batches_depend_only_on_seed_and_index() {
 #[test]
 fn a_split_shorter_than_one_window_is_an_error() {
     let dir = common::shard_dir();
-    let err = WindowSampler::new(TokenShards::open(dir, "val").unwrap(), 1, 10_000_000)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = WindowSampler::new(TokenShards::open(dir, "val").unwrap(), 1, 10_000_000).err().unwrap().to_string();
     assert!(err.contains("fewer than block_size + 1"), "{err}");
 }

@@ -24,9 +24,7 @@ fn logits(model: &Gpt, ids: &[Vec<i64>]) -> Tensor {
 
 fn max_diff(a: &Tensor, b: &[Vec<Vec<f64>>]) -> f64 {
     let flat: Vec<f64> = b.iter().flatten().flatten().copied().collect();
-    let b = Tensor::from_slice(&flat)
-        .view(a.size().as_slice())
-        .to_kind(Kind::Float);
+    let b = Tensor::from_slice(&flat).view(a.size().as_slice()).to_kind(Kind::Float);
     (a - b).abs().max().double_value(&[])
 }
 
@@ -36,14 +34,7 @@ fn imported_hf_gpt2_matches_transformers_logits() {
     let hf = dir.path().join("hf");
     run_python(&[SCRIPT, "make", hf.to_str().unwrap()]);
     let ckpt = dir.path().join("ckpt");
-    run_ok(&[
-        "import",
-        "hf-gpt2",
-        "--from",
-        hf.to_str().unwrap(),
-        "--out",
-        ckpt.to_str().unwrap(),
-    ]);
+    run_ok(&["import", "hf-gpt2", "--from", hf.to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
     let loaded = checkpoint::load_model(&ckpt, Device::Cpu).unwrap();
     assert_eq!(loaded.model.cfg.gelu, Gelu::Tanh, "HF GPT-2 uses gelu_new");
     let ids: Vec<Vec<i64>> = read_json(&hf.join("ids.json"));
@@ -73,25 +64,12 @@ fn exported_checkpoint_loads_in_transformers_with_the_same_logits() {
     let ckpt = dir.path().join("ckpt");
     checkpoint::save(&ckpt, &vs, &cfg, None, None).unwrap();
     let hf = dir.path().join("hf");
-    run_ok(&[
-        "export",
-        "hf-gpt2",
-        "--ckpt",
-        ckpt.to_str().unwrap(),
-        "--out",
-        hf.to_str().unwrap(),
-    ]);
+    run_ok(&["export", "hf-gpt2", "--ckpt", ckpt.to_str().unwrap(), "--out", hf.to_str().unwrap()]);
     let ids: Vec<Vec<i64>> = vec![(0..10).collect(), (20..30).collect()];
     let ids_path = dir.path().join("ids.json");
     std::fs::write(&ids_path, serde_json::to_string(&ids).unwrap()).unwrap();
     let out = dir.path().join("logits.json");
-    run_python(&[
-        SCRIPT,
-        "logits",
-        hf.to_str().unwrap(),
-        ids_path.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
+    run_python(&[SCRIPT, "logits", hf.to_str().unwrap(), ids_path.to_str().unwrap(), out.to_str().unwrap()]);
     let hf_logits: Vec<Vec<Vec<f64>>> = read_json(&out);
     let diff = max_diff(&logits(&model, &ids), &hf_logits);
     assert!(diff <= 1e-4, "transformers' logits differ by {diff}");

@@ -21,10 +21,7 @@ fn parameter_counts_match_hand_computation() {
     assert_eq!(n.total, 84912 + 512 * 48 + 64 * 48);
     let (vs, _) = nano();
     let actual: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
-    assert_eq!(
-        actual, n.total,
-        "the formula must count what the model builds"
-    );
+    assert_eq!(actual, n.total, "the formula must count what the model builds");
     // 6 * (total - wpe) + 12 * L * H * D * T = 6 * 109488 + 12 * 3 * 4 * 12 * 64
     assert_eq!(cfg.flops_per_token(64), 767520.0);
 }
@@ -38,19 +35,13 @@ fn bias_free_counts_match_the_model() {
     let actual: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
     assert_eq!(actual, cfg.param_counts().total);
     // Per layer 12 C^2 + 2 C (LayerNorm gains only), plus ln_f's C.
-    assert_eq!(
-        cfg.param_counts().non_embedding,
-        3 * (12 * 48 * 48 + 2 * 48) + 48
-    );
+    assert_eq!(cfg.param_counts().non_embedding, 3 * (12 * 48 * 48 + 2 * 48) + 48);
 }
 
 #[test]
 fn gpt2_preset_is_124m() {
     let n = GptConfig::preset("gpt2").unwrap().param_counts();
-    assert_eq!(
-        n.total, 124_439_808,
-        "HF GPT-2 small has 124,439,808 parameters"
-    );
+    assert_eq!(n.total, 124_439_808, "HF GPT-2 small has 124,439,808 parameters");
 }
 
 #[test]
@@ -65,41 +56,14 @@ fn n_embd_must_divide_by_n_head() {
 fn kv_cache_prefill_and_decode_equal_one_full_forward() {
     let (_vs, model) = nano();
     let ids = Tensor::randint(512, [2, 20], (Kind::Int64, Device::Cpu));
-    let full = model
-        .forward(Input::Tokens(&ids), None, None, false)
-        .unwrap(); // [2, 20, V]
+    let full = model.forward(Input::Tokens(&ids), None, None, false).unwrap(); // [2, 20, V]
     let mut cache = KvCache::new();
-    let mut pieces = vec![model
-        .forward(
-            Input::Tokens(&ids.narrow(1, 0, 12)),
-            None,
-            Some(&mut cache),
-            false,
-        )
-        .unwrap()];
+    let mut pieces = vec![model.forward(Input::Tokens(&ids.narrow(1, 0, 12)), None, Some(&mut cache), false).unwrap()];
     for t in 12..17 {
-        pieces.push(
-            model
-                .forward(
-                    Input::Tokens(&ids.narrow(1, t, 1)),
-                    None,
-                    Some(&mut cache),
-                    false,
-                )
-                .unwrap(),
-        );
+        pieces.push(model.forward(Input::Tokens(&ids.narrow(1, t, 1)), None, Some(&mut cache), false).unwrap());
     }
     // Several new tokens after a past: the explicit-mask path.
-    pieces.push(
-        model
-            .forward(
-                Input::Tokens(&ids.narrow(1, 17, 3)),
-                None,
-                Some(&mut cache),
-                false,
-            )
-            .unwrap(),
-    );
+    pieces.push(model.forward(Input::Tokens(&ids.narrow(1, 17, 3)), None, Some(&mut cache), false).unwrap());
     assert_eq!(cache.len(), 20);
     let cached = Tensor::cat(&pieces, 1);
     let diff = (&cached - &full).abs().max().double_value(&[]);
@@ -110,24 +74,16 @@ fn kv_cache_prefill_and_decode_equal_one_full_forward() {
 fn embeddings_input_equals_token_input() {
     let (_vs, model) = nano();
     let ids = Tensor::randint(512, [1, 10], (Kind::Int64, Device::Cpu));
-    let a = model
-        .forward(Input::Tokens(&ids), None, None, false)
-        .unwrap();
+    let a = model.forward(Input::Tokens(&ids), None, None, false).unwrap();
     let emb = model.embed_tokens(&ids);
-    let b = model
-        .forward(Input::Embeddings(&emb), None, None, false)
-        .unwrap();
+    let b = model.forward(Input::Embeddings(&emb), None, None, false).unwrap();
     assert_eq!(a.size(), b.size());
     assert!((&a - &b).abs().max().double_value(&[]) == 0.0);
     // Explicit position ids equal to the defaults change nothing; shifted ones do.
     let pos = Tensor::arange(10, (Kind::Int64, Device::Cpu));
-    let c = model
-        .forward(Input::Tokens(&ids), Some(&pos), None, false)
-        .unwrap();
+    let c = model.forward(Input::Tokens(&ids), Some(&pos), None, false).unwrap();
     assert!((&a - &c).abs().max().double_value(&[]) == 0.0);
-    let d = model
-        .forward(Input::Tokens(&ids), Some(&(pos + 3)), None, false)
-        .unwrap();
+    let d = model.forward(Input::Tokens(&ids), Some(&(pos + 3)), None, false).unwrap();
     assert!((&a - &d).abs().max().double_value(&[]) > 1e-4);
 }
 
@@ -135,9 +91,29 @@ fn embeddings_input_equals_token_input() {
 fn sequences_longer_than_the_context_are_rejected() {
     let (_vs, model) = nano();
     let ids = Tensor::zeros([1, 65], (Kind::Int64, Device::Cpu));
-    let err = model
-        .forward(Input::Tokens(&ids), None, None, false)
-        .unwrap_err()
-        .to_string();
+    let err = model.forward(Input::Tokens(&ids), None, None, false).unwrap_err().to_string();
     assert!(err.contains("exceeds the model's context of 64"), "{err}");
+}
+
+#[test]
+fn init_follows_gpt2_with_scaled_residual_projections() {
+    tch::manual_seed(1);
+    let vs = VarStore::new(Device::Cpu);
+    let cfg = GptConfig::preset("mini").unwrap(); // 6 layers, C = 384: large matrices, tight estimates
+    Gpt::new(&cfg, vs.root()).unwrap();
+    let vars = vs.variables();
+    let std = |name: &str| vars[name].std(true).double_value(&[]);
+    let residual = 0.02 / (2.0 * 6.0f64).sqrt();
+    for (name, expect) in [
+        ("transformer.wte.weight", 0.02),
+        ("transformer.h.0.attn.c_attn.weight", 0.02),
+        ("transformer.h.3.mlp.c_fc.weight", 0.02),
+        ("transformer.h.0.attn.c_proj.weight", residual),
+        ("transformer.h.5.mlp.c_proj.weight", residual),
+    ] {
+        let s = std(name);
+        assert!((s - expect).abs() < 0.03 * expect, "{name}: std {s}, expected {expect}");
+    }
+    assert_eq!(vars["transformer.h.0.attn.c_attn.bias"].abs().sum(Kind::Float).double_value(&[]), 0.0);
+    assert_eq!(vars["transformer.ln_f.weight"].mean(Kind::Float).double_value(&[]), 1.0);
 }

@@ -8,17 +8,9 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 fn adamw_first_steps_match_hand_computation() {
     let vs = VarStore::new(Device::Cpu);
     let root = vs.root();
-    let w = root.var_copy(
-        "w",
-        &Tensor::from_slice(&[1.0f32, -2.0, 0.5, 3.0]).view([2, 2]),
-    );
+    let w = root.var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0, 0.5, 3.0]).view([2, 2]));
     let b = root.var_copy("b", &Tensor::from_slice(&[0.5f32, -0.5]));
-    let cfg = AdamWConfig {
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.1,
-    };
+    let cfg = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
     let mut opt = AdamW::new(&vs, cfg);
     // loss = sum(w * g_w) + sum(b * g_b) gives gradients g_w and g_b exactly.
     let g_w = Tensor::from_slice(&[0.1f32, -0.2, 0.3, 0.0]).view([2, 2]);
@@ -29,12 +21,7 @@ fn adamw_first_steps_match_hand_computation() {
     // Step 1: m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps) = lr * sign(g)
     // (0 where g = 0); decay multiplies w (2-D) by 1 - lr * wd = 0.999, not b (1-D).
     let w1: Vec<f32> = Vec::try_from(&w.flatten(0, -1)).unwrap();
-    let expect_w = [
-        1.0 * 0.999 - 0.01,
-        -2.0 * 0.999 + 0.01,
-        0.5 * 0.999 - 0.01,
-        3.0 * 0.999,
-    ];
+    let expect_w = [1.0 * 0.999 - 0.01, -2.0 * 0.999 + 0.01, 0.5 * 0.999 - 0.01, 3.0 * 0.999];
     for (a, e) in w1.iter().zip(expect_w) {
         assert!((*a as f64 - e).abs() < 1e-6, "w {a} vs {e}");
     }
@@ -53,11 +40,7 @@ fn adamw_first_steps_match_hand_computation() {
         let m_hat = (0.9 * 0.1 * g + 0.1 * g2) / (1.0 - 0.81);
         let v_hat = (0.95 * 0.05 * g * g + 0.05 * g2 * g2) / (1.0 - 0.9025);
         let expect = b1[i] as f64 - 0.01 * m_hat / (v_hat.sqrt() + 1e-8);
-        assert!(
-            (b2[i] as f64 - expect).abs() < 1e-6,
-            "b[{i}] {} vs {expect}",
-            b2[i]
-        );
+        assert!((b2[i] as f64 - expect).abs() < 1e-6, "b[{i}] {} vs {expect}", b2[i]);
     }
     assert_eq!(opt.steps, 2);
 }
@@ -65,20 +48,13 @@ fn adamw_first_steps_match_hand_computation() {
 #[test]
 fn gradient_clipping_scales_to_the_max_norm() {
     let vs = VarStore::new(Device::Cpu);
-    let w = vs
-        .root()
-        .var_copy("w", &Tensor::zeros([2], (Kind::Float, Device::Cpu)));
+    let w = vs.root().var_copy("w", &Tensor::zeros([2], (Kind::Float, Device::Cpu)));
     let mut opt = AdamW::new(&vs, AdamWConfig::default());
-    (&w * Tensor::from_slice(&[3.0f32, 4.0]))
-        .sum(Kind::Float)
-        .backward();
+    (&w * Tensor::from_slice(&[3.0f32, 4.0])).sum(Kind::Float).backward();
     let norm = opt.clip_grad_norm(1.0).double_value(&[]);
     assert!((norm - 5.0).abs() < 1e-6, "pre-clip norm {norm}");
     let g: Vec<f32> = Vec::try_from(&w.grad()).unwrap();
-    assert!(
-        (g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5,
-        "{g:?}"
-    );
+    assert!((g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5, "{g:?}");
 }
 
 #[test]
@@ -90,12 +66,7 @@ fn optimizer_state_round_trips() {
     opt.step(0.1);
     let saved = opt.state_tensors();
     let mut other = AdamW::new(&vs, AdamWConfig::default());
-    other
-        .load_state(
-            saved.iter().map(|(n, t)| (n.clone(), t.copy())).collect(),
-            opt.steps,
-        )
-        .unwrap();
+    other.load_state(saved.iter().map(|(n, t)| (n.clone(), t.copy())).collect(), opt.steps).unwrap();
     for ((n1, a), (n2, b)) in saved.iter().zip(other.state_tensors()) {
         assert_eq!(n1, &n2);
         assert!(a.equal(&b));
@@ -106,21 +77,13 @@ fn optimizer_state_round_trips() {
 
 #[test]
 fn lr_schedule_warmup_cosine_floor() {
-    let s = LrSchedule {
-        lr: 1e-3,
-        min_lr: 1e-4,
-        warmup_steps: 10,
-        decay_steps: 110,
-    };
+    let s = LrSchedule { lr: 1e-3, min_lr: 1e-4, warmup_steps: 10, decay_steps: 110 };
     let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     close(s.at(0), 1e-3 * 1.0 / 11.0); // (it + 1) / (warmup + 1)
     close(s.at(9), 1e-3 * 10.0 / 11.0);
     close(s.at(10), 1e-3); // cosine starts at the peak
     close(s.at(60), 1e-4 + 0.5 * (1e-3 - 1e-4)); // halfway: cos(pi/2) = 0
-    close(
-        s.at(35),
-        1e-4 + 0.5 * (1.0 + (std::f64::consts::PI * 0.25).cos()) * 9e-4,
-    );
+    close(s.at(35), 1e-4 + 0.5 * (1.0 + (std::f64::consts::PI * 0.25).cos()) * 9e-4);
     close(s.at(110), 1e-4);
     close(s.at(500), 1e-4);
 }

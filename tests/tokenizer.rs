@@ -9,11 +9,7 @@ use rand::{Rng, SeedableRng};
 
 fn trained() -> (tempfile::TempDir, Tokenizer) {
     let dir = tempfile::tempdir().unwrap();
-    let texts = [
-        "the red circle is left of the blue square",
-        "Q: What is 12 plus 30? A: 42",
-        "stone -> enots",
-    ];
+    let texts = ["the red circle is left of the blue square", "Q: What is 12 plus 30? A: 42", "stone -> enots"];
     let corpus: Vec<String> = (0..200).map(|i| format!("{} {i}", texts[i % 3])).collect();
     let tok = Tokenizer::train(corpus.iter(), 300, &dir.path().join("tokenizer.json")).unwrap();
     (dir, tok)

@@ -20,12 +20,7 @@ fn assert_same(a: &Path, b: &Path) {
     for ((na, xa), (nb, xb)) in ta.iter().zip(&tb) {
         assert_eq!(na, nb);
         let diff = (xa - xb).abs().max().double_value(&[]);
-        assert!(
-            diff <= 1e-6,
-            "{na} differs by {diff} between {} and {}",
-            a.display(),
-            b.display()
-        );
+        assert!(diff <= 1e-6, "{na} differs by {diff} between {} and {}", a.display(), b.display());
     }
 }
 
@@ -33,38 +28,16 @@ fn assert_same(a: &Path, b: &Path) {
 fn resume_continues_exactly() {
     let straight = tempfile::tempdir().unwrap();
     let split = tempfile::tempdir().unwrap();
-    run_ok(&[
-        "train",
-        "--config",
-        write_config(straight.path(), 8, "").to_str().unwrap(),
-    ]);
-    run_ok(&[
-        "train",
-        "--config",
-        write_config(split.path(), 4, "").to_str().unwrap(),
-    ]);
+    run_ok(&["train", "--config", write_config(straight.path(), 8, "").to_str().unwrap()]);
+    run_ok(&["train", "--config", write_config(split.path(), 4, "").to_str().unwrap()]);
     let half = checkpoint::read_state(&split.path().join("run/checkpoint")).unwrap();
     assert_eq!(half.step, 4);
     assert_eq!(half.sampler.next_batch, 4);
-    run_ok(&[
-        "train",
-        "--config",
-        write_config(split.path(), 8, "").to_str().unwrap(),
-        "--resume",
-    ]);
-    let (a, b) = (
-        straight.path().join("run/checkpoint"),
-        split.path().join("run/checkpoint"),
-    );
+    run_ok(&["train", "--config", write_config(split.path(), 8, "").to_str().unwrap(), "--resume"]);
+    let (a, b) = (straight.path().join("run/checkpoint"), split.path().join("run/checkpoint"));
     assert_same(&a.join("model.safetensors"), &b.join("model.safetensors"));
-    assert_same(
-        &a.join("optimizer.safetensors"),
-        &b.join("optimizer.safetensors"),
-    );
-    assert_eq!(
-        checkpoint::read_state(&a).unwrap(),
-        checkpoint::read_state(&b).unwrap()
-    );
+    assert_same(&a.join("optimizer.safetensors"), &b.join("optimizer.safetensors"));
+    assert_eq!(checkpoint::read_state(&a).unwrap(), checkpoint::read_state(&b).unwrap());
     // The resumed log holds each step once, as the straight run's does.
     let steps = |dir: &Path| -> Vec<u64> {
         gptlab::metrics::read_jsonl(&dir.join("run/metrics.jsonl"))
@@ -75,47 +48,22 @@ fn resume_continues_exactly() {
     };
     assert_eq!(steps(straight.path()), vec![2, 4, 6, 8]);
     assert_eq!(steps(split.path()), vec![2, 4, 6, 8]);
-    assert!(
-        split.path().join("run/config.toml").exists(),
-        "the resolved config is written next to the outputs"
-    );
+    assert!(split.path().join("run/config.toml").exists(), "the resolved config is written next to the outputs");
 }
 
 #[test]
 fn metrics_record_losses_and_throughput() {
     let dir = tempfile::tempdir().unwrap();
-    run_ok(&[
-        "train",
-        "--config",
-        write_config(dir.path(), 8, "").to_str().unwrap(),
-    ]);
+    run_ok(&["train", "--config", write_config(dir.path(), 8, "").to_str().unwrap()]);
     let records = gptlab::metrics::read_jsonl(&dir.path().join("run/metrics.jsonl")).unwrap();
     let last = records.last().unwrap();
-    for key in [
-        "step",
-        "tokens",
-        "lr",
-        "train_loss",
-        "val_loss",
-        "grad_norm",
-        "tokens_per_s",
-        "mfu",
-    ] {
+    for key in ["step", "tokens", "lr", "train_loss", "val_loss", "grad_norm", "tokens_per_s", "mfu"] {
         assert!(last[key].is_number(), "{key} missing in {last}");
     }
     assert_eq!(last["tokens"].as_u64(), Some(8 * 4 * 32));
-    assert!(
-        records[0]["val_loss"].is_null(),
-        "val loss only on eval steps"
-    );
+    assert!(records[0]["val_loss"].is_null(), "val loss only on eval steps");
     let ckpt = dir.path().join("run/checkpoint");
-    for f in [
-        "model.safetensors",
-        "config.json",
-        "optimizer.safetensors",
-        "state.json",
-        "tokenizer.json",
-    ] {
+    for f in ["model.safetensors", "config.json", "optimizer.safetensors", "state.json", "tokenizer.json"] {
         assert!(ckpt.join(f).exists(), "{f} missing from the checkpoint");
     }
 }
@@ -123,11 +71,7 @@ fn metrics_record_losses_and_throughput() {
 #[test]
 fn interrupted_saves_leave_the_previous_checkpoint_loadable() {
     let dir = tempfile::tempdir().unwrap();
-    run_ok(&[
-        "train",
-        "--config",
-        write_config(dir.path(), 4, "").to_str().unwrap(),
-    ]);
+    run_ok(&["train", "--config", write_config(dir.path(), 4, "").to_str().unwrap()]);
     let ckpt = dir.path().join("run/checkpoint");
     let before = tensors(&ckpt.join("model.safetensors"));
 
@@ -148,12 +92,7 @@ fn interrupted_saves_leave_the_previous_checkpoint_loadable() {
         assert!(a.equal(b));
     }
     // Resuming from there works and publishes a fresh checkpoint, clearing the leftovers.
-    run_ok(&[
-        "train",
-        "--config",
-        write_config(dir.path(), 8, "").to_str().unwrap(),
-        "--resume",
-    ]);
+    run_ok(&["train", "--config", write_config(dir.path(), 8, "").to_str().unwrap(), "--resume"]);
     assert_eq!(checkpoint::read_state(&ckpt).unwrap().step, 8);
     assert!(!dir.path().join("run/checkpoint.old").exists());
     assert!(!tmp.exists());
@@ -162,36 +101,21 @@ fn interrupted_saves_leave_the_previous_checkpoint_loadable() {
 #[test]
 fn a_non_finite_loss_stops_the_run_without_saving() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), 8, "")
-        .to_str()
-        .unwrap()
-        .to_string();
+    let cfg = write_config(dir.path(), 8, "").to_str().unwrap().to_string();
     // An infinite learning rate wrecks the weights in update 1, so update 2's loss is NaN.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("lr = 3e-3", "lr = inf");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("lr = 3e-3", "lr = inf");
     std::fs::write(&cfg, text).unwrap();
     let err = run_err(&["train", "--config", &cfg]);
     assert!(err.contains("NaN or infinite at step 2"), "{err}");
-    assert!(
-        !dir.path().join("run/checkpoint").exists(),
-        "no checkpoint after a bad loss"
-    );
+    assert!(!dir.path().join("run/checkpoint").exists(), "no checkpoint after a bad loss");
 }
 
 #[test]
 fn bad_configs_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), 8, "")
-        .to_str()
-        .unwrap()
-        .to_string();
+    let cfg = write_config(dir.path(), 8, "").to_str().unwrap().to_string();
     let base = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        base.replace("block_size = 32", "block_size = 32\nn_embd = 50"),
-    )
-    .unwrap();
+    std::fs::write(&cfg, base.replace("block_size = 32", "block_size = 32\nn_embd = 50")).unwrap();
     assert!(run_err(&["train", "--config", &cfg]).contains("divisible"));
     std::fs::write(&cfg, base.replace("batch_size = 4", "batch_sise = 4")).unwrap();
     assert!(run_err(&["train", "--config", &cfg]).contains("batch_sise"));

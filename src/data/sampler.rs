@@ -31,11 +31,7 @@ pub struct WindowSampler {
 
 impl WindowSampler {
     pub fn new(shards: TokenShards, batch_size: usize, block_size: usize) -> Result<Self> {
-        let starts: Vec<usize> = shards
-            .shard_lens()
-            .iter()
-            .map(|&n| n.saturating_sub(block_size))
-            .collect();
+        let starts: Vec<usize> = shards.shard_lens().iter().map(|&n| n.saturating_sub(block_size)).collect();
         let total: usize = starts.iter().sum();
         ensure!(
             total > 0,
@@ -43,12 +39,7 @@ impl WindowSampler {
             shards.shard_lens().iter().sum::<usize>(),
             block_size + 1
         );
-        Ok(Self {
-            shards: Arc::new(shards),
-            starts,
-            batch_size,
-            block_size,
-        })
+        Ok(Self { shards: Arc::new(shards), starts, batch_size, block_size })
     }
 
     /// Batch `index` of the stream seeded by `seed`: B rows of T+1 tokens, row-major.

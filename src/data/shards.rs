@@ -64,11 +64,7 @@ impl ShardMeta {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("meta.json");
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {} (is {} a `gptlab data tokenize` output?)",
-                path.display(),
-                dir.display()
-            )
+            format!("reading {} (is {} a `gptlab data tokenize` output?)", path.display(), dir.display())
         })?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
@@ -111,9 +107,7 @@ fn write_split(
             }
             let name = format!("{split}_{:03}.bin", shards.len());
             let path = dir.join(&name);
-            writer = Some(BufWriter::new(
-                File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-            ));
+            writer = Some(BufWriter::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?));
             shards.push(name);
             in_shard = 0;
         }
@@ -129,14 +123,7 @@ fn write_split(
     if let Some(mut w) = writer {
         w.flush()?;
     }
-    Ok((
-        SplitMeta {
-            shards,
-            tokens: total,
-            documents: docs.len() as u64,
-        },
-        counts,
-    ))
+    Ok((SplitMeta { shards, tokens: total, documents: docs.len() as u64 }, counts))
 }
 
 /// Entropy in nats of the distribution given by `counts`.
@@ -154,12 +141,7 @@ pub fn unigram_entropy(counts: &[u64]) -> f64 {
 
 /// Tokenizes the corpus in `corpus_dir` (train.jsonl, val.jsonl) into shards under `out`, with a
 /// copy of the tokenizer so the directory is self-contained.
-pub fn tokenize_corpus(
-    corpus_dir: &Path,
-    tokenizer: &Path,
-    out: &Path,
-    shard_tokens: usize,
-) -> Result<ShardMeta> {
+pub fn tokenize_corpus(corpus_dir: &Path, tokenizer: &Path, out: &Path, shard_tokens: usize) -> Result<ShardMeta> {
     ensure!(shard_tokens > 0, "shard size must be positive");
     let tok = Tokenizer::from_file(tokenizer)?;
     let train = crate::corpus::read_split(corpus_dir, "train")?;
@@ -194,30 +176,18 @@ impl TokenShards {
         let mut maps = Vec::new();
         for name in &split_meta.shards {
             let path: PathBuf = dir.join(name);
-            let file =
-                File::open(&path).with_context(|| format!("opening shard {}", path.display()))?;
+            let file = File::open(&path).with_context(|| format!("opening shard {}", path.display()))?;
             // SAFETY: shards are written once by `tokenize_corpus` and never modified in place.
-            let map = unsafe { Mmap::map(&file) }
-                .with_context(|| format!("mapping {}", path.display()))?;
-            ensure!(
-                map.len() % meta.dtype.bytes() == 0,
-                "shard {} is truncated",
-                path.display()
-            );
+            let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+            ensure!(map.len() % meta.dtype.bytes() == 0, "shard {} is truncated", path.display());
             maps.push(map);
         }
-        Ok(Self {
-            dtype: meta.dtype,
-            maps,
-        })
+        Ok(Self { dtype: meta.dtype, maps })
     }
 
     /// Tokens in each shard.
     pub fn shard_lens(&self) -> Vec<usize> {
-        self.maps
-            .iter()
-            .map(|m| m.len() / self.dtype.bytes())
-            .collect()
+        self.maps.iter().map(|m| m.len() / self.dtype.bytes()).collect()
     }
 
     /// `len` tokens of shard `shard` starting at `start`, as i64 ids.
@@ -225,14 +195,10 @@ impl TokenShards {
         let b = self.dtype.bytes();
         let bytes = &self.maps[shard][start * b..(start + len) * b];
         match self.dtype {
-            TokenDtype::U16 => bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
-                .collect(),
-            TokenDtype::U32 => bytes
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect(),
+            TokenDtype::U16 => bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect(),
+            TokenDtype::U32 => {
+                bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()
+            }
         }
     }
 }

@@ -78,10 +78,7 @@ impl GptConfig {
             "micro" => (4, 4, 128, 128, 1024),
             "mini" => (6, 6, 384, 256, 4096),
             "gpt2" => (12, 12, 768, 1024, 50257),
-            other => bail!(
-                "unknown model preset {other:?}; presets: {}",
-                PRESETS.join(", ")
-            ),
+            other => bail!("unknown model preset {other:?}; presets: {}", PRESETS.join(", ")),
         };
         Ok(Self {
             vocab_size,
@@ -91,11 +88,7 @@ impl GptConfig {
             n_embd,
             dropout: 0.0,
             bias: true,
-            gelu: if name == "gpt2" {
-                Gelu::Tanh
-            } else {
-                Gelu::Exact
-            },
+            gelu: if name == "gpt2" { Gelu::Tanh } else { Gelu::Exact },
             layer_norm_epsilon: 1e-5,
         })
     }
@@ -116,12 +109,14 @@ impl GptConfig {
             self.n_embd,
             self.n_head
         );
-        ensure!(
-            (0.0..1.0).contains(&self.dropout),
-            "model config: dropout must be in [0, 1), got {}",
-            self.dropout
-        );
+        ensure!((0.0..1.0).contains(&self.dropout), "model config: dropout must be in [0, 1), got {}", self.dropout);
         Ok(())
+    }
+
+    /// GPT-2's init for projections into the residual stream: 0.02 / sqrt(2 * n_layer), so the
+    /// stream's variance does not grow with depth.
+    fn residual_init_std(&self) -> f64 {
+        0.02 / (2.0 * self.n_layer as f64).sqrt()
     }
 
     pub fn head_dim(&self) -> i64 {
@@ -136,10 +131,7 @@ impl GptConfig {
             + (c * 4 * c + b * 4 * c) + (4 * c * c + b * c); // c_fc, mlp.c_proj
         let non_embedding = self.n_layer * per_layer + ln;
         let embedding = self.vocab_size * c + self.block_size * c;
-        ParamCounts {
-            total: non_embedding + embedding,
-            non_embedding,
-        }
+        ParamCounts { total: non_embedding + embedding, non_embedding }
     }
 
     /// Training FLOPs per token at context `seq_len` (PaLM appendix B): 6N for the matmuls, with
@@ -159,14 +151,7 @@ struct Conv1D {
 
 impl Conv1D {
     fn new(p: nn::Path, n_in: i64, n_out: i64, std: f64, bias: bool) -> Self {
-        let weight = p.var(
-            "weight",
-            &[n_in, n_out],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: std,
-            },
-        );
+        let weight = p.var("weight", &[n_in, n_out], nn::Init::Randn { mean: 0.0, stdev: std });
         let bias = bias.then(|| p.var("bias", &[n_out], nn::Init::Const(0.0)));
         Self { weight, bias }
     }
@@ -199,13 +184,7 @@ impl LayerNorm {
     /// Always in fp32, as autocast does.
     fn forward(&self, x: &Tensor) -> Tensor {
         let c = self.weight.size()[0];
-        x.to_kind(Kind::Float).layer_norm(
-            [c],
-            Some(&self.weight),
-            self.bias.as_ref(),
-            self.eps,
-            true,
-        )
+        x.to_kind(Kind::Float).layer_norm([c], Some(&self.weight), self.bias.as_ref(), self.eps, true)
     }
 }
 
@@ -244,22 +223,15 @@ struct CausalSelfAttention {
 impl CausalSelfAttention {
     fn new(p: nn::Path, cfg: &GptConfig) -> Self {
         let c = cfg.n_embd;
-        let proj_std = 0.02 / (2.0 * cfg.n_layer as f64).sqrt();
         Self {
             c_attn: Conv1D::new(&p / "c_attn", c, 3 * c, 0.02, cfg.bias),
-            c_proj: Conv1D::new(&p / "c_proj", c, c, proj_std, cfg.bias),
+            c_proj: Conv1D::new(&p / "c_proj", c, c, cfg.residual_init_std(), cfg.bias),
             n_head: cfg.n_head,
             dropout: cfg.dropout,
         }
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-        train: bool,
-        kind: Kind,
-    ) -> Tensor {
+    fn forward(&self, x: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>, train: bool, kind: Kind) -> Tensor {
         let (b, t, c) = x.size3().unwrap();
         let d = c / self.n_head;
         let qkv = self.c_attn.forward(x, kind); // [B, T, 3C]
@@ -282,40 +254,13 @@ impl CausalSelfAttention {
         // SDPA's is_causal aligns the mask top-left, which is only right without a past; one new
         // token may attend to everything; several new tokens after a past need an explicit mask.
         let y = if t_past == 0 {
-            Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                None::<Tensor>,
-                p,
-                true,
-                None::<f64>,
-                false,
-            )
+            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, true, None::<f64>, false)
         } else if t == 1 {
-            Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                None::<Tensor>,
-                p,
-                false,
-                None::<f64>,
-                false,
-            )
+            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, false, None::<f64>, false)
         } else {
             let total = t_past + t;
             let mask = Tensor::ones([t, total], (Kind::Bool, x.device())).tril(t_past); // [T, T_past + T]
-            Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                Some(mask),
-                p,
-                false,
-                None::<f64>,
-                false,
-            )
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None::<f64>, false)
         }; // [B, H, T, D]
         let y = y.transpose(1, 2).contiguous().view([b, t, c]);
         self.c_proj.forward(&y, kind).dropout(p, train)
@@ -333,10 +278,9 @@ struct Mlp {
 impl Mlp {
     fn new(p: nn::Path, cfg: &GptConfig) -> Self {
         let c = cfg.n_embd;
-        let proj_std = 0.02 / (2.0 * cfg.n_layer as f64).sqrt();
         Self {
             c_fc: Conv1D::new(&p / "c_fc", c, 4 * c, 0.02, cfg.bias),
-            c_proj: Conv1D::new(&p / "c_proj", 4 * c, c, proj_std, cfg.bias),
+            c_proj: Conv1D::new(&p / "c_proj", 4 * c, c, cfg.residual_init_std(), cfg.bias),
             gelu: cfg.gelu,
             dropout: cfg.dropout,
         }
@@ -368,21 +312,9 @@ impl Block {
     }
 
     /// The residual stream stays fp32; branches compute in `kind`.
-    fn forward(
-        &self,
-        x: &Tensor,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-        train: bool,
-        kind: Kind,
-    ) -> Tensor {
-        let x = x + self
-            .attn
-            .forward(&self.ln_1.forward(x), cache, train, kind)
-            .to_kind(Kind::Float);
-        &x + self
-            .mlp
-            .forward(&self.ln_2.forward(&x), train, kind)
-            .to_kind(Kind::Float)
+    fn forward(&self, x: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>, train: bool, kind: Kind) -> Tensor {
+        let x = x + self.attn.forward(&self.ln_1.forward(x), cache, train, kind).to_kind(Kind::Float);
+        &x + self.mlp.forward(&self.ln_2.forward(&x), train, kind).to_kind(Kind::Float)
     }
 }
 
@@ -411,24 +343,12 @@ impl Gpt {
     pub fn new(cfg: &GptConfig, p: nn::Path) -> Result<Self> {
         cfg.validate()?;
         let t = &p / "transformer";
-        let init = nn::Init::Randn {
-            mean: 0.0,
-            stdev: 0.02,
-        };
+        let init = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
         let wte = (&t / "wte").var("weight", &[cfg.vocab_size, cfg.n_embd], init);
         let wpe = (&t / "wpe").var("weight", &[cfg.block_size, cfg.n_embd], init);
-        let h = (0..cfg.n_layer)
-            .map(|i| Block::new(&t / "h" / i, cfg))
-            .collect();
+        let h = (0..cfg.n_layer).map(|i| Block::new(&t / "h" / i, cfg)).collect();
         let ln_f = LayerNorm::new(&t / "ln_f", cfg.n_embd, cfg.bias, cfg.layer_norm_epsilon);
-        Ok(Self {
-            cfg: cfg.clone(),
-            wte,
-            wpe,
-            h,
-            ln_f,
-            compute_kind: Kind::Float,
-        })
+        Ok(Self { cfg: cfg.clone(), wte, wpe, h, ln_f, compute_kind: Kind::Float })
     }
 
     /// Matmuls in `kind` (bf16 for mixed precision on CUDA); weights, LayerNorms, the residual
@@ -460,11 +380,7 @@ impl Gpt {
             Input::Embeddings(e) => e.to_kind(Kind::Float),
         }; // [B, T, C]
         let (_, t, c) = tok_emb.size3()?;
-        ensure!(
-            c == self.cfg.n_embd,
-            "input embeddings have width {c}, the model expects {}",
-            self.cfg.n_embd
-        );
+        ensure!(c == self.cfg.n_embd, "input embeddings have width {c}, the model expects {}", self.cfg.n_embd);
         let t_past = cache.as_ref().map_or(0, |c| c.len());
         ensure!(
             t_past + t <= self.cfg.block_size,
@@ -487,17 +403,14 @@ impl Gpt {
         }
         let x = self.ln_f.forward(&x);
         let kind = self.compute_kind;
-        Ok(x.to_kind(kind)
-            .linear(&self.wte.to_kind(kind), None::<Tensor>)
-            .to_kind(Kind::Float)) // [B, T, V]
+        Ok(x.to_kind(kind).linear(&self.wte.to_kind(kind), None::<Tensor>).to_kind(Kind::Float))
+        // [B, T, V]
     }
 
     /// Mean next-token cross-entropy of `idx` [B, T] against `targets` [B, T].
     pub fn loss(&self, idx: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
         let logits = self.forward(Input::Tokens(idx), None, None, train)?;
         let v = logits.size()[2];
-        Ok(logits
-            .reshape([-1, v])
-            .cross_entropy_for_logits(&targets.reshape([-1])))
+        Ok(logits.reshape([-1, v]).cross_entropy_for_logits(&targets.reshape([-1])))
     }
 }

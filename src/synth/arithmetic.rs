@@ -124,11 +124,7 @@ pub enum ArithFormat {
 }
 
 impl ArithFormat {
-    pub const ALL: [ArithFormat; 3] = [
-        ArithFormat::Question,
-        ArithFormat::Equation,
-        ArithFormat::Compute,
-    ];
+    pub const ALL: [ArithFormat; 3] = [ArithFormat::Question, ArithFormat::Equation, ArithFormat::Compute];
 }
 
 /// One arithmetic problem and its answer: `a op b`, or `a op (b inner c)` for one-digit
@@ -159,14 +155,8 @@ impl ArithProblem {
 
     /// A random problem of `family` whose operands are held out, for evaluation on problems
     /// no training document contains; `None` when none turns up (e.g. a fraction of 0).
-    pub fn random_held_out<R: Rng + ?Sized>(
-        rng: &mut R,
-        family: ArithFamily,
-        holdout: &Holdout,
-    ) -> Option<Self> {
-        (0..HELD_OUT_DRAWS)
-            .map(|_| Self::draw(rng, family))
-            .find(|p| p.is_held_out(holdout))
+    pub fn random_held_out<R: Rng + ?Sized>(rng: &mut R, family: ArithFamily, holdout: &Holdout) -> Option<Self> {
+        (0..HELD_OUT_DRAWS).map(|_| Self::draw(rng, family)).find(|p| p.is_held_out(holdout))
     }
 
     /// Whether the operand pair is held out: `(a, b)`, or `(a, 10 b + c)` for a composite
@@ -184,17 +174,10 @@ impl ArithProblem {
         let a = rng.random_range(0..top);
         let b = rng.random_range(0..top);
         let (op, bracket) = match family {
-            ArithFamily::Add2 | ArithFamily::Add3 | ArithFamily::Add4 | ArithFamily::Add5 => {
-                (Op::Add, None)
-            }
-            ArithFamily::Sub2 | ArithFamily::Sub3 | ArithFamily::Sub4 | ArithFamily::Sub5 => {
-                (Op::Sub, None)
-            }
+            ArithFamily::Add2 | ArithFamily::Add3 | ArithFamily::Add4 | ArithFamily::Add5 => (Op::Add, None),
+            ArithFamily::Sub2 | ArithFamily::Sub3 | ArithFamily::Sub4 | ArithFamily::Sub5 => (Op::Sub, None),
             ArithFamily::Mul2 => (Op::Mul, None),
-            ArithFamily::Composite1 => (
-                any(&Op::ALL, rng),
-                Some((any(&Op::ALL, rng), rng.random_range(0..top))),
-            ),
+            ArithFamily::Composite1 => (any(&Op::ALL, rng), Some((any(&Op::ALL, rng), rng.random_range(0..top)))),
         };
         Self::new(family, a, op, b, bracket)
     }
@@ -206,27 +189,13 @@ impl ArithProblem {
             Some((inner, c)) => inner.apply(b, c),
             None => b,
         };
-        ArithProblem {
-            family,
-            a,
-            op,
-            b,
-            bracket,
-            answer: op.apply(a, right),
-        }
+        ArithProblem { family, a, op, b, bracket, answer: op.apply(a, right) }
     }
 
     /// The expression in symbols: "48 + 76", or "6+(4*8)" for composites as GPT-3 wrote them.
     pub fn expression(&self) -> String {
         match self.bracket {
-            Some((inner, c)) => format!(
-                "{}{}({}{}{})",
-                self.a,
-                self.op.symbol(),
-                self.b,
-                inner.symbol(),
-                c
-            ),
+            Some((inner, c)) => format!("{}{}({}{}{})", self.a, self.op.symbol(), self.b, inner.symbol(), c),
             None => format!("{} {} {}", self.a, self.op.symbol(), self.b),
         }
     }
@@ -264,10 +233,7 @@ impl ArithProblem {
     }
 
     fn worked_addition(&self) -> String {
-        let mut lines = vec![format!(
-            "Add {} + {} digit by digit, from the right:",
-            self.a, self.b
-        )];
+        let mut lines = vec![format!("Add {} + {} digit by digit, from the right:", self.a, self.b)];
         let (mut x, mut y, mut carry) = (self.a, self.b, 0);
         loop {
             let (dx, dy) = (x % 10, y % 10);
@@ -332,11 +298,7 @@ pub fn random_document<R: Rng + ?Sized>(rng: &mut R, holdout: &Holdout) -> Strin
     for _ in 1..rng.random_range(1..=MAX_PROBLEMS_PER_DOC) {
         problems.push(ArithProblem::random(rng, family, holdout));
     }
-    problems
-        .iter()
-        .map(|p| p.render(format))
-        .collect::<Vec<_>>()
-        .join("\n\n")
+    problems.iter().map(|p| p.render(format)).collect::<Vec<_>>().join("\n\n")
 }
 
 #[cfg(test)]
@@ -356,9 +318,7 @@ mod tests {
                 assert!((0..top).contains(&p.a) && (0..top).contains(&p.b));
                 let expected = match (family, p.bracket) {
                     (ArithFamily::Mul2, _) => p.a * p.b,
-                    (ArithFamily::Composite1, Some((inner, c))) => {
-                        p.op.apply(p.a, inner.apply(p.b, c))
-                    }
+                    (ArithFamily::Composite1, Some((inner, c))) => p.op.apply(p.a, inner.apply(p.b, c)),
                     (ArithFamily::Composite1, None) => panic!("composite without bracket"),
                     _ if family.name().ends_with('+') => p.a + p.b,
                     _ => p.a - p.b,
@@ -371,16 +331,10 @@ mod tests {
     #[test]
     fn formats_render_prompt_then_answer() {
         let p = ArithProblem::new(ArithFamily::Add2, 48, Op::Add, 76, None);
-        assert_eq!(
-            p.render(ArithFormat::Question),
-            "Q: What is 48 plus 76? A: 124"
-        );
+        assert_eq!(p.render(ArithFormat::Question), "Q: What is 48 plus 76? A: 124");
         assert_eq!(p.render(ArithFormat::Equation), "48 + 76 = 124");
         let s = ArithProblem::new(ArithFamily::Sub2, 48, Op::Sub, 76, None);
-        assert_eq!(
-            s.render(ArithFormat::Compute),
-            "Compute 48 - 76.\nAnswer: -28"
-        );
+        assert_eq!(s.render(ArithFormat::Compute), "Compute 48 - 76.\nAnswer: -28");
         let c = ArithProblem::new(ArithFamily::Composite1, 6, Op::Add, 4, Some((Op::Mul, 8)));
         assert_eq!(c.answer, 38);
         assert_eq!(c.render(ArithFormat::Question), "Q: What is 6+(4*8)? A: 38");
@@ -398,10 +352,7 @@ mod tests {
              So 487 + 356 = 843"
         );
         let overflow = ArithProblem::new(ArithFamily::Add2, 95, Op::Add, 7, None);
-        assert!(overflow
-            .worked()
-            .unwrap()
-            .contains("write the final carry 1\nSo 95 + 7 = 102"));
+        assert!(overflow.worked().unwrap().contains("write the final carry 1\nSo 95 + 7 = 102"));
         let mul = ArithProblem::new(ArithFamily::Mul2, 48, Op::Mul, 76, None);
         assert_eq!(
             mul.worked().unwrap(),
@@ -421,13 +372,7 @@ mod tests {
             assert!(held.is_held_out(&holdout));
             assert!(!ArithProblem::random(&mut rng, family, &holdout).is_held_out(&holdout));
         }
-        let none = Holdout {
-            numbers: 0.0,
-            ..Holdout::default()
-        };
-        assert_eq!(
-            ArithProblem::random_held_out(&mut rng, ArithFamily::Add2, &none),
-            None
-        );
+        let none = Holdout { numbers: 0.0, ..Holdout::default() };
+        assert_eq!(ArithProblem::random_held_out(&mut rng, ArithFamily::Add2, &none), None);
     }
 }

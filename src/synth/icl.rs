@@ -64,9 +64,7 @@ impl Scramble {
     pub fn apply<R: Rng + ?Sized>(self, word: &str, rng: &mut R) -> String {
         let letters: Vec<char> = word.chars().collect();
         match self {
-            Scramble::CycleLetters if letters.len() > 1 => {
-                cycle_letters(&letters, rng.random_range(1..letters.len()))
-            }
+            Scramble::CycleLetters if letters.len() > 1 => cycle_letters(&letters, rng.random_range(1..letters.len())),
             Scramble::CycleLetters => word.to_string(),
             Scramble::AnagramKeep1 => shuffle_inner(&letters, 1, rng),
             Scramble::AnagramKeep2 => shuffle_inner(&letters, 2, rng),
@@ -136,28 +134,18 @@ impl IclRule {
     /// passing the training words keeps held-out words out. Rules that `words` cannot feed
     /// (too few words, none long enough) are not drawn.
     pub fn random<R: Rng + ?Sized>(rng: &mut R, words: &[&str]) -> Self {
-        let scrambles: Vec<Scramble> = Scramble::ALL
-            .into_iter()
-            .filter(|s| words.iter().any(|w| w.chars().count() >= s.min_len()))
-            .collect();
+        let scrambles: Vec<Scramble> =
+            Scramble::ALL.into_iter().filter(|s| words.iter().any(|w| w.chars().count() >= s.min_len())).collect();
         let can_map = words.len() >= 2 * MIN_MAP_PAIRS;
         match rng.random_range(0..3) {
             0 if can_map => {
-                let n = rng
-                    .random_range(MIN_MAP_PAIRS..=MAX_MAP_PAIRS)
-                    .min(words.len() / 2);
+                let n = rng.random_range(MIN_MAP_PAIRS..=MAX_MAP_PAIRS).min(words.len() / 2);
                 let picked: Vec<&&str> = words.choose_multiple(rng, 2 * n).collect();
-                let pairs = picked
-                    .chunks(2)
-                    .map(|p| (p[0].to_string(), p[1].to_string()))
-                    .collect();
+                let pairs = picked.chunks(2).map(|p| (p[0].to_string(), p[1].to_string())).collect();
                 IclRule::WordMap(pairs)
             }
             1 if !scrambles.is_empty() => IclRule::Scramble(any(&scrambles, rng)),
-            _ => IclRule::Linear {
-                a: rng.random_range(1..=9),
-                b: rng.random_range(-9..=9),
-            },
+            _ => IclRule::Linear { a: rng.random_range(1..=9), b: rng.random_range(-9..=9) },
         }
     }
 
@@ -166,25 +154,16 @@ impl IclRule {
     /// rule's domain (not a key of the map, not an integer).
     pub fn apply<R: Rng + ?Sized>(&self, source: &str, rng: &mut R) -> Option<Example> {
         let output = match self {
-            IclRule::WordMap(pairs) => pairs
-                .iter()
-                .find(|(k, _)| k == source)
-                .map(|(_, v)| v.clone())?,
+            IclRule::WordMap(pairs) => pairs.iter().find(|(k, _)| k == source).map(|(_, v)| v.clone())?,
             IclRule::Scramble(scramble) => {
-                return Some(Example {
-                    input: scramble.apply(source, rng),
-                    output: source.to_string(),
-                })
+                return Some(Example { input: scramble.apply(source, rng), output: source.to_string() })
             }
             IclRule::Linear { a, b } => {
                 let x: i64 = source.parse().ok()?;
                 (a * x + b).to_string()
             }
         };
-        Some(Example {
-            input: source.to_string(),
-            output,
-        })
+        Some(Example { input: source.to_string(), output })
     }
 
     /// An example on a random source from the rule's domain (scrambles draw from `words`,
@@ -193,11 +172,8 @@ impl IclRule {
         let source = match self {
             IclRule::WordMap(pairs) => pairs.choose(rng)?.0.clone(),
             IclRule::Scramble(scramble) => {
-                let long: Vec<&str> = words
-                    .iter()
-                    .copied()
-                    .filter(|w| w.chars().count() >= scramble.min_len())
-                    .collect();
+                let long: Vec<&str> =
+                    words.iter().copied().filter(|w| w.chars().count() >= scramble.min_len()).collect();
                 long.choose(rng).or(words.choose(rng))?.to_string()
             }
             IclRule::Linear { .. } => rng.random_range(0..=MAX_LINEAR_INPUT).to_string(),
@@ -210,11 +186,7 @@ impl IclRule {
 pub fn random_episode<R: Rng + ?Sized>(rng: &mut R, words: &[&str]) -> String {
     let rule = IclRule::random(rng, words);
     let lines = rng.random_range(MIN_LINES..=MAX_LINES);
-    (0..lines)
-        .filter_map(|_| rule.sample(rng, words))
-        .map(|e| e.line())
-        .collect::<Vec<_>>()
-        .join("\n")
+    (0..lines).filter_map(|_| rule.sample(rng, words)).map(|e| e.line()).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]
@@ -260,23 +232,14 @@ mod tests {
     fn rules_apply_on_their_domain_only() {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let map = IclRule::WordMap(vec![("apple".into(), "river".into())]);
-        assert_eq!(
-            map.apply("apple", &mut rng).unwrap().line(),
-            "apple -> river"
-        );
+        assert_eq!(map.apply("apple", &mut rng).unwrap().line(), "apple -> river");
         assert_eq!(map.apply("river", &mut rng), None);
         let linear = IclRule::Linear { a: 3, b: -2 };
         assert_eq!(linear.apply("7", &mut rng).unwrap().output, "19");
         assert_eq!(linear.apply("seven", &mut rng), None);
         let reversed = IclRule::Scramble(Scramble::Reversed);
-        assert_eq!(
-            reversed.apply("stone", &mut rng).unwrap().line(),
-            "enots -> stone"
-        );
-        assert_eq!(
-            IclRule::WordMap(Vec::new()).sample(&mut rng, &["cat"]),
-            None
-        );
+        assert_eq!(reversed.apply("stone", &mut rng).unwrap().line(), "enots -> stone");
+        assert_eq!(IclRule::WordMap(Vec::new()).sample(&mut rng, &["cat"]), None);
     }
 
     #[test]
@@ -307,9 +270,7 @@ mod tests {
         for _ in 0..50 {
             let text = random_episode(&mut rng, &[]);
             assert!(text.lines().count() >= MIN_LINES);
-            assert!(text
-                .lines()
-                .all(|l| l.split(" -> ").all(|n| n.parse::<i64>().is_ok())));
+            assert!(text.lines().all(|l| l.split(" -> ").all(|n| n.parse::<i64>().is_ok())));
         }
     }
 }

@@ -53,11 +53,7 @@ impl InstructTask {
             }
             1 => {
                 let n = rng.random_range(MIN_SORT_LEN..=MAX_SORT_LEN);
-                InstructTask::SortNumbers(
-                    (0..n)
-                        .map(|_| rng.random_range(0..=MAX_SORT_VALUE))
-                        .collect(),
-                )
+                InstructTask::SortNumbers((0..n).map(|_| rng.random_range(0..=MAX_SORT_VALUE)).collect())
             }
             2 => InstructTask::ReverseWord(random_train_word(rng, holdout.words).to_string()),
             3 => {
@@ -69,10 +65,7 @@ impl InstructTask {
                 } else {
                     any(&letters, rng)
                 };
-                InstructTask::CountLetter {
-                    word: word.to_string(),
-                    letter,
-                }
+                InstructTask::CountLetter { word: word.to_string(), letter }
             }
             4 => InstructTask::Uppercase(random_train_word(rng, holdout.words).to_string()),
             _ => {
@@ -87,10 +80,9 @@ impl InstructTask {
     pub fn prompt(&self) -> String {
         match self {
             InstructTask::Arithmetic(p) => p.question(),
-            InstructTask::SortNumbers(numbers) => format!(
-                "Sort these numbers from smallest to largest: {}",
-                join_numbers(numbers)
-            ),
+            InstructTask::SortNumbers(numbers) => {
+                format!("Sort these numbers from smallest to largest: {}", join_numbers(numbers))
+            }
             InstructTask::ReverseWord(word) => format!("Spell the word \"{word}\" backwards."),
             InstructTask::CountLetter { word, letter } => {
                 format!("How many times does the letter \"{letter}\" occur in \"{word}\"?")
@@ -118,9 +110,7 @@ impl InstructTask {
                 join_numbers(&sorted)
             }
             InstructTask::ReverseWord(word) => word.chars().rev().collect(),
-            InstructTask::CountLetter { word, letter } => {
-                word.chars().filter(|c| c == letter).count().to_string()
-            }
+            InstructTask::CountLetter { word, letter } => word.chars().filter(|c| c == letter).count().to_string(),
             InstructTask::Uppercase(word) => word.to_uppercase(),
             InstructTask::CountInScene { scene, feature } => match feature {
                 SceneFeature::Color(c) => scene.count_color(*c),
@@ -137,11 +127,7 @@ impl InstructTask {
 
     /// The supervised fine-tuning document: user turn, then the assistant's reference answer.
     pub fn document(&self) -> String {
-        format!(
-            "{USER}\n{}\n{ASSISTANT}\n{}",
-            self.prompt(),
-            self.reference_answer()
-        )
+        format!("{USER}\n{}\n{ASSISTANT}\n{}", self.prompt(), self.reference_answer())
     }
 }
 
@@ -158,11 +144,7 @@ fn random_feature<R: Rng + ?Sized>(scene: &Scene, rng: &mut R) -> SceneFeature {
 }
 
 fn join_numbers(numbers: &[i64]) -> String {
-    numbers
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    numbers.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -179,55 +161,18 @@ mod tests {
             width: 64,
             height: 64,
             objects: vec![
-                Object {
-                    shape: Shape::Circle,
-                    color: Color::Red,
-                    size: Size::Small,
-                    x: 0.2,
-                    y: 0.2,
-                },
-                Object {
-                    shape: Shape::Star,
-                    color: Color::Red,
-                    size: Size::Large,
-                    x: 0.7,
-                    y: 0.7,
-                },
+                Object { shape: Shape::Circle, color: Color::Red, size: Size::Small, x: 0.2, y: 0.2 },
+                Object { shape: Shape::Star, color: Color::Red, size: Size::Large, x: 0.7, y: 0.7 },
             ],
         };
         vec![
             (InstructTask::Arithmetic(sum), "124", "-28"),
-            (
-                InstructTask::SortNumbers(vec![42, 7, 19]),
-                "7, 19, 42",
-                "42, 19, 7",
-            ),
+            (InstructTask::SortNumbers(vec![42, 7, 19]), "7, 19, 42", "42, 19, 7"),
             (InstructTask::ReverseWord("stone".into()), "enots", "stone"),
-            (
-                InstructTask::CountLetter {
-                    word: "cabbage".into(),
-                    letter: 'b',
-                },
-                "2",
-                "3",
-            ),
+            (InstructTask::CountLetter { word: "cabbage".into(), letter: 'b' }, "2", "3"),
             (InstructTask::Uppercase("stone".into()), "STONE", "Stone"),
-            (
-                InstructTask::CountInScene {
-                    scene: scene.clone(),
-                    feature: SceneFeature::Color(Color::Red),
-                },
-                "2",
-                "1",
-            ),
-            (
-                InstructTask::CountInScene {
-                    scene,
-                    feature: SceneFeature::Shape(Shape::Square),
-                },
-                "0",
-                "2",
-            ),
+            (InstructTask::CountInScene { scene: scene.clone(), feature: SceneFeature::Color(Color::Red) }, "2", "1"),
+            (InstructTask::CountInScene { scene, feature: SceneFeature::Shape(Shape::Square) }, "0", "2"),
         ]
     }
 
@@ -246,10 +191,7 @@ mod tests {
     #[test]
     fn documents_wrap_prompt_and_answer_in_chat_markers() {
         let task = InstructTask::ReverseWord("stone".into());
-        assert_eq!(
-            task.document(),
-            format!("{USER}\nSpell the word \"stone\" backwards.\n{ASSISTANT}\nenots")
-        );
+        assert_eq!(task.document(), format!("{USER}\nSpell the word \"stone\" backwards.\n{ASSISTANT}\nenots"));
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         for _ in 0..300 {
             let task = InstructTask::random(&mut rng, &Holdout::default());

@@ -81,20 +81,12 @@ pub fn is_held_out_pair(a: i64, b: i64, frac: f64) -> bool {
 
 /// The lexicon words training documents may use at hold-out fraction `frac`.
 pub fn train_words(frac: f64) -> Vec<&'static str> {
-    WORDS
-        .iter()
-        .copied()
-        .filter(|w| !is_held_out_word(w, frac))
-        .collect()
+    WORDS.iter().copied().filter(|w| !is_held_out_word(w, frac)).collect()
 }
 
 /// The lexicon words kept for evaluation at hold-out fraction `frac`.
 pub fn held_out_words(frac: f64) -> Vec<&'static str> {
-    WORDS
-        .iter()
-        .copied()
-        .filter(|w| is_held_out_word(w, frac))
-        .collect()
+    WORDS.iter().copied().filter(|w| is_held_out_word(w, frac)).collect()
 }
 
 /// A uniformly random training word, by rejection; `frac` must leave some training words
@@ -142,9 +134,6 @@ mod tests {
         assert!(small.is_subset(&large));
         let pairs = (0..100).flat_map(|a| (0..100).map(move |b| (a, b)));
         let held = pairs.filter(|&(a, b)| is_held_out_pair(a, b, 0.1)).count();
-        assert!(
-            (500..1500).contains(&held),
-            "{held} of 10000 pairs held out"
-        );
+        assert!((500..1500).contains(&held), "{held} of 10000 pairs held out");
     }
 }

@@ -47,13 +47,7 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig {
-            docs: 20_000,
-            seed: 0,
-            val_fraction: 0.05,
-            mix: Mixture::default(),
-            holdout: Holdout::default(),
-        }
+        SynthConfig { docs: 20_000, seed: 0, val_fraction: 0.05, mix: Mixture::default(), holdout: Holdout::default() }
     }
 }
 
@@ -83,12 +77,7 @@ pub struct Mixture {
 
 impl Default for Mixture {
     fn default() -> Self {
-        Mixture {
-            scene: 1.0,
-            arithmetic: 1.0,
-            icl: 1.0,
-            instruct: 1.0,
-        }
+        Mixture { scene: 1.0, arithmetic: 1.0, icl: 1.0, instruct: 1.0 }
     }
 }
 
@@ -101,16 +90,9 @@ impl Mixture {
     /// Weights must be finite and non-negative with a positive sum.
     pub fn validate(&self) -> Result<()> {
         for (kind, w) in DocKind::ALL.iter().zip(self.weights()) {
-            ensure!(
-                w.is_finite() && w >= 0.0,
-                "synth.mix.{} must be a non-negative number, got {w}",
-                kind.name()
-            );
+            ensure!(w.is_finite() && w >= 0.0, "synth.mix.{} must be a non-negative number, got {w}", kind.name());
         }
-        ensure!(
-            self.weights().iter().sum::<f64>() > 0.0,
-            "synth.mix weights must not all be zero"
-        );
+        ensure!(self.weights().iter().sum::<f64>() > 0.0, "synth.mix weights must not all be zero");
         Ok(())
     }
 }
@@ -126,10 +108,7 @@ pub struct Holdout {
 
 impl Default for Holdout {
     fn default() -> Self {
-        Holdout {
-            words: 0.1,
-            numbers: 0.1,
-        }
+        Holdout { words: 0.1, numbers: 0.1 }
     }
 }
 
@@ -157,12 +136,7 @@ pub enum DocKind {
 }
 
 impl DocKind {
-    pub const ALL: [DocKind; 4] = [
-        DocKind::Scene,
-        DocKind::Arithmetic,
-        DocKind::Icl,
-        DocKind::Instruct,
-    ];
+    pub const ALL: [DocKind; 4] = [DocKind::Scene, DocKind::Arithmetic, DocKind::Icl, DocKind::Instruct];
 
     /// The serialised name.
     pub fn name(self) -> &'static str {
@@ -209,12 +183,7 @@ pub fn generate(cfg: &SynthConfig) -> Result<Corpus> {
 
 /// One document of `kind`, drawing words only from `words` and operands only outside the
 /// hold-out.
-fn random_text<R: Rng + ?Sized>(
-    kind: DocKind,
-    rng: &mut R,
-    words: &[&str],
-    holdout: &Holdout,
-) -> String {
+fn random_text<R: Rng + ?Sized>(kind: DocKind, rng: &mut R, words: &[&str], holdout: &Holdout) -> String {
     match kind {
         DocKind::Scene => {
             let scene = scene::Scene::random(rng, scene::MAX_DESCRIBED_OBJECTS);
@@ -266,27 +235,18 @@ mod tests {
     use tempfile::tempdir;
 
     fn small(seed: u64) -> SynthConfig {
-        SynthConfig {
-            docs: 600,
-            seed,
-            val_fraction: 0.2,
-            ..SynthConfig::default()
-        }
+        SynthConfig { docs: 600, seed, val_fraction: 0.2, ..SynthConfig::default() }
     }
 
     fn words_of(text: &str) -> impl Iterator<Item = &str> {
-        text.split(|c: char| !c.is_ascii_alphabetic())
-            .filter(|w| !w.is_empty())
+        text.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| !w.is_empty())
     }
 
     /// The operand pairs an arithmetic or instruct document states (not the digit steps of a
     /// worked solution), as hold-out keys.
     fn operand_pairs(text: &str) -> Vec<(i64, i64)> {
         let head = |s: &str| -> Vec<i64> {
-            s.split(|c: char| !c.is_ascii_digit())
-                .filter(|t| !t.is_empty())
-                .map(|t| t.parse().unwrap())
-                .collect()
+            s.split(|c: char| !c.is_ascii_digit()).filter(|t| !t.is_empty()).map(|t| t.parse().unwrap()).collect()
         };
         let key = |n: Vec<i64>| match n[..] {
             [a, b] => (a, b),
@@ -358,12 +318,7 @@ mod tests {
     fn mixture_weights_choose_the_kinds() {
         let cfg = SynthConfig {
             docs: 200,
-            mix: Mixture {
-                scene: 0.0,
-                arithmetic: 1.0,
-                icl: 0.0,
-                instruct: 0.0,
-            },
+            mix: Mixture { scene: 0.0, arithmetic: 1.0, icl: 0.0, instruct: 0.0 },
             ..SynthConfig::default()
         };
         let corpus = generate(&cfg).unwrap();
@@ -372,14 +327,7 @@ mod tests {
 
     #[test]
     fn held_out_words_and_pairs_never_reach_training_documents() {
-        let cfg = SynthConfig {
-            docs: 1500,
-            holdout: Holdout {
-                words: 0.4,
-                numbers: 0.4,
-            },
-            ..small(3)
-        };
+        let cfg = SynthConfig { docs: 1500, holdout: Holdout { words: 0.4, numbers: 0.4 }, ..small(3) };
         let held: HashSet<&str> = held_out_words(cfg.holdout.words).into_iter().collect();
         let corpus = generate(&cfg).unwrap();
         let docs = corpus.train.iter().chain(&corpus.val);
@@ -388,8 +336,8 @@ mod tests {
             for word in words_of(&doc.text) {
                 assert!(!held.contains(word), "held-out {word:?} in {doc:?}");
             }
-            let arithmetic = doc.kind == DocKind::Arithmetic
-                || doc.kind == DocKind::Instruct && doc.text.contains("\nWhat is ");
+            let arithmetic =
+                doc.kind == DocKind::Arithmetic || doc.kind == DocKind::Instruct && doc.text.contains("\nWhat is ");
             if arithmetic {
                 for (a, b) in operand_pairs(&doc.text) {
                     pairs_seen += 1;
@@ -407,9 +355,7 @@ mod tests {
         let corpus = generate(&small(2)).unwrap();
         let lexicon: HashSet<&str> = WORDS.iter().copied().collect();
         for doc in &corpus.train {
-            let used: HashSet<&str> = words_of(&doc.text)
-                .filter(|w| lexicon.contains(w))
-                .collect();
+            let used: HashSet<&str> = words_of(&doc.text).filter(|w| lexicon.contains(w)).collect();
             let allowed = match doc.kind {
                 DocKind::Scene | DocKind::Arithmetic => 0,
                 DocKind::Instruct => 1,
@@ -422,50 +368,21 @@ mod tests {
     #[test]
     fn invalid_configs_are_rejected_with_the_field_named() {
         let bad = [
+            (SynthConfig { docs: 0, ..SynthConfig::default() }, "synth.docs"),
+            (SynthConfig { val_fraction: 1.0, ..SynthConfig::default() }, "synth.val_fraction"),
             (
-                SynthConfig {
-                    docs: 0,
-                    ..SynthConfig::default()
-                },
-                "synth.docs",
-            ),
-            (
-                SynthConfig {
-                    val_fraction: 1.0,
-                    ..SynthConfig::default()
-                },
-                "synth.val_fraction",
-            ),
-            (
-                SynthConfig {
-                    mix: Mixture {
-                        icl: -1.0,
-                        ..Mixture::default()
-                    },
-                    ..SynthConfig::default()
-                },
+                SynthConfig { mix: Mixture { icl: -1.0, ..Mixture::default() }, ..SynthConfig::default() },
                 "synth.mix.icl",
             ),
             (
                 SynthConfig {
-                    mix: Mixture {
-                        scene: 0.0,
-                        arithmetic: 0.0,
-                        icl: 0.0,
-                        instruct: 0.0,
-                    },
+                    mix: Mixture { scene: 0.0, arithmetic: 0.0, icl: 0.0, instruct: 0.0 },
                     ..SynthConfig::default()
                 },
                 "all be zero",
             ),
             (
-                SynthConfig {
-                    holdout: Holdout {
-                        words: f64::NAN,
-                        numbers: 0.1,
-                    },
-                    ..SynthConfig::default()
-                },
+                SynthConfig { holdout: Holdout { words: f64::NAN, numbers: 0.1 }, ..SynthConfig::default() },
                 "synth.holdout.words",
             ),
         ];
@@ -475,10 +392,7 @@ mod tests {
         }
         assert!(toml::from_str::<SynthConfig>("docs = 5\ncolour = 1").is_err());
         let partial: SynthConfig = toml::from_str("docs = 5\n[mix]\nicl = 2.0").unwrap();
-        assert_eq!(
-            (partial.docs, partial.mix.icl, partial.mix.scene),
-            (5, 2.0, 1.0)
-        );
+        assert_eq!((partial.docs, partial.mix.icl, partial.mix.scene), (5, 2.0, 1.0));
         assert!(train_words(MAX_HOLDOUT).len() >= 12);
     }
 }

@@ -39,14 +39,8 @@ pub enum Shape {
 }
 
 impl Shape {
-    pub const ALL: [Shape; 6] = [
-        Shape::Circle,
-        Shape::Square,
-        Shape::Triangle,
-        Shape::Star,
-        Shape::Diamond,
-        Shape::Hexagon,
-    ];
+    pub const ALL: [Shape; 6] =
+        [Shape::Circle, Shape::Square, Shape::Triangle, Shape::Star, Shape::Diamond, Shape::Hexagon];
 
     /// The English noun.
     pub fn name(self) -> &'static str {
@@ -81,16 +75,8 @@ pub enum Color {
 }
 
 impl Color {
-    pub const ALL: [Color; 8] = [
-        Color::Red,
-        Color::Green,
-        Color::Blue,
-        Color::Yellow,
-        Color::Purple,
-        Color::Orange,
-        Color::Pink,
-        Color::Brown,
-    ];
+    pub const ALL: [Color; 8] =
+        [Color::Red, Color::Green, Color::Blue, Color::Yellow, Color::Purple, Color::Orange, Color::Pink, Color::Brown];
 
     /// The English adjective.
     pub fn name(self) -> &'static str {
@@ -177,12 +163,7 @@ impl Object {
 
     /// "small red circle": size, colour and shape, the words every description refers by.
     pub fn noun_phrase(&self) -> String {
-        format!(
-            "{} {} {}",
-            self.size.name(),
-            self.color.name(),
-            self.shape.name()
-        )
+        format!("{} {} {}", self.size.name(), self.color.name(), self.shape.name())
     }
 
     /// Where in a 3 x 3 grid of the image the centre falls, as a phrase ("in the top left").
@@ -214,11 +195,7 @@ impl Scene {
     /// A square scene of 1 to `max_objects` random objects that neither overlap nor leave the
     /// image; when the image fills up it holds fewer objects rather than crowding them.
     pub fn random<R: Rng + ?Sized>(rng: &mut R, max_objects: usize) -> Scene {
-        let mut scene = Scene {
-            width: SCENE_SIDE,
-            height: SCENE_SIDE,
-            objects: Vec::new(),
-        };
+        let mut scene = Scene { width: SCENE_SIDE, height: SCENE_SIDE, objects: Vec::new() };
         if max_objects == 0 {
             return scene;
         }
@@ -269,22 +246,14 @@ impl Scene {
     /// named with "the" in a relation without ambiguity.
     fn uniquely_named(&self) -> Vec<usize> {
         let phrases: Vec<String> = self.objects.iter().map(Object::noun_phrase).collect();
-        (0..phrases.len())
-            .filter(|&i| phrases.iter().filter(|p| **p == phrases[i]).count() == 1)
-            .collect()
+        (0..phrases.len()).filter(|&i| phrases.iter().filter(|p| **p == phrases[i]).count() == 1).collect()
     }
 }
 
 /// Every object of the scene, in order: "a small red circle, a large blue square and a medium
 /// green star". It is a complete account, so questions about counts are answerable from it.
 pub fn list_objects(scene: &Scene) -> String {
-    join_list(
-        scene
-            .objects
-            .iter()
-            .map(|o| format!("a {}", o.noun_phrase()))
-            .collect(),
-    )
+    join_list(scene.objects.iter().map(|o| format!("a {}", o.noun_phrase())).collect())
 }
 
 /// A varied English description of `scene`: a complete listing of its objects, then some
@@ -346,11 +315,8 @@ fn listing<R: Rng + ?Sized>(scene: &Scene, rng: &mut R) -> String {
 /// that are clearly apart.
 fn relation_sentences<R: Rng + ?Sized>(scene: &Scene, k: usize, rng: &mut R) -> Vec<String> {
     let named = scene.uniquely_named();
-    let mut pairs: Vec<(usize, usize)> = named
-        .iter()
-        .flat_map(|&i| named.iter().map(move |&j| (i, j)))
-        .filter(|(i, j)| i != j)
-        .collect();
+    let mut pairs: Vec<(usize, usize)> =
+        named.iter().flat_map(|&i| named.iter().map(move |&j| (i, j))).filter(|(i, j)| i != j).collect();
     pairs.shuffle(rng);
     let mut stated: Vec<(usize, usize)> = Vec::new();
     let mut sentences = Vec::new();
@@ -423,22 +389,13 @@ fn count_fact<R: Rng + ?Sized>(scene: &Scene, rng: &mut R) -> CountFact {
         }
     } else {
         let shape = pick(&Shape::ALL, present, |s| scene.count_shape(*s) > 0, rng);
-        CountFact {
-            singular: shape.name().to_string(),
-            plural: shape.plural(),
-            n: scene.count_shape(shape),
-        }
+        CountFact { singular: shape.name().to_string(), plural: shape.plural(), n: scene.count_shape(shape) }
     }
 }
 
 /// A random item satisfying `present` when `want_present`, otherwise any item; falls back to
 /// any item when none satisfies it.
-fn pick<T: Copy, R: Rng + ?Sized>(
-    items: &[T],
-    want_present: bool,
-    present: impl Fn(&T) -> bool,
-    rng: &mut R,
-) -> T {
+fn pick<T: Copy, R: Rng + ?Sized>(items: &[T], want_present: bool, present: impl Fn(&T) -> bool, rng: &mut R) -> T {
     let matching: Vec<T> = items.iter().copied().filter(|t| present(t)).collect();
     if want_present && !matching.is_empty() {
         any(&matching, rng)
@@ -490,13 +447,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn object(shape: Shape, color: Color, x: f32, y: f32) -> Object {
-        Object {
-            shape,
-            color,
-            size: Size::Small,
-            x,
-            y,
-        }
+        Object { shape, color, size: Size::Small, x, y }
     }
 
     fn hand_built() -> Scene {
@@ -530,10 +481,7 @@ mod tests {
         assert_eq!(s.count_shape(Shape::Star), 0);
         assert_eq!(s.count_color(Color::Blue), 2);
         assert_eq!(s.count_color(Color::Red), 1);
-        assert_eq!(
-            list_objects(&s),
-            "a small red circle, a small blue square and a small blue circle"
-        );
+        assert_eq!(list_objects(&s), "a small red circle, a small blue square and a small blue circle");
     }
 
     #[test]

@@ -144,21 +144,16 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        let cfg: Self = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?;
-        cfg.validate()
-            .with_context(|| format!("config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let cfg: Self =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?;
+        cfg.validate().with_context(|| format!("config {}", path.display()))?;
         Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<()> {
         let t = &self.train;
-        ensure!(
-            t.batch_size > 0 && t.grad_accum > 0,
-            "batch_size and grad_accum must be positive"
-        );
+        ensure!(t.batch_size > 0 && t.grad_accum > 0, "batch_size and grad_accum must be positive");
         ensure!(t.max_steps > 0, "max_steps must be positive");
         ensure!(
             t.log_interval > 0 && t.eval_interval > 0 && t.ckpt_interval > 0,
@@ -228,18 +223,12 @@ struct NonFiniteWatch {
 
 impl NonFiniteWatch {
     fn new(device: Device) -> Self {
-        Self {
-            first_bad: Tensor::full([], -1, (Kind::Int64, device)),
-        }
+        Self { first_bad: Tensor::full([], -1, (Kind::Int64, device)) }
     }
 
     fn observe(&mut self, step: u64, loss: &Tensor) {
-        let bad = loss
-            .isfinite()
-            .logical_not()
-            .logical_and(&self.first_bad.lt(0));
-        self.first_bad = Tensor::full([], step as i64, (Kind::Int64, loss.device()))
-            .where_self(&bad, &self.first_bad);
+        let bad = loss.isfinite().logical_not().logical_and(&self.first_bad.lt(0));
+        self.first_bad = Tensor::full([], step as i64, (Kind::Int64, loss.device())).where_self(&bad, &self.first_bad);
     }
 
     fn check(&self) -> Result<()> {
@@ -252,13 +241,7 @@ impl NonFiniteWatch {
 }
 
 /// Mean loss over `batches` fixed validation batches.
-fn evaluate(
-    model: &Gpt,
-    sampler: &WindowSampler,
-    seed: u64,
-    batches: u64,
-    device: Device,
-) -> Result<f64> {
+fn evaluate(model: &Gpt, sampler: &WindowSampler, seed: u64, batches: u64, device: Device) -> Result<f64> {
     let mut total = 0.0;
     for i in 0..batches {
         let (x, y) = to_xy(&sampler.batch(seed, i), sampler, device);
@@ -271,9 +254,7 @@ fn evaluate(
 /// Splits a loader batch of rows of T+1 tokens into inputs and next-token targets.
 fn to_xy(batch: &[i64], sampler: &WindowSampler, device: Device) -> (Tensor, Tensor) {
     let t = sampler.block_size as i64;
-    let rows = Tensor::from_slice(batch)
-        .view([sampler.batch_size as i64, t + 1])
-        .to_device(device);
+    let rows = Tensor::from_slice(batch).view([sampler.batch_size as i64, t + 1]).to_device(device);
     (rows.narrow(1, 0, t), rows.narrow(1, 1, t))
 }
 
@@ -291,8 +272,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     let ckpt_dir = cfg.checkpoint_dir();
 
     let (gpt_cfg, resumed) = if resume {
-        let dir =
-            checkpoint::resolve(&ckpt_dir).context("--resume needs a checkpoint in out_dir")?;
+        let dir = checkpoint::resolve(&ckpt_dir).context("--resume needs a checkpoint in out_dir")?;
         let saved = checkpoint::read_config(&dir)?;
         (saved, Some(dir))
     } else {
@@ -304,12 +284,8 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
         gpt_cfg.vocab_size,
         meta.vocab_size
     );
-    std::fs::create_dir_all(&cfg.out_dir)
-        .with_context(|| format!("creating {}", cfg.out_dir.display()))?;
-    std::fs::write(
-        cfg.out_dir.join("config.toml"),
-        toml::to_string_pretty(cfg)?,
-    )?;
+    std::fs::create_dir_all(&cfg.out_dir).with_context(|| format!("creating {}", cfg.out_dir.display()))?;
+    std::fs::write(cfg.out_dir.join("config.toml"), toml::to_string_pretty(cfg)?)?;
 
     tch::manual_seed(t.seed as i64);
     let vs = VarStore::new(device);
@@ -319,10 +295,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     let mut state = TrainState {
         step: 0,
         tokens_seen: 0,
-        sampler: SamplerState {
-            seed: t.seed,
-            next_batch: 0,
-        },
+        sampler: SamplerState { seed: t.seed, next_batch: 0 },
         torch_seed: t.seed as i64,
         best_val_loss: None,
     };
@@ -333,20 +306,16 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
             &dir.join(checkpoint::MODEL_FILE),
         )?;
         state = checkpoint::read_state(dir)?;
-        opt.load_state(
-            checkpoint::read_tensors(&dir.join(checkpoint::OPTIMIZER_FILE))?,
-            state.step as i64,
-        )?;
+        opt.load_state(checkpoint::read_tensors(&dir.join(checkpoint::OPTIMIZER_FILE))?, state.step as i64)?;
         eprintln!("resuming from {} at step {}", dir.display(), state.step);
     }
 
     let block = gpt_cfg.block_size as usize;
     let train_sampler = Arc::new(
-        WindowSampler::new(TokenShards::open(&cfg.data, "train")?, t.batch_size, block)
-            .context("train split")?,
+        WindowSampler::new(TokenShards::open(&cfg.data, "train")?, t.batch_size, block).context("train split")?,
     );
-    let val_sampler = WindowSampler::new(TokenShards::open(&cfg.data, "val")?, t.batch_size, block)
-        .context("val split")?;
+    let val_sampler =
+        WindowSampler::new(TokenShards::open(&cfg.data, "val")?, t.batch_size, block).context("val split")?;
     let batches = train_sampler.spawn(state.sampler, t.prefetch);
     let schedule = cfg.schedule();
     let flops_per_token = gpt_cfg.flops_per_token(gpt_cfg.block_size);
@@ -355,15 +324,10 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
         None => crate::bench::measure_peak_tflops(device, kind)?,
     };
     let tokens_per_step = cfg.tokens_per_step(gpt_cfg.block_size);
-    let mut metrics = MetricsLog::open(
-        &cfg.out_dir.join("metrics.jsonl"),
-        resumed.as_ref().map(|_| state.step),
-    )?;
+    let mut metrics = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|_| state.step))?;
 
     let bar = ProgressBar::new(t.max_steps).with_position(state.step);
-    bar.set_style(ProgressStyle::with_template(
-        "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
-    )?);
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]")?);
     let mut watch = NonFiniteWatch::new(device);
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
     let (mut interval_steps, mut interval_start) = (0u64, Instant::now());
@@ -402,23 +366,14 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
             last_tps = (interval_steps * tokens_per_step) as f64 / dt;
             last_mfu = flops_per_token * last_tps / (peak_tflops * 1e12);
             let val = if do_eval {
-                let v = evaluate(
-                    &model,
-                    &val_sampler,
-                    t.seed ^ VAL_SEED_SALT,
-                    t.eval_batches,
-                    device,
-                )?;
+                let v = evaluate(&model, &val_sampler, t.seed ^ VAL_SEED_SALT, t.eval_batches, device)?;
                 state.best_val_loss = Some(state.best_val_loss.map_or(v, |b: f64| b.min(v)));
                 last_val = v;
                 Some(v)
             } else {
                 None
             };
-            bar.set_message(format!(
-                "loss {last_train:.4}{}",
-                val.map(|v| format!(" val {v:.4}")).unwrap_or_default()
-            ));
+            bar.set_message(format!("loss {last_train:.4}{}", val.map(|v| format!(" val {v:.4}")).unwrap_or_default()));
             metrics.write(&serde_json::json!({
                 "step": state.step,
                 "tokens": state.tokens_seen,
@@ -469,14 +424,5 @@ fn save_training(
     state: &TrainState,
 ) -> Result<()> {
     let tokenizer = tokenizer.exists().then_some(tokenizer);
-    checkpoint::save(
-        dir,
-        vs,
-        cfg,
-        tokenizer,
-        Some(TrainingParts {
-            optimizer: opt.state_tensors(),
-            state,
-        }),
-    )
+    checkpoint::save(dir, vs, cfg, tokenizer, Some(TrainingParts { optimizer: opt.state_tensors(), state }))
 }

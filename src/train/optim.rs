@@ -19,12 +19,7 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        }
+        Self { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
     }
 }
 
@@ -48,11 +43,7 @@ impl AdamW {
     /// Optimises every trainable variable of `vs`, in name order so that state files and
     /// reductions are deterministic.
     pub fn new(vs: &VarStore, cfg: AdamWConfig) -> Self {
-        let mut named: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let params = named
             .into_iter()
@@ -64,11 +55,7 @@ impl AdamW {
                 value,
             })
             .collect();
-        Self {
-            cfg,
-            params,
-            steps: 0,
-        }
+        Self { cfg, params, steps: 0 }
     }
 
     pub fn zero_grad(&mut self) {
@@ -80,16 +67,8 @@ impl AdamW {
     /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before
     /// clipping as a device scalar, so the caller decides when to pay for a host sync.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Tensor {
-        let grads: Vec<Tensor> = self
-            .params
-            .iter()
-            .map(|p| p.value.grad())
-            .filter(|g| g.defined())
-            .collect();
-        let norms: Vec<Tensor> = grads
-            .iter()
-            .map(|g| g.to_kind(Kind::Float).norm())
-            .collect();
+        let grads: Vec<Tensor> = self.params.iter().map(|p| p.value.grad()).filter(|g| g.defined()).collect();
+        let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).norm()).collect();
         let total = Tensor::stack(&norms, 0).norm();
         if max_norm > 0.0 {
             let coef = (max_norm / (&total + 1e-6)).clamp_max(1.0);
@@ -104,12 +83,7 @@ impl AdamW {
     /// p -= lr * (wd * p + m_hat / (sqrt(v_hat) + eps)), m and v the bias-corrected moments.
     pub fn step(&mut self, lr: f64) {
         self.steps += 1;
-        let AdamWConfig {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } = self.cfg;
+        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.cfg;
         let bc1 = 1.0 - beta1.powi(self.steps as i32);
         let bc2 = 1.0 - beta2.powi(self.steps as i32);
         tch::no_grad(|| {
@@ -138,10 +112,7 @@ impl AdamW {
             .flat_map(|p| {
                 [
                     (format!("exp_avg.{}", p.name), p.exp_avg.shallow_clone()),
-                    (
-                        format!("exp_avg_sq.{}", p.name),
-                        p.exp_avg_sq.shallow_clone(),
-                    ),
+                    (format!("exp_avg_sq.{}", p.name), p.exp_avg_sq.shallow_clone()),
                 ]
             })
             .collect()
@@ -151,14 +122,9 @@ impl AdamW {
     pub fn load_state(&mut self, tensors: Vec<(String, Tensor)>, steps: i64) -> Result<()> {
         let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
         for p in &mut self.params {
-            for (prefix, slot) in [
-                ("exp_avg", &mut p.exp_avg),
-                ("exp_avg_sq", &mut p.exp_avg_sq),
-            ] {
+            for (prefix, slot) in [("exp_avg", &mut p.exp_avg), ("exp_avg_sq", &mut p.exp_avg_sq)] {
                 let key = format!("{prefix}.{}", p.name);
-                let Some(t) = by_name.remove(&key) else {
-                    bail!("optimizer state lacks {key}")
-                };
+                let Some(t) = by_name.remove(&key) else { bail!("optimizer state lacks {key}") };
                 ensure!(
                     t.size() == slot.size(),
                     "optimizer state {key} has shape {:?}, the model needs {:?}",

@@ -20,8 +20,7 @@ impl LrSchedule {
         if step >= self.decay_steps || self.decay_steps <= self.warmup_steps {
             return self.min_lr;
         }
-        let ratio =
-            (step - self.warmup_steps) as f64 / (self.decay_steps - self.warmup_steps) as f64;
+        let ratio = (step - self.warmup_steps) as f64 / (self.decay_steps - self.warmup_steps) as f64;
         let coeff = 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos());
         self.min_lr + coeff * (self.lr - self.min_lr)
     }

@@ -11,20 +11,13 @@ use gptlab::synth::{self, SynthConfig};
 use gptlab::tokenizer::Tokenizer;
 
 pub fn gptlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gptlab"))
-        .args(args)
-        .output()
-        .expect("running gptlab")
+    Command::new(env!("CARGO_BIN_EXE_gptlab")).args(args).output().expect("running gptlab")
 }
 
 /// Runs gptlab and returns stdout, failing the test with stderr on a non-zero exit.
 pub fn run_ok(args: &[&str]) -> String {
     let out = gptlab(args);
-    assert!(
-        out.status.success(),
-        "gptlab {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "gptlab {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -32,28 +25,11 @@ pub fn run_ok(args: &[&str]) -> String {
 pub fn run_err(args: &[&str]) -> String {
     let out = gptlab(args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "gptlab {args:?} should have failed; stderr:\n{stderr}"
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected exit code 1 for {args:?}, stderr:\n{stderr}"
-    );
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(
-        errors.len(),
-        1,
-        "expected one error line for {args:?}, stderr:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("internal error"),
-        "panic for {args:?}:\n{stderr}"
-    );
+    assert!(!out.status.success(), "gptlab {args:?} should have failed; stderr:\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "expected exit code 1 for {args:?}, stderr:\n{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line for {args:?}, stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "panic for {args:?}:\n{stderr}");
     errors[0].to_string()
 }
 
@@ -67,11 +43,7 @@ pub fn shard_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let root = persistent_tempdir();
-        let cfg = SynthConfig {
-            docs: 1500,
-            seed: 7,
-            ..SynthConfig::default()
-        };
+        let cfg = SynthConfig { docs: 1500, seed: 7, ..SynthConfig::default() };
         let corpus = synth::generate(&cfg).unwrap();
         let corpus_dir = root.join("corpus");
         synth::write_corpus(&corpus_dir, &corpus, &cfg).unwrap();
@@ -121,23 +93,12 @@ peak_tflops = 1.0
 /// The project's Python with torch, transformers and tokenizers (installed by scripts/setup.sh).
 pub fn python() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh (the README's test command does)",
-        p.display()
-    );
+    assert!(p.exists(), "{} is missing: run scripts/setup.sh (the README's test command does)", p.display());
     p
 }
 
 pub fn run_python(args: &[&str]) -> String {
-    let out = Command::new(python())
-        .args(args)
-        .output()
-        .expect("running python");
-    assert!(
-        out.status.success(),
-        "python {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(python()).args(args).output().expect("running python");
+    assert!(out.status.success(), "python {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
