@@ -66,6 +66,8 @@ fn metrics_record_losses_and_throughput() {
     for f in ["model.safetensors", "config.json", "optimizer.safetensors", "state.json", "tokenizer.json"] {
         assert!(ckpt.join(f).exists(), "{f} missing from the checkpoint");
     }
+    let cfg = dir.path().join("train_8.toml");
+    assert!(run_err(&["train", "--config", cfg.to_str().unwrap(), "--resume"]).contains("already at step 8"));
 }
 
 #[test]
@@ -125,4 +127,31 @@ fn bad_configs_are_one_line_errors() {
     std::fs::write(&cfg, &base).unwrap();
     assert!(run_err(&["train", "--config", &cfg, "--resume"]).contains("does not exist"));
     assert!(run_err(&["train", "--config", "/nonexistent.toml"]).contains("/nonexistent.toml"));
+}
+
+#[test]
+fn kill_9_during_training_leaves_a_loadable_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // A checkpoint every step, so the kills land in the middle of saves as well as of steps.
+    let cfg = write_config(dir.path(), 5000, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("ckpt_interval = 4", "ckpt_interval = 1");
+    std::fs::write(&cfg, text).unwrap();
+    let ckpt = dir.path().join("run/checkpoint");
+    for (i, delay_ms) in [1500u64, 2100, 2700].into_iter().enumerate() {
+        let mut args = vec!["train", "--config", cfg.to_str().unwrap()];
+        if i > 0 {
+            args.push("--resume");
+        }
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gptlab"))
+            .args(&args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let loaded = checkpoint::load_model(&ckpt, tch::Device::Cpu).expect("a checkpoint survives kill -9");
+        let state = checkpoint::read_state(&loaded.dir).unwrap();
+        assert!(state.step > 0, "round {i}: training made progress before the kill");
+    }
 }

@@ -7,7 +7,7 @@ cargo build --release --quiet
 g=target/release/gptlab
 d=data/text-micro
 [ -f $d/shards/meta.json ] || {
-    $g data synth --out $d/corpus --docs 100000 --seed 0
+    $g data synth --out $d/corpus --config experiments/text-micro/synth.toml
     $g tokenizer train --corpus $d/corpus --vocab-size 1024 --out $d/tokenizer.json
     $g data tokenize --corpus $d/corpus --tokenizer $d/tokenizer.json --out $d/shards
 }

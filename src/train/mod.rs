@@ -307,6 +307,13 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
         )?;
         state = checkpoint::read_state(dir)?;
         opt.load_state(checkpoint::read_tensors(&dir.join(checkpoint::OPTIMIZER_FILE))?, state.step as i64)?;
+        ensure!(
+            state.step < t.max_steps,
+            "{} is already at step {} of max_steps = {}: raise max_steps to train further",
+            dir.display(),
+            state.step,
+            t.max_steps
+        );
         eprintln!("resuming from {} at step {}", dir.display(), state.step);
     }
 
