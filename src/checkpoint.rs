@@ -5,16 +5,18 @@
 //! `NAME.old`, `NAME.tmp` moves to `NAME` and `NAME.old` is removed. A kill at any moment leaves
 //! either `NAME` or, between the two renames, `NAME.old` complete; [`resolve`] falls back to it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
-use tch::{nn::VarStore, Device, Tensor};
+use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::data::sampler::SamplerState;
 use crate::model::gpt::{Gpt, GptConfig};
+use crate::train::schedule::LrSchedule;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
@@ -29,9 +31,14 @@ pub struct TrainState {
     pub step: u64,
     pub tokens_seen: u64,
     pub sampler: SamplerState,
-    /// Base of the per-step torch seed (dropout): step `s` runs under seed `torch_seed + s`.
+    /// Base of the per-step torch seed (dropout); see `train::step_seed`.
     pub torch_seed: i64,
     pub best_val_loss: Option<f64>,
+    /// What the batch stream and schedule were, so a resume can refuse a run that would
+    /// silently differ from a straight one.
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub schedule: LrSchedule,
 }
 
 /// What [`save`] writes besides the model.
@@ -51,8 +58,58 @@ fn fsync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn to_cpu(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
-    tensors.into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu).contiguous())).collect()
+/// A tensor's bytes as safetensors wants them.
+struct TensorBytes {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for TensorBytes {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Writes named tensors with the `{"format": "pt"}` metadata that HF loaders check for
+/// (tch's own writer leaves the metadata out).
+pub fn write_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(name, t)| {
+            let dtype = match t.kind() {
+                Kind::Float => safetensors::Dtype::F32,
+                Kind::BFloat16 => safetensors::Dtype::BF16,
+                Kind::Half => safetensors::Dtype::F16,
+                Kind::Double => safetensors::Dtype::F64,
+                Kind::Int64 => safetensors::Dtype::I64,
+                other => bail!("cannot write tensor {name} of kind {other:?} to safetensors"),
+            };
+            let t = t.to_device(Device::Cpu).contiguous();
+            let mut data = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+            t.f_copy_data_u8(&mut data, t.numel())?;
+            let shape = t.size().iter().map(|&d| d as usize).collect();
+            Ok((name.clone(), TensorBytes { dtype, shape, data }))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    safetensors::serialize_to_file(views, &metadata, path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e:?}", path.display()))
+}
+
+/// Whether every parameter is finite: a checkpoint must never hold NaN or inf weights.
+pub fn all_finite(vs: &VarStore) -> bool {
+    let flags: Vec<Tensor> = vs.variables().values().map(|t| t.isfinite().all()).collect();
+    Tensor::stack(&flags, 0).all().int64_value(&[]) == 1
 }
 
 /// Model tensors in name order.
@@ -90,13 +147,13 @@ fn write_files(
         std::fs::write(tmp.join(name), json)?;
         Ok(())
     };
-    Tensor::write_safetensors(&to_cpu(model_tensors(vs)), tmp.join(MODEL_FILE))?;
+    write_safetensors(&model_tensors(vs), &tmp.join(MODEL_FILE))?;
     write_json(CONFIG_FILE, serde_json::to_string_pretty(cfg)?)?;
     if let Some(tok) = tokenizer {
         std::fs::copy(tok, tmp.join(TOKENIZER_FILE)).with_context(|| format!("copying {}", tok.display()))?;
     }
     if let Some(TrainingParts { optimizer, state }) = training {
-        Tensor::write_safetensors(&to_cpu(optimizer), tmp.join(OPTIMIZER_FILE))?;
+        write_safetensors(&optimizer, &tmp.join(OPTIMIZER_FILE))?;
         write_json(STATE_FILE, serde_json::to_string_pretty(state)?)?;
     }
     for entry in std::fs::read_dir(tmp)? {
@@ -105,10 +162,16 @@ fn write_files(
     fsync_dir(tmp)
 }
 
-/// The two renames that publish `tmp` as `dir`.
+/// The two renames that publish `tmp` as `dir`. Only a previous checkpoint is ever replaced:
+/// any other directory at `dir` (an HF download, a home folder) is refused.
 pub fn commit(tmp: &Path, dir: &Path) -> Result<()> {
     let old = sibling(dir, ".old");
     if dir.exists() {
+        ensure!(
+            read_config(dir).is_ok(),
+            "refusing to replace {}: it exists and is not a gptlab checkpoint",
+            dir.display()
+        );
         if old.exists() {
             std::fs::remove_dir_all(&old)?;
         }

@@ -1,7 +1,7 @@
 //! Autoregressive sampling: temperature (0 = greedy), top-k, top-p, stop strings, and a KV cache
 //! that turns each new token into a one-position forward pass.
 
-use anyhow::Result;
+use anyhow::{bail, ensure, Result};
 use tch::{Kind, Tensor};
 
 use crate::model::gpt::{Gpt, Input, KvCache};
@@ -32,6 +32,24 @@ impl Default for SampleOptions {
             seed: 0,
             kv_cache: true,
         }
+    }
+}
+
+impl SampleOptions {
+    /// Rejects settings that would make the sampling distribution empty or undefined.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.temperature.is_finite() && self.temperature >= 0.0,
+            "temperature must be >= 0, got {}",
+            self.temperature
+        );
+        if let Some(p) = self.top_p {
+            ensure!(p > 0.0 && p <= 1.0, "top-p must be in (0, 1], got {p}");
+        }
+        if let Some(k) = self.top_k {
+            ensure!(k >= 1, "top-k must be at least 1, got {k}");
+        }
+        Ok(())
     }
 }
 
@@ -69,6 +87,11 @@ pub fn generate_ids(
     opts: &SampleOptions,
     mut on_token: impl FnMut(&[i64]) -> bool,
 ) -> Result<Vec<i64>> {
+    opts.validate()?;
+    ensure!(!ids.is_empty(), "generation needs at least one prompt token");
+    if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= model.cfg.vocab_size) {
+        bail!("prompt token id {bad} is outside the vocabulary (0..{})", model.cfg.vocab_size);
+    }
     let block = model.cfg.block_size as usize;
     tch::manual_seed(opts.seed as i64);
     let device = model.device();
@@ -114,6 +137,10 @@ pub struct Completion {
 /// Completes `prompt` as text, honouring stop strings.
 pub fn complete(model: &Gpt, tok: &Tokenizer, prompt: &str, opts: &SampleOptions) -> Result<Completion> {
     let mut ids: Vec<i64> = tok.encode(prompt)?.into_iter().map(i64::from).collect();
+    if ids.is_empty() {
+        // Training documents start after an end-of-text: the natural unconditional context.
+        ids.push(tok.eot() as i64);
+    }
     let block = model.cfg.block_size as usize;
     let dropped = ids.len().saturating_sub(block);
     if dropped > 0 {

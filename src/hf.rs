@@ -129,7 +129,7 @@ pub fn export_gpt2(ckpt: &Path, out: &Path) -> Result<()> {
         }
         zeros("transformer.ln_f.bias".into(), c);
     }
-    let hf_config = json!({
+    let mut hf_config = json!({
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
         "vocab_size": cfg.vocab_size,
@@ -147,11 +147,17 @@ pub fn export_gpt2(ckpt: &Path, out: &Path) -> Result<()> {
         "initializer_range": 0.02,
         "tie_word_embeddings": true,
     });
+    // Without these HF falls back to GPT-2's 50256, outside gptlab's vocabularies.
+    let tok = loaded.dir.join(TOKENIZER_FILE);
+    if tok.exists() {
+        let t = crate::tokenizer::Tokenizer::from_file(&tok)?;
+        hf_config["bos_token_id"] = t.eot().into();
+        hf_config["eos_token_id"] = t.eot().into();
+        hf_config["pad_token_id"] = t.pad().into();
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&hf_config)?)?;
-    let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(n, t)| (n, t.contiguous())).collect();
-    Tensor::write_safetensors(&tensors, out.join("model.safetensors"))?;
-    let tok = loaded.dir.join(TOKENIZER_FILE);
+    checkpoint::write_safetensors(&tensors, &out.join("model.safetensors"))?;
     if tok.exists() {
         std::fs::copy(&tok, out.join(TOKENIZER_FILE))?;
     }

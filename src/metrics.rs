@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 pub struct MetricsLog {
@@ -13,29 +13,38 @@ pub struct MetricsLog {
 
 impl MetricsLog {
     /// Starts a fresh log, or, when resuming at `resume_step`, keeps the lines up to that step
-    /// and drops those a killed run wrote after its last checkpoint.
+    /// and drops those a killed run wrote after its last checkpoint. The kept lines are
+    /// rewritten through a temp file and a rename, so a kill cannot lose them, and a last line
+    /// cut short by a kill is dropped rather than blocking the resume.
     pub fn open(path: &Path, resume_step: Option<u64>) -> Result<Self> {
-        let kept = match resume_step {
+        let kept: Vec<Value> = match resume_step {
             Some(step) if path.exists() => {
-                read_jsonl(path)?.into_iter().filter(|v| v["step"].as_u64().is_some_and(|s| s <= step)).collect()
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                let mut kept = Vec::new();
+                for (i, line) in lines.iter().enumerate() {
+                    match serde_json::from_str::<Value>(line) {
+                        Ok(v) if v["step"].as_u64().is_some_and(|s| s <= step) => kept.push(v),
+                        Ok(_) => {}
+                        Err(_) if i + 1 == lines.len() => {}
+                        Err(e) => bail!("{}: line {}: malformed JSON: {e}", path.display(), i + 1),
+                    }
+                }
+                kept
             }
             _ => Vec::new(),
         };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        for v in kept {
-            writeln!(file, "{v}")?;
-        }
+        let tmp = path.with_extension("jsonl.tmp");
+        let body: String = kept.iter().map(|v| format!("{v}\n")).collect();
+        std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
+        let file = OpenOptions::new().append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
         Ok(Self { file })
     }
 
+    /// One `write` call a line, so a kill leaves whole lines or a cut last line, never a mix.
     pub fn write(&mut self, record: &Value) -> Result<()> {
-        writeln!(self.file, "{record}")?;
-        self.file.flush()?;
+        self.file.write_all(format!("{record}\n").as_bytes())?;
         Ok(())
     }
 }

@@ -56,6 +56,15 @@ const PROMPTS: [&str; 4] = [
 
 pub fn run(opts: &QuickstartOptions) -> Result<()> {
     let out = &opts.out;
+    let ckpt = out.join("checkpoint");
+    if checkpoint::resolve(&ckpt).is_ok() {
+        eprintln!("[quickstart] replacing the previous run in {}", out.display());
+        for dir in [ckpt.clone(), ckpt.with_file_name("checkpoint.old"), ckpt.with_file_name("checkpoint.tmp")] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+    }
     let data = out.join("data");
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let step = |msg: &str| eprintln!("[quickstart] {msg}");

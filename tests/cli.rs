@@ -86,6 +86,9 @@ fn sampling_is_reproducible_in_its_seed_and_honours_stop() {
     ];
     let a = run_ok(&[&base[..], &["--seed", "1"]].concat());
     assert_eq!(a, run_ok(&[&base[..], &["--seed", "1"]].concat()));
+    assert!(run_err(&["sample", "--ckpt", ckpt, "--prompt", "a", "--top-p", "0"]).contains("top-p"));
+    assert!(run_err(&["sample", "--ckpt", ckpt, "--prompt", "a", "--temperature=-1"]).contains("temperature"));
+    run_ok(&["sample", "--ckpt", ckpt, "--prompt", "", "--max-new-tokens", "4"]);
     let stopped = run_ok(&[&base[..], &["--seed", "1", "--stop", "e"]].concat());
     assert!(!stopped.trim_end_matches('\n').contains('e'), "{stopped:?}");
 }

@@ -68,6 +68,8 @@ fn metrics_record_losses_and_throughput() {
     }
     let cfg = dir.path().join("train_8.toml");
     assert!(run_err(&["train", "--config", cfg.to_str().unwrap(), "--resume"]).contains("already at step 8"));
+    // A fresh run never silently replaces an existing one.
+    assert!(run_err(&["train", "--config", cfg.to_str().unwrap()]).contains("already holds a checkpoint"));
 }
 
 #[test]
@@ -93,6 +95,16 @@ fn interrupted_saves_leave_the_previous_checkpoint_loadable() {
         assert_eq!(n1, n2);
         assert!(a.equal(b));
     }
+    // A metrics line cut short by the kill does not block the resume.
+    let metrics = dir.path().join("run/metrics.jsonl");
+    let mut text = std::fs::read_to_string(&metrics).unwrap();
+    text.push_str("{\"step\": 5, \"tok");
+    std::fs::write(&metrics, text).unwrap();
+    // Resuming with another batch size would change the batch stream: refused.
+    let other = write_config(dir.path(), 8, "").to_str().unwrap().to_string();
+    std::fs::write(&other, std::fs::read_to_string(&other).unwrap().replace("batch_size = 4", "batch_size = 5"))
+        .unwrap();
+    assert!(run_err(&["train", "--config", &other, "--resume"]).contains("batch_size 4"));
     // Resuming from there works and publishes a fresh checkpoint, clearing the leftovers.
     run_ok(&["train", "--config", write_config(dir.path(), 8, "").to_str().unwrap(), "--resume"]);
     assert_eq!(checkpoint::read_state(&ckpt).unwrap().step, 8);
@@ -106,10 +118,15 @@ fn a_non_finite_loss_stops_the_run_without_saving() {
     let cfg = write_config(dir.path(), 8, "").to_str().unwrap().to_string();
     // An infinite learning rate wrecks the weights in update 1, so update 2's loss is NaN.
     let text = std::fs::read_to_string(&cfg).unwrap().replace("lr = 3e-3", "lr = inf");
-    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(&cfg, &text).unwrap();
     let err = run_err(&["train", "--config", &cfg]);
     assert!(err.contains("NaN or infinite at step 2"), "{err}");
     assert!(!dir.path().join("run/checkpoint").exists(), "no checkpoint after a bad loss");
+    // Saving right after update 1: the loss was still finite, the weights are not.
+    std::fs::write(&cfg, text.replace("ckpt_interval = 4", "ckpt_interval = 1")).unwrap();
+    let err = run_err(&["train", "--config", &cfg]);
+    assert!(err.contains("weights became NaN or infinite by step 1"), "{err}");
+    assert!(!dir.path().join("run/checkpoint").exists(), "no checkpoint of bad weights");
 }
 
 #[test]

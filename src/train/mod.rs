@@ -155,6 +155,7 @@ impl TrainConfig {
         let t = &self.train;
         ensure!(t.batch_size > 0 && t.grad_accum > 0, "batch_size and grad_accum must be positive");
         ensure!(t.max_steps > 0, "max_steps must be positive");
+        ensure!(t.eval_batches > 0, "eval_batches must be positive");
         ensure!(
             t.log_interval > 0 && t.eval_interval > 0 && t.ckpt_interval > 0,
             "log, eval and checkpoint intervals must be positive"
@@ -271,6 +272,15 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     let tokenizer_path = cfg.data.join(checkpoint::TOKENIZER_FILE);
     let ckpt_dir = cfg.checkpoint_dir();
 
+    if !resume {
+        for dir in [ckpt_dir.clone(), ckpt_dir.with_file_name("checkpoint.old")] {
+            ensure!(
+                !dir.exists(),
+                "{} already holds a checkpoint: pass --resume to continue it, or choose another out_dir",
+                cfg.out_dir.display()
+            );
+        }
+    }
     let (gpt_cfg, resumed) = if resume {
         let dir = checkpoint::resolve(&ckpt_dir).context("--resume needs a checkpoint in out_dir")?;
         let saved = checkpoint::read_config(&dir)?;
@@ -292,12 +302,16 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     let mut model = Gpt::new(&gpt_cfg, vs.root())?;
     model.set_compute_kind(kind);
     let mut opt = AdamW::new(&vs, cfg.optim.clone());
+    let schedule = cfg.schedule();
     let mut state = TrainState {
         step: 0,
         tokens_seen: 0,
         sampler: SamplerState { seed: t.seed, next_batch: 0 },
         torch_seed: t.seed as i64,
         best_val_loss: None,
+        batch_size: t.batch_size,
+        grad_accum: t.grad_accum,
+        schedule: schedule.clone(),
     };
     if let Some(dir) = &resumed {
         checkpoint::fill(
@@ -306,6 +320,23 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
             &dir.join(checkpoint::MODEL_FILE),
         )?;
         state = checkpoint::read_state(dir)?;
+        ensure!(
+            (state.batch_size, state.grad_accum) == (t.batch_size, t.grad_accum),
+            "{} was trained with batch_size {} and grad_accum {}; resuming with {} and {} would change the batch stream",
+            dir.display(),
+            state.batch_size,
+            state.grad_accum,
+            t.batch_size,
+            t.grad_accum
+        );
+        if state.schedule != schedule {
+            eprintln!(
+                "warning: the learning-rate schedule differs from the checkpoint's ({:?} vs {:?}); the run will not \
+                 match a straight one (set decay_steps explicitly when extending max_steps)",
+                schedule, state.schedule
+            );
+            state.schedule = schedule.clone();
+        }
         opt.load_state(checkpoint::read_tensors(&dir.join(checkpoint::OPTIMIZER_FILE))?, state.step as i64)?;
         ensure!(
             state.step < t.max_steps,
@@ -324,7 +355,6 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     let val_sampler =
         WindowSampler::new(TokenShards::open(&cfg.data, "val")?, t.batch_size, block).context("val split")?;
     let batches = train_sampler.spawn(state.sampler, t.prefetch);
-    let schedule = cfg.schedule();
     let flops_per_token = gpt_cfg.flops_per_token(gpt_cfg.block_size);
     let peak_tflops = match t.peak_tflops {
         Some(p) => p,
@@ -344,7 +374,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
 
     while state.step < t.max_steps {
         let step = state.step;
-        tch::manual_seed(state.torch_seed + step as i64);
+        tch::manual_seed(step_seed(state.torch_seed, step));
         let lr = schedule.at(step);
         for _ in 0..t.grad_accum {
             let batch = batches.recv().context("the batch loader stopped")?;
@@ -360,7 +390,8 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
         state.step += 1;
         state.tokens_seen += tokens_per_step;
         interval_steps += 1;
-        watch.observe(state.step, &loss_sum.shallow_clone());
+        // An infinite gradient turns weights NaN through clipping while the loss is still finite.
+        watch.observe(state.step, &(&loss_sum + &norm));
         bar.set_position(state.step);
 
         let last = state.step == t.max_steps;
@@ -373,7 +404,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
             last_tps = (interval_steps * tokens_per_step) as f64 / dt;
             last_mfu = flops_per_token * last_tps / (peak_tflops * 1e12);
             let val = if do_eval {
-                let v = evaluate(&model, &val_sampler, t.seed ^ VAL_SEED_SALT, t.eval_batches, device)?;
+                let v = evaluate(&model, &val_sampler, state.sampler.seed ^ VAL_SEED_SALT, t.eval_batches, device)?;
                 state.best_val_loss = Some(state.best_val_loss.map_or(v, |b: f64| b.min(v)));
                 last_val = v;
                 Some(v)
@@ -422,6 +453,15 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     })
 }
 
+/// The torch seed of step `step`: a splitmix64 mix, so runs with nearby seeds do not share
+/// dropout masks a step apart.
+pub fn step_seed(base: i64, step: u64) -> i64 {
+    let mut z = (base as u64) ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
 fn save_training(
     dir: &Path,
     vs: &VarStore,
@@ -430,6 +470,11 @@ fn save_training(
     opt: &AdamW,
     state: &TrainState,
 ) -> Result<()> {
+    ensure!(
+        checkpoint::all_finite(vs),
+        "weights became NaN or infinite by step {}; stopping without saving (lower the learning rate)",
+        state.step
+    );
     let tokenizer = tokenizer.exists().then_some(tokenizer);
     checkpoint::save(dir, vs, cfg, tokenizer, Some(TrainingParts { optimizer: opt.state_tensors(), state }))
 }
