@@ -140,6 +140,20 @@ enum Command {
     /// Throughput measurements
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Plot a run's train and validation loss (PNG and SVG)
+    Plot {
+        /// A metrics.jsonl written by `gptlab train`
+        #[arg(long)]
+        metrics: PathBuf,
+        /// Output path without extension (default: loss next to the metrics)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The run's shard directory, to draw its unigram-entropy baseline
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value = "loss vs tokens")]
+        title: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -265,6 +279,7 @@ fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Data(cmd) => run_data(cmd),
+        Command::Plot { metrics, out, data, title } => run_plot(metrics, out, data, title),
         Command::Tokenizer(TokenizerCommand::Train { corpus: dir, vocab_size, out }) => {
             let texts = corpus::read_split(&dir, "train")?;
             let tok = Tokenizer::train(texts.iter(), vocab_size, &out)?;
@@ -373,6 +388,14 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn run_plot(metrics: PathBuf, out: Option<PathBuf>, data: Option<PathBuf>, title: String) -> Result<()> {
+    let out = out.unwrap_or_else(|| metrics.with_file_name("loss"));
+    let baseline = data.map(|d| data::shards::ShardMeta::read(&d)).transpose()?.map(|m| m.train_unigram_entropy);
+    gptlab::plot::loss_plot(&metrics, &out, &title, baseline.map(|b| ("unigram baseline", b)))?;
+    println!("wrote {} and {}", out.with_extension("png").display(), out.with_extension("svg").display());
+    Ok(())
 }
 
 fn run_data(cmd: DataCommand) -> Result<()> {

@@ -137,12 +137,6 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
         .collect();
     std::fs::write(out.join("samples.md"), &samples_md)?;
 
-    crate::plot::loss_plot(
-        &out.join("metrics.jsonl"),
-        &out.join("loss"),
-        "quickstart: loss vs tokens",
-        Some(("unigram baseline", meta.train_unigram_entropy)),
-    )?;
     write_report(out, &cfg, &meta, &summary, &samples)?;
     step(&format!(
         "done: val loss {:.3} nats/token vs unigram baseline {:.3}; report at {}",

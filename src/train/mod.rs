@@ -434,6 +434,12 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
         }
     }
     bar.finish_and_clear();
+    crate::plot::loss_plot(
+        &cfg.out_dir.join("metrics.jsonl"),
+        &cfg.out_dir.join("loss"),
+        &format!("{}: loss vs tokens", cfg.out_dir.display()),
+        Some(("unigram baseline", meta.train_unigram_entropy)),
+    )?;
     if saved_at != state.step {
         save_training(&ckpt_dir, &vs, &gpt_cfg, &tokenizer_path, &opt, &state)?;
     }
