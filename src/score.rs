@@ -16,21 +16,39 @@ pub struct Scored {
     pub token_logprobs: Vec<f64>,
 }
 
-/// Scores one token sequence (at least one token, at most the context).
-pub fn score_tokens(model: &Gpt, tokens: &[i64]) -> Result<Scored> {
-    ensure!(!tokens.is_empty(), "nothing to score: the sequence is empty");
-    let block = model.cfg.block_size as usize;
-    ensure!(tokens.len() <= block, "sequence of {} tokens exceeds the model's context of {block}", tokens.len());
-    if let Some(bad) = tokens.iter().find(|&&t| t < 0 || t >= model.cfg.vocab_size) {
-        bail!("token id {bad} is outside the vocabulary (0..{})", model.cfg.vocab_size);
-    }
+/// log P(tokens[i+1] | tokens[..=i]) for i in 0..n-1, one forward pass (n <= context).
+fn window_logprobs(model: &Gpt, tokens: &[i64]) -> Result<Vec<f64>> {
     let x = Tensor::from_slice(tokens).to_device(model.device()).unsqueeze(0); // [1, T]
     let logits = tch::no_grad(|| model.forward(Input::Tokens(&x), None, None, false))?; // [1, T, V]
     let n = tokens.len() as i64;
     let logp = logits.get(0).narrow(0, 0, n - 1).log_softmax(-1, Kind::Float); // [T-1, V]
     let targets = x.get(0).narrow(0, 1, n - 1).unsqueeze(1); // [T-1, 1]
     let picked = logp.gather(1, &targets, false).squeeze_dim(1).to_kind(Kind::Double); // [T-1]
-    let token_logprobs: Vec<f64> = Vec::<f64>::try_from(&picked)?;
+    Ok(Vec::<f64>::try_from(&picked)?)
+}
+
+/// Scores one token sequence of at least one token. Sequences longer than the context are
+/// scored in overlapping windows (lm-eval's rolling log-likelihood): after the first window,
+/// each step scores the next half-context of tokens with a full-context window that ends at the
+/// last of them, so every token after the first window sees at least half a context.
+pub fn score_tokens(model: &Gpt, tokens: &[i64]) -> Result<Scored> {
+    ensure!(!tokens.is_empty(), "nothing to score: the sequence is empty");
+    if let Some(bad) = tokens.iter().find(|&&t| t < 0 || t >= model.cfg.vocab_size) {
+        bail!("token id {bad} is outside the vocabulary (0..{})", model.cfg.vocab_size);
+    }
+    let (n, block) = (tokens.len(), model.cfg.block_size as usize);
+    if n == 1 {
+        return Ok(Scored { total_logprob: 0.0, token_logprobs: Vec::new() });
+    }
+    let mut token_logprobs = window_logprobs(model, &tokens[..n.min(block)])?;
+    let stride = (block / 2).max(1);
+    let mut next = block; // index of the next token to predict
+    while next < n {
+        let end = (next + stride).min(n);
+        let window = window_logprobs(model, &tokens[end - block..end])?; // predicts tokens end-block+1..end
+        token_logprobs.extend_from_slice(&window[window.len() - (end - next)..]);
+        next = end;
+    }
     Ok(Scored { total_logprob: token_logprobs.iter().sum(), token_logprobs })
 }
 

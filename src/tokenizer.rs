@@ -3,6 +3,7 @@
 //! encodes and decodes losslessly; the special tokens of [`crate::special`] get ids 0..n.
 
 use std::collections::HashSet;
+use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{anyhow, ensure, Context, Result};
@@ -43,7 +44,7 @@ impl Tokenizer {
         let mut trainer = BpeTrainerBuilder::new()
             .vocab_size(vocab_size)
             .min_frequency(2)
-            .show_progress(false)
+            .show_progress(std::io::stderr().is_terminal())
             .special_tokens(specials)
             .initial_alphabet(alphabet)
             .build();

@@ -271,3 +271,19 @@ fn info_and_bench_report_sizes_and_throughput() {
     assert!(peak["peak_tflops"].as_f64().unwrap() > 0.0);
     assert!(run_err(&["bench", "peak", "--device", "cpu", "--dtype", "bf16"]).contains("only supported on CUDA"));
 }
+
+#[test]
+fn sequences_longer_than_the_context_are_scored_in_rolling_windows() {
+    let loaded = checkpoint::load_model(trained_ckpt(), Device::Cpu).unwrap();
+    let toks: Vec<i64> = (0..75).map(|i| (i * 7 + 3) % 300).collect(); // context is 32
+    let scored = gptlab::score::score_tokens(&loaded.model, &toks).unwrap();
+    assert_eq!(scored.token_logprobs.len(), 74);
+    // The first window is one plain pass; tokens 32..48 come from the window 16..48, so token 40
+    // is predicted from tokens 16..40.
+    let first = gptlab::score::score_tokens(&loaded.model, &toks[..32]).unwrap();
+    assert_eq!(&scored.token_logprobs[..31], &first.token_logprobs[..]);
+    let x = Tensor::from_slice(&toks[16..48]).unsqueeze(0);
+    let logits = loaded.model.forward(Input::Tokens(&x), None, None, false).unwrap();
+    let expect = logits.get(0).get(23).log_softmax(0, Kind::Float).double_value(&[toks[40]]);
+    assert!((scored.token_logprobs[39] - expect).abs() < 1e-5, "{} vs {expect}", scored.token_logprobs[39]);
+}

@@ -7,6 +7,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
+use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
 use memmap2::Mmap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -87,14 +88,18 @@ fn write_split(
     dtype: TokenDtype,
     shard_tokens: usize,
 ) -> Result<(SplitMeta, Vec<u64>)> {
+    let bar = ProgressBar::new(docs.len() as u64).with_message(format!("tokenizing {split}"));
+    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} docs [{elapsed_precise}<{eta_precise}]")?);
     let encoded: Vec<Vec<u32>> = docs
         .par_iter()
+        .progress_with(bar.clone())
         .map(|d| {
             let mut ids = tok.encode(d)?;
             ids.push(tok.eot());
             Ok(ids)
         })
         .collect::<Result<_>>()?;
+    bar.finish_and_clear();
     let mut counts = vec![0u64; tok.vocab_size()];
     let mut shards = Vec::new();
     let mut writer: Option<BufWriter<File>> = None;
