@@ -25,9 +25,14 @@ pub fn measure_peak_tflops(device: Device, kind: Kind) -> Result<f64> {
     };
     run(2);
     let reps = if device.is_cuda() { 50 } else { 5 };
-    let start = Instant::now();
-    run(reps);
-    let secs = start.elapsed().as_secs_f64();
+    // Best of five timings: the peak is what the device can do, not what a noisy moment gave.
+    let secs = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            run(reps);
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
     Ok(2.0 * (n as f64).powi(3) * reps as f64 / secs / 1e12)
 }
 

@@ -361,6 +361,12 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
         None => crate::bench::measure_peak_tflops(device, kind)?,
     };
     let tokens_per_step = cfg.tokens_per_step(gpt_cfg.block_size);
+    let n = gpt_cfg.param_counts();
+    eprintln!(
+        "model: {} parameters ({} non-embedding), {:.3e} training FLOPs/token; {tokens_per_step} tokens/step on {device:?} \
+         ({kind:?} matmuls), MFU against {peak_tflops:.3} TFLOP/s",
+        n.total, n.non_embedding, flops_per_token
+    );
     let mut metrics = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|_| state.step))?;
 
     let bar = ProgressBar::new(t.max_steps).with_position(state.step);
