@@ -1,4 +1,6 @@
 //! gptlab-vision: everything on the CLIP side, images in and embeddings out. The scene graph
 //! lives here because both the renderer (pixels) and gptlab's text corpus (descriptions) use it.
 
+pub mod clip;
+pub mod hf_clip;
 pub mod scene;

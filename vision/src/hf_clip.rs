@@ -1,0 +1,109 @@
+//! Hugging Face `CLIPModel` interop: its `config.json` as a [`ClipConfig`]. The weights need no
+//! conversion (gptlab's CLIP uses HF's names and layouts) beyond dropping HF's `position_ids`
+//! buffers, which [`is_hf_buffer`] recognises.
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::Deserialize;
+
+use crate::clip::{Activation, ClipConfig, TextConfig, VisionConfig};
+
+#[derive(Deserialize)]
+struct HfTower {
+    hidden_size: i64,
+    intermediate_size: i64,
+    num_hidden_layers: i64,
+    num_attention_heads: i64,
+    #[serde(default = "quick_gelu")]
+    hidden_act: String,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    // Vision only.
+    image_size: Option<i64>,
+    patch_size: Option<i64>,
+    num_channels: Option<i64>,
+    // Text only.
+    vocab_size: Option<i64>,
+    max_position_embeddings: Option<i64>,
+    eos_token_id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct HfClipConfig {
+    text_config: HfTower,
+    vision_config: HfTower,
+    projection_dim: i64,
+    #[serde(default = "default_logit_scale")]
+    logit_scale_init_value: f64,
+}
+
+fn quick_gelu() -> String {
+    "quick_gelu".into()
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_logit_scale() -> f64 {
+    2.6592
+}
+
+fn activation(name: &str) -> Result<Activation> {
+    match name {
+        "quick_gelu" => Ok(Activation::QuickGelu),
+        "gelu" => Ok(Activation::Gelu),
+        other => bail!("unsupported CLIP hidden_act {other:?} (supported: quick_gelu, gelu)"),
+    }
+}
+
+fn check_mlp(t: &HfTower, tower: &str) -> Result<()> {
+    ensure!(
+        t.intermediate_size == 4 * t.hidden_size,
+        "{tower}: intermediate_size {} is unsupported: gptlab's CLIP MLP is 4 * hidden_size",
+        t.intermediate_size
+    );
+    Ok(())
+}
+
+/// Parses an HF `CLIPModel` `config.json`.
+pub fn config_from_hf(json: &str) -> Result<ClipConfig> {
+    let hf: HfClipConfig = serde_json::from_str(json).context("not a CLIPModel config")?;
+    let (v, t) = (&hf.vision_config, &hf.text_config);
+    check_mlp(v, "vision_config")?;
+    check_mlp(t, "text_config")?;
+    ensure!(v.num_channels.unwrap_or(3) == 3, "only 3-channel CLIP vision towers are supported");
+    let need = |x: Option<i64>, name: &str| x.with_context(|| format!("CLIP config lacks {name}"));
+    let cfg = ClipConfig {
+        vision: VisionConfig {
+            image_size: need(v.image_size, "vision_config.image_size")?,
+            patch_size: need(v.patch_size, "vision_config.patch_size")?,
+            width: v.hidden_size,
+            layers: v.num_hidden_layers,
+            heads: v.num_attention_heads,
+            act: activation(&v.hidden_act)?,
+            layer_norm_eps: v.layer_norm_eps,
+        },
+        text: TextConfig {
+            vocab_size: need(t.vocab_size, "text_config.vocab_size")?,
+            context_length: need(t.max_position_embeddings, "text_config.max_position_embeddings")?,
+            width: t.hidden_size,
+            layers: t.num_hidden_layers,
+            heads: t.num_attention_heads,
+            // Legacy configs say eos_token_id = 2 and pool at the largest id, which in CLIP's
+            // vocabulary is the end-of-text token, the last id.
+            eot_token_id: match need(t.eos_token_id, "text_config.eos_token_id")? {
+                2 => need(t.vocab_size, "text_config.vocab_size")? - 1,
+                id => id,
+            },
+            act: activation(&t.hidden_act)?,
+            layer_norm_eps: t.layer_norm_eps,
+        },
+        embed_dim: hf.projection_dim,
+        logit_scale_init: hf.logit_scale_init_value,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// HF buffers that are not parameters.
+pub fn is_hf_buffer(name: &str) -> bool {
+    name.ends_with("position_ids")
+}
