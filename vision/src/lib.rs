@@ -4,3 +4,4 @@
 pub mod clip;
 pub mod hf_clip;
 pub mod scene;
+pub mod transform;
