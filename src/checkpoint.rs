@@ -11,6 +11,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
+use gptlab_vision::clip::{Clip, ClipConfig};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -120,10 +122,10 @@ pub fn model_tensors(vs: &VarStore) -> Vec<(String, Tensor)> {
 }
 
 /// Writes a checkpoint to `dir` atomically (see the module docs).
-pub fn save(
+pub fn save<C: Serialize>(
     dir: &Path,
     vs: &VarStore,
-    cfg: &GptConfig,
+    cfg: &C,
     tokenizer: Option<&Path>,
     training: Option<TrainingParts>,
 ) -> Result<()> {
@@ -132,10 +134,10 @@ pub fn save(
     commit(&tmp, dir)
 }
 
-fn write_files(
+fn write_files<C: Serialize>(
     tmp: &Path,
     vs: &VarStore,
-    cfg: &GptConfig,
+    cfg: &C,
     tokenizer: Option<&Path>,
     training: Option<TrainingParts>,
 ) -> Result<()> {
@@ -167,11 +169,7 @@ fn write_files(
 pub fn commit(tmp: &Path, dir: &Path) -> Result<()> {
     let old = sibling(dir, ".old");
     if dir.exists() {
-        ensure!(
-            read_config(dir).is_ok(),
-            "refusing to replace {}: it exists and is not a gptlab checkpoint",
-            dir.display()
-        );
+        ensure!(is_checkpoint(dir), "refusing to replace {}: it exists and is not a gptlab checkpoint", dir.display());
         if old.exists() {
             std::fs::remove_dir_all(&old)?;
         }
@@ -204,10 +202,33 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     bail!("checkpoint {} does not exist", dir.display())
 }
 
-pub fn read_config(dir: &Path) -> Result<GptConfig> {
+/// A model family's `config.json`: what a checkpoint needs to rebuild its variables.
+pub trait ModelConfig: Serialize + DeserializeOwned {
+    fn validate(&self) -> Result<()>;
+}
+
+impl ModelConfig for GptConfig {
+    fn validate(&self) -> Result<()> {
+        GptConfig::validate(self)
+    }
+}
+
+impl ModelConfig for ClipConfig {
+    fn validate(&self) -> Result<()> {
+        ClipConfig::validate(self)
+    }
+}
+
+/// Whether `dir` holds a gptlab checkpoint of any model family: the only kind of directory a
+/// save may replace.
+pub fn is_checkpoint(dir: &Path) -> bool {
+    dir.join(MODEL_FILE).is_file() && (read_config::<GptConfig>(dir).is_ok() || read_config::<ClipConfig>(dir).is_ok())
+}
+
+pub fn read_config<C: ModelConfig>(dir: &Path) -> Result<C> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg: GptConfig =
+    let cfg: C =
         serde_json::from_str(&text).with_context(|| format!("checkpoint config {} is invalid", path.display()))?;
     cfg.validate().with_context(|| format!("checkpoint config {}", path.display()))?;
     Ok(cfg)
@@ -257,6 +278,22 @@ pub fn load_model(dir: &Path, device: Device) -> Result<LoadedModel> {
     let model = Gpt::new(&cfg, vs.root())?;
     fill(&vs, read_tensors(&dir.join(MODEL_FILE))?, &dir.join(MODEL_FILE))?;
     Ok(LoadedModel { dir, vs, model })
+}
+
+/// A CLIP model loaded from a checkpoint.
+pub struct LoadedClip {
+    pub dir: PathBuf,
+    pub vs: VarStore,
+    pub model: Clip,
+}
+
+pub fn load_clip(dir: &Path, device: Device) -> Result<LoadedClip> {
+    let dir = resolve(dir)?;
+    let cfg: ClipConfig = read_config(&dir)?;
+    let vs = VarStore::new(device);
+    let model = Clip::new(&cfg, vs.root())?;
+    fill(&vs, read_tensors(&dir.join(MODEL_FILE))?, &dir.join(MODEL_FILE))?;
+    Ok(LoadedClip { dir, vs, model })
 }
 
 pub fn read_state(dir: &Path) -> Result<TrainState> {

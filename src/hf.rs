@@ -163,3 +163,23 @@ pub fn export_gpt2(ckpt: &Path, out: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Converts a HF `CLIPModel` directory (`config.json` + `model.safetensors`) into a gptlab CLIP
+/// checkpoint at `out`.
+pub fn import_clip(from: &Path, out: &Path) -> Result<gptlab_vision::clip::ClipConfig> {
+    let config_path = from.join("config.json");
+    let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    let cfg = gptlab_vision::hf_clip::config_from_hf(&text).with_context(|| format!("{}", config_path.display()))?;
+    let weights = from.join("model.safetensors");
+    let tensors: Vec<(String, Tensor)> = checkpoint::read_tensors(&weights)?
+        .into_iter()
+        .filter(|(name, _)| !gptlab_vision::hf_clip::is_hf_buffer(name))
+        .map(|(name, t)| (name, t.to_kind(tch::Kind::Float)))
+        .collect();
+    let vs = VarStore::new(Device::Cpu);
+    gptlab_vision::clip::Clip::new(&cfg, vs.root())?;
+    checkpoint::fill(&vs, tensors, &weights)?;
+    let tok = from.join(TOKENIZER_FILE);
+    checkpoint::save(out, &vs, &cfg, tok.exists().then_some(tok.as_path()), None)?;
+    Ok(cfg)
+}

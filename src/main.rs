@@ -172,6 +172,21 @@ enum DataCommand {
         #[arg(long)]
         val_fraction: Option<f64>,
     },
+    /// Render the synthetic image world: images/, captions.jsonl, scenes.jsonl, world.json
+    SynthImages {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// A world TOML config (side, max_objects, noise, texture, gauge/marked fractions)
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Image side in pixels (overrides the config)
+        #[arg(long)]
+        side: Option<u32>,
+    },
     /// Import .txt and JSONL ({"text": ...}) files into a corpus directory
     Import {
         #[arg(long)]
@@ -215,6 +230,13 @@ enum TokenizerCommand {
 enum InteropCommand {
     /// A Hugging Face GPT-2 directory (config.json + model.safetensors) to a gptlab checkpoint
     HfGpt2 {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// A Hugging Face CLIPModel directory (config.json + model.safetensors) to a gptlab checkpoint
+    HfClip {
         #[arg(long)]
         from: PathBuf,
         #[arg(long)]
@@ -344,6 +366,17 @@ fn run(cli: Cli) -> Result<()> {
             println!("imported GPT-2 ({} params) into {}", cfg.param_counts().total, out.display());
             Ok(())
         }
+        Command::Import(InteropCommand::HfClip { from, out }) => {
+            let cfg = hf::import_clip(&from, &out)?;
+            println!(
+                "imported CLIP (ViT {}px/{} px patches, width {}) into {}",
+                cfg.vision.image_size,
+                cfg.vision.patch_size,
+                cfg.vision.width,
+                out.display()
+            );
+            Ok(())
+        }
         Command::Export(ExportCommand::HfGpt2 { ckpt, out }) => {
             hf::export_gpt2(&ckpt, &out)?;
             println!("exported {} to {}", ckpt.display(), out.display());
@@ -415,6 +448,28 @@ fn run_data(cmd: DataCommand) -> Result<()> {
             let c = synth::generate(&cfg)?;
             synth::write_corpus(&out, &c, &cfg)?;
             println!("wrote {} train and {} val documents to {}", c.train.len(), c.val.len(), out.display());
+            Ok(())
+        }
+        DataCommand::SynthImages { out, n, seed, config, side } => {
+            let mut cfg: gptlab_vision::world::WorldConfig = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?
+                }
+                None => Default::default(),
+            };
+            cfg.side = side.unwrap_or(cfg.side);
+            let stats = gptlab_vision::world::write_world(&out, &cfg, n, seed)?;
+            println!(
+                "wrote {} images ({} scenes, {} gauges, {} marked), {} captions and {} QA pairs to {}",
+                stats.images,
+                stats.scenes,
+                stats.gauges,
+                stats.marked,
+                stats.captions,
+                stats.qa,
+                out.display()
+            );
             Ok(())
         }
         DataCommand::Import { out, inputs, val_fraction, txt_mode } => {

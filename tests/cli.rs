@@ -287,3 +287,34 @@ fn sequences_longer_than_the_context_are_scored_in_rolling_windows() {
     let expect = logits.get(0).get(23).log_softmax(0, Kind::Float).double_value(&[toks[40]]);
     assert!((scored.token_logprobs[39] - expect).abs() < 1e-5, "{} vs {expect}", scored.token_logprobs[39]);
 }
+
+#[test]
+fn synth_images_writes_a_deterministic_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = |name: &str| {
+        let out = dir.path().join(name);
+        run_ok(&["data", "synth-images", "--out", out.to_str().unwrap(), "--n", "6", "--seed", "4", "--side", "32"]);
+        out
+    };
+    let (a, b) = (world("a"), world("b"));
+    for f in ["images/000000.png", "images/000005.png", "captions.jsonl", "scenes.jsonl"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    let scenes = gptlab::metrics::read_jsonl(&a.join("scenes.jsonl")).unwrap();
+    assert_eq!(scenes.len(), 6);
+    for line in gptlab::metrics::read_jsonl(&a.join("captions.jsonl")).unwrap() {
+        assert!(a.join(line["image"].as_str().unwrap()).exists());
+        assert!(!line["caption"].as_str().unwrap().is_empty());
+    }
+    let bad = dir.path().join("world.toml");
+    std::fs::write(&bad, "max_objects = 99\n").unwrap();
+    let err = run_err(&[
+        "data",
+        "synth-images",
+        "--out",
+        dir.path().join("c").to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(err.contains("max_objects"), "{err}");
+}

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use gptlab::checkpoint;
 use gptlab_vision::clip::{contrastive_loss, Clip, ClipConfig, MAX_LOGIT_SCALE};
-use gptlab_vision::hf_clip;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/hf_clip.py");
@@ -37,12 +36,10 @@ fn tensor(v: &serde_json::Value) -> Tensor {
 fn imported_hf_clip_matches_transformers_features() {
     let dir = tempfile::tempdir().unwrap();
     common::run_python(&[SCRIPT, "make", dir.path().to_str().unwrap()]);
-    let cfg = hf_clip::config_from_hf(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
-    let vs = VarStore::new(Device::Cpu);
-    let model = Clip::new(&cfg, vs.root()).unwrap();
-    let weights = dir.path().join("model.safetensors");
-    let tensors = checkpoint::read_tensors(&weights).unwrap().into_iter().filter(|(n, _)| !hf_clip::is_hf_buffer(n));
-    checkpoint::fill(&vs, tensors.collect(), &weights).unwrap();
+    let ckpt = dir.path().join("ckpt");
+    common::run_ok(&["import", "hf-clip", "--from", dir.path().to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
+    let model = checkpoint::load_clip(&ckpt, Device::Cpu).unwrap().model;
+    assert_eq!(model.cfg.text.eot_token_id, 5);
 
     let inputs = json(&dir.path().join("inputs.json"));
     let expect = json(&dir.path().join("features.json"));
@@ -108,4 +105,28 @@ fn towers_give_the_shapes_the_vlm_needs() {
     let a = model.text_features(&Tensor::from_slice(&[5i64, 6, 0, 1]).view([1, 4])).unwrap();
     let b = model.text_features(&Tensor::from_slice(&[5i64, 6, 0, 9]).view([1, 4])).unwrap();
     assert!(a.allclose(&b, 1e-6, 1e-6, false));
+}
+
+#[test]
+fn clip_checkpoints_round_trip_and_are_never_confused_with_gpt() {
+    let dir = tempfile::tempdir().unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let cfg = ClipConfig::preset("tiny", 64, 0).unwrap();
+    let model = Clip::new(&cfg, vs.root()).unwrap();
+    let ckpt = dir.path().join("clip");
+    checkpoint::save(&ckpt, &vs, &cfg, None, None).unwrap();
+    assert!(checkpoint::is_checkpoint(&ckpt));
+    let loaded = checkpoint::load_clip(&ckpt, Device::Cpu).unwrap();
+    assert_eq!(loaded.model.cfg, cfg);
+    let pixels = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let (a, b) = (model.image_features(&pixels).unwrap(), loaded.model.image_features(&pixels).unwrap());
+    assert!(a.equal(&b));
+    let err = checkpoint::load_model(&ckpt, Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("invalid"), "{err}");
+    // Saving over itself is fine (a checkpoint); over another directory it is refused.
+    checkpoint::save(&ckpt, &vs, &cfg, None, None).unwrap();
+    let other = dir.path().join("photos");
+    std::fs::create_dir_all(&other).unwrap();
+    let err = checkpoint::save(&other, &vs, &cfg, None, None).unwrap_err().to_string();
+    assert!(err.contains("not a gptlab checkpoint"), "{err}");
 }

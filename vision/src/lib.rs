@@ -3,5 +3,7 @@
 
 pub mod clip;
 pub mod hf_clip;
+pub mod render;
 pub mod scene;
 pub mod transform;
+pub mod world;

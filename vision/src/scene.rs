@@ -439,6 +439,10 @@ fn capitalise(s: &str) -> String {
     }
 }
 
+fn any<T: Copy, R: Rng + ?Sized>(items: &[T], rng: &mut R) -> T {
+    items[rng.random_range(0..items.len())]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,8 +531,4 @@ mod tests {
         assert!(json.contains("\"shape\":\"circle\"") && json.contains("\"color\":\"red\""));
         assert_eq!(serde_json::from_str::<Scene>(&json).unwrap(), s);
     }
-}
-
-fn any<T: Copy, R: Rng + ?Sized>(items: &[T], rng: &mut R) -> T {
-    items[rng.random_range(0..items.len())]
 }

@@ -14,7 +14,7 @@ use tch::Tensor;
 
 /// OpenAI CLIP's normalisation, the default for every checkpoint that does not say otherwise.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+pub const CLIP_STD: [f32; 3] = [0.268_629_5, 0.261_302_6, 0.275_777_1];
 
 /// Largest width or height accepted: larger files are refused before their pixels are decoded.
 pub const MAX_SIDE: u32 = 8192;
