@@ -31,7 +31,8 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub struct TrainState {
     /// Optimizer updates done.
     pub step: u64,
-    pub tokens_seen: u64,
+    /// Progress in the run's unit: tokens for a GPT, image-text pairs for CLIP.
+    pub units_seen: u64,
     pub sampler: SamplerState,
     /// Base of the per-step torch seed (dropout); see `train::step_seed`.
     pub torch_seed: i64,

@@ -323,9 +323,9 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "trained {} steps ({} tokens): val loss {:.4}, {:.0} tokens/s, MFU {:.2}%; checkpoint {}",
                 s.steps,
-                s.tokens_seen,
+                s.units_seen,
                 s.final_val_loss,
-                s.tokens_per_s,
+                s.units_per_s,
                 100.0 * s.mfu,
                 s.checkpoint.display()
             );
@@ -426,7 +426,9 @@ fn run(cli: Cli) -> Result<()> {
 fn run_plot(metrics: PathBuf, out: Option<PathBuf>, data: Option<PathBuf>, title: String) -> Result<()> {
     let out = out.unwrap_or_else(|| metrics.with_file_name("loss"));
     let baseline = data.map(|d| data::shards::ShardMeta::read(&d)).transpose()?.map(|m| m.train_unigram_entropy);
-    gptlab::plot::loss_plot(&metrics, &out, &title, baseline.map(|b| ("unigram baseline", b)))?;
+    let first = gptlab::metrics::read_jsonl(&metrics)?.into_iter().next().unwrap_or_default();
+    let unit = ["tokens", "pairs"].into_iter().find(|k| first.get(*k).is_some()).unwrap_or("tokens");
+    gptlab::plot::loss_plot(&metrics, &out, &title, unit, baseline.map(|b| ("unigram baseline", b)))?;
     println!("wrote {} and {}", out.with_extension("png").display(), out.with_extension("svg").display());
     Ok(())
 }

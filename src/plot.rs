@@ -130,10 +130,11 @@ pub fn human(x: f64) -> String {
 
 /// Train and validation loss against tokens, from a run's metrics JSONL.
 /// `baseline`, when given, is drawn as a flat labelled line (e.g. the unigram entropy).
-pub fn loss_plot(metrics: &Path, stem: &Path, title: &str, baseline: Option<(&str, f64)>) -> Result<()> {
+/// `x_key` names the metrics field on the x axis (the run's unit: tokens, pairs).
+pub fn loss_plot(metrics: &Path, stem: &Path, title: &str, x_key: &str, baseline: Option<(&str, f64)>) -> Result<()> {
     let records = crate::metrics::read_jsonl(metrics)?;
     let series = |key: &str| -> Vec<(f64, f64)> {
-        records.iter().filter_map(|r| Some((r["tokens"].as_f64()?, r[key].as_f64()?))).collect()
+        records.iter().filter_map(|r| Some((r[x_key].as_f64()?, r[key].as_f64()?))).collect()
     };
     let train = series("train_loss");
     let mut lines = vec![Series { label: "val".into(), points: series("val_loss") }];
@@ -143,7 +144,7 @@ pub fn loss_plot(metrics: &Path, stem: &Path, title: &str, baseline: Option<(&st
     lines.insert(0, Series { label: "train".into(), points: train });
     LinePlot {
         title: title.to_string(),
-        x_label: "tokens".into(),
+        x_label: x_key.into(),
         y_label: "loss (nats/token)".into(),
         series: lines,
         log_x: false,

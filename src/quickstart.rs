@@ -165,6 +165,7 @@ fn write_report(
     samples: &[(String, String)],
 ) -> Result<()> {
     let device = crate::device::parse_device(&cfg.train.device).unwrap_or(Device::Cpu);
+    let params = cfg.model.resolve(meta.vocab_size)?.param_counts();
     let mut r = Report::new("gptlab quickstart");
     r.paragraph(
         "A tiny GPT-2-style decoder trained from scratch on gptlab's synthetic corpus (scene \
@@ -176,21 +177,18 @@ fn write_report(
         &["setting", "value"],
         &[
             vec!["model preset".into(), cfg.model.preset.clone()],
-            vec![
-                "parameters (total / non-embedding)".into(),
-                format!("{} / {}", s.params.total, s.params.non_embedding),
-            ],
-            vec!["FLOPs per token (training)".into(), format!("{:.3e}", s.flops_per_token)],
+            vec!["parameters (total / non-embedding)".into(), format!("{} / {}", params.total, params.non_embedding)],
+            vec!["FLOPs per token (training)".into(), format!("{:.3e}", s.flops_per_unit)],
             vec!["tokenizer vocab".into(), meta.vocab_size.to_string()],
             vec!["corpus tokens (train / val)".into(), format!("{} / {}", meta.train.tokens, meta.val.tokens)],
-            vec!["steps × tokens per step".into(), format!("{} × {}", s.steps, s.tokens_seen / s.steps.max(1))],
+            vec!["steps × tokens per step".into(), format!("{} × {}", s.steps, s.units_seen / s.steps.max(1))],
             vec!["device".into(), format!("{device:?}")],
             vec!["wall time".into(), format!("{:.0} s", s.elapsed_s)],
             vec![
                 "throughput".into(),
                 format!(
                     "{:.0} tokens/s, MFU {:.1}% of a measured {:.3} TFLOP/s matmul peak",
-                    s.tokens_per_s,
+                    s.units_per_s,
                     100.0 * s.mfu,
                     s.peak_tflops
                 ),
