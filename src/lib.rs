@@ -6,6 +6,8 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod clip;
+pub mod clip_eval;
 pub mod corpus;
 pub mod data;
 pub mod device;

@@ -84,6 +84,9 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// CLIP: contrastive image-text pretraining
+    #[command(subcommand)]
+    Clip(ClipCommand),
     /// Complete a prompt with a trained model
     Sample {
         #[arg(long)]
@@ -153,6 +156,39 @@ enum Command {
         data: Option<PathBuf>,
         #[arg(long, default_value = "loss vs tokens")]
         title: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClipCommand {
+    /// Zero-shot shape/colour/count accuracy and retrieval recall on held-out synthetic images
+    Eval {
+        #[arg(long)]
+        ckpt: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Images per task
+        #[arg(long, default_value_t = 200)]
+        n: usize,
+        #[command(flatten)]
+        dev: DeviceArgs,
+    },
+    /// Train a CLIP from a TOML config (synthetic image world)
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        /// Continue from out_dir/checkpoint exactly where it stopped
+        #[arg(long)]
+        resume: bool,
+        /// Overrides train.device
+        #[arg(long)]
+        device: Option<String>,
+        /// Overrides train.threads
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Overrides train.seed
+        #[arg(long)]
+        seed: Option<u64>,
     },
 }
 
@@ -310,15 +346,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train { config, resume, device, threads, seed } => {
             let mut cfg = train::TrainConfig::from_file(&config)?;
-            if let Some(d) = device {
-                cfg.train.device = d;
-            }
-            if threads.is_some() {
-                cfg.train.threads = threads;
-            }
-            if let Some(s) = seed {
-                cfg.train.seed = s;
-            }
+            apply_overrides(&mut cfg.train, device, threads, seed);
             let s = train::train(&cfg, resume)?;
             println!(
                 "trained {} steps ({} tokens): val loss {:.4}, {:.0} tokens/s, MFU {:.2}%; checkpoint {}",
@@ -329,6 +357,33 @@ fn run(cli: Cli) -> Result<()> {
                 100.0 * s.mfu,
                 s.checkpoint.display()
             );
+            Ok(())
+        }
+        Command::Clip(ClipCommand::Train { config, resume, device, threads, seed }) => {
+            let mut cfg = gptlab::clip::ClipTrainConfig::from_file(&config)?;
+            apply_overrides(&mut cfg.train, device, threads, seed);
+            let s = gptlab::clip::train(&cfg, resume)?;
+            println!(
+                "trained CLIP {} steps ({} pairs): val loss {:.4}, {:.0} pairs/s; checkpoint {}",
+                s.steps,
+                s.units_seen,
+                s.final_val_loss,
+                s.units_per_s,
+                s.checkpoint.display()
+            );
+            Ok(())
+        }
+        Command::Clip(ClipCommand::Eval { ckpt, out, n, dev }) => {
+            let r = gptlab::clip_eval::evaluate(&ckpt, &out, dev.resolve()?, n)?;
+            for z in &r.zero_shot {
+                println!("zero-shot {}: accuracy {:.3} (chance {:.3})", z.attribute, z.accuracy, z.chance);
+            }
+            let (i2t, t2i) = (r.retrieval.image_to_text, r.retrieval.text_to_image);
+            println!(
+                "retrieval R@1/5/10: image->text {:.3}/{:.3}/{:.3}, text->image {:.3}/{:.3}/{:.3}",
+                i2t[0], i2t[1], i2t[2], t2i[0], t2i[1], t2i[2]
+            );
+            println!("report: {}", out.join("report.md").display());
             Ok(())
         }
         Command::Sample { ckpt, prompt, temperature, top_k, top_p, max_new_tokens, stop, seed, no_kv_cache, dev } => {
@@ -420,6 +475,19 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&b)?);
             Ok(())
         }
+    }
+}
+
+/// `--device`, `--threads` and `--seed` given on the command line win over the config file.
+fn apply_overrides(t: &mut train::TrainSection, device: Option<String>, threads: Option<usize>, seed: Option<u64>) {
+    if let Some(d) = device {
+        t.device = d;
+    }
+    if threads.is_some() {
+        t.threads = threads;
+    }
+    if let Some(s) = seed {
+        t.seed = s;
     }
 }
 

@@ -11,7 +11,8 @@ use plotters::prelude::*;
 static FONT: Once = Once::new();
 const FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
-fn register_font() {
+/// Registers the embedded font once; call before drawing text with plotters.
+pub fn ensure_font() {
     FONT.call_once(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, FONT_BYTES)
             .unwrap_or_else(|_| panic!("embedded font is valid"));
@@ -45,7 +46,7 @@ const COLORS: [RGBColor; 6] = [
 impl LinePlot {
     /// Writes `{stem}.png` and `{stem}.svg`.
     pub fn save(&self, stem: &Path) -> Result<()> {
-        register_font();
+        ensure_font();
         let points: Vec<&(f64, f64)> =
             self.series.iter().flat_map(|s| &s.points).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
         ensure!(!points.is_empty(), "nothing to plot for {}", self.title);

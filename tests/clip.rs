@@ -130,3 +130,106 @@ fn clip_checkpoints_round_trip_and_are_never_confused_with_gpt() {
     let err = checkpoint::save(&other, &vs, &cfg, None, None).unwrap_err().to_string();
     assert!(err.contains("not a gptlab checkpoint"), "{err}");
 }
+
+fn write_clip_config(dir: &Path, max_steps: u64) -> std::path::PathBuf {
+    let text = format!(
+        r#"out_dir = "{out}"
+[model]
+preset = "tiny"
+[data]
+vocab_size = 300
+val_pairs = 4
+[data.world]
+side = 32
+max_objects = 3
+[train]
+batch_size = 4
+max_steps = {max_steps}
+decay_steps = 4
+warmup_steps = 1
+eval_interval = 2
+eval_batches = 1
+log_interval = 1
+ckpt_interval = 2
+device = "cpu"
+threads = 1
+peak_tflops = 1.0
+"#,
+        out = dir.join("run").display()
+    );
+    let path = dir.join(format!("clip_{max_steps}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn clip_training_resumes_exactly() {
+    let (straight, split) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    common::run_ok(&["clip", "train", "--config", write_clip_config(straight.path(), 4).to_str().unwrap()]);
+    common::run_ok(&["clip", "train", "--config", write_clip_config(split.path(), 2).to_str().unwrap()]);
+    common::run_ok(&["clip", "train", "--config", write_clip_config(split.path(), 4).to_str().unwrap(), "--resume"]);
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let read = |d: &Path| {
+            let mut t = Tensor::read_safetensors(d.join("run/checkpoint").join(file)).unwrap();
+            t.sort_by(|a, b| a.0.cmp(&b.0));
+            t
+        };
+        for ((na, a), (nb, b)) in read(straight.path()).iter().zip(read(split.path()).iter()) {
+            assert_eq!(na, nb);
+            let d = (a - b).abs().max().double_value(&[]);
+            assert!(d <= 1e-6, "{file}: {na} differs by {d}");
+        }
+    }
+    let ckpt = checkpoint::load_clip(&straight.path().join("run/checkpoint"), Device::Cpu).unwrap();
+    let scale = ckpt.model.logit_scale.double_value(&[]);
+    assert!((0.0..=MAX_LOGIT_SCALE).contains(&scale));
+    let metrics = gptlab::metrics::read_jsonl(&straight.path().join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.last().unwrap()["pairs"].as_u64(), Some(16));
+    assert!(straight.path().join("run/loss.png").exists());
+    // The image size and the world's side must agree.
+    let bad = write_clip_config(tempfile::tempdir().unwrap().keep().as_path(), 4);
+    std::fs::write(&bad, std::fs::read_to_string(&bad).unwrap().replace("side = 32", "side = 48")).unwrap();
+    assert!(common::run_err(&["clip", "train", "--config", bad.to_str().unwrap()])
+        .contains("must equal the model's image size"));
+}
+
+#[test]
+fn clip_eval_writes_results_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    common::run_ok(&["clip", "train", "--config", write_clip_config(dir.path(), 2).to_str().unwrap()]);
+    let out = dir.path().join("eval");
+    let ckpt = dir.path().join("run/checkpoint");
+    common::run_ok(&["clip", "eval", "--ckpt", ckpt.to_str().unwrap(), "--out", out.to_str().unwrap(), "--n", "12"]);
+    let r = json(&out.join("results.json"));
+    let zs = r["zero_shot"].as_array().unwrap();
+    let attrs: Vec<&str> = zs.iter().map(|z| z["attribute"].as_str().unwrap()).collect();
+    assert_eq!(attrs, ["shape", "colour", "count"]);
+    for z in zs {
+        let acc = z["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        let k = z["classes"].as_array().unwrap().len() as f64;
+        assert!((z["chance"].as_f64().unwrap() - 1.0 / k).abs() < 1e-12);
+        let total: u64 = z["confusion"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap())
+            .map(|c| c.as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 12, "every image lands in the confusion matrix once");
+        assert!(out.join(format!("confusion_{}.png", z["attribute"].as_str().unwrap())).exists());
+    }
+    let recall = r["retrieval"]["image_to_text"].as_array().unwrap();
+    let (r1, r10) = (recall[0].as_f64().unwrap(), recall[2].as_f64().unwrap());
+    assert!(r1 <= r10 && r10 <= 1.0);
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("| shape |"));
+}
+
+#[test]
+fn recall_counts_ranks_by_hand() {
+    // Query 0's match is best, query 1's match is third of three.
+    let sim = Tensor::from_slice(&[0.9f32, 0.1, 0.2, 0.5, 0.1, 0.7, 0.3, 0.2, 0.8]).view([3, 3]);
+    let r = gptlab::clip_eval::recalls(&sim).unwrap();
+    assert!((r[0] - 2.0 / 3.0).abs() < 1e-12, "{r:?}"); // queries 0 and 2 rank their match first
+    assert_eq!(r[1], 1.0);
+}

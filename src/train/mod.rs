@@ -101,6 +101,34 @@ pub struct TrainSection {
     pub prefetch: usize,
 }
 
+impl TrainSection {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.batch_size > 0 && self.grad_accum > 0, "batch_size and grad_accum must be positive");
+        ensure!(self.max_steps > 0, "max_steps must be positive");
+        ensure!(self.eval_batches > 0, "eval_batches must be positive");
+        ensure!(
+            self.log_interval > 0 && self.eval_interval > 0 && self.ckpt_interval > 0,
+            "log, eval and checkpoint intervals must be positive"
+        );
+        ensure!(!self.lr.is_nan() && self.lr >= 0.0, "lr must be non-negative");
+        ensure!(
+            matches!(self.dtype.as_str(), "auto" | "fp32" | "bf16"),
+            "dtype must be auto, fp32 or bf16, got {:?}",
+            self.dtype
+        );
+        Ok(())
+    }
+
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule {
+            lr: self.lr,
+            min_lr: self.min_lr.unwrap_or(self.lr / 10.0),
+            warmup_steps: self.warmup_steps,
+            decay_steps: self.decay_steps.unwrap_or(self.max_steps),
+        }
+    }
+}
+
 impl Default for TrainSection {
     fn default() -> Self {
         Self {
@@ -151,31 +179,11 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let t = &self.train;
-        ensure!(t.batch_size > 0 && t.grad_accum > 0, "batch_size and grad_accum must be positive");
-        ensure!(t.max_steps > 0, "max_steps must be positive");
-        ensure!(t.eval_batches > 0, "eval_batches must be positive");
-        ensure!(
-            t.log_interval > 0 && t.eval_interval > 0 && t.ckpt_interval > 0,
-            "log, eval and checkpoint intervals must be positive"
-        );
-        ensure!(!t.lr.is_nan() && t.lr >= 0.0, "lr must be non-negative");
-        ensure!(
-            matches!(t.dtype.as_str(), "auto" | "fp32" | "bf16"),
-            "dtype must be auto, fp32 or bf16, got {:?}",
-            t.dtype
-        );
-        Ok(())
+        self.train.validate()
     }
 
     pub fn schedule(&self) -> LrSchedule {
-        let t = &self.train;
-        LrSchedule {
-            lr: t.lr,
-            min_lr: t.min_lr.unwrap_or(t.lr / 10.0),
-            warmup_steps: t.warmup_steps,
-            decay_steps: t.decay_steps.unwrap_or(t.max_steps),
-        }
+        self.train.schedule()
     }
 
     pub fn checkpoint_dir(&self) -> PathBuf {

@@ -7,3 +7,6 @@ pub mod render;
 pub mod scene;
 pub mod transform;
 pub mod world;
+
+/// The image crate gptlab-vision works with, for callers that handle its images.
+pub use image;

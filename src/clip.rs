@@ -1,0 +1,275 @@
+//! CLIP pretraining on image-caption pairs: `gptlab clip train --config FILE.toml [--resume]`,
+//! through the shared training loop (so the same guarantees: exact resume, atomic checkpoints,
+//! NaN stops, metrics, plots).
+//!
+//! Data: the synthetic image world, rendered on the fly. Batch `i` is a pure function of
+//! (seed, i), like the GPT's windows, so the sampler state is the index of the next batch.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use anyhow::{ensure, Context, Result};
+use gptlab_vision::clip::{Clip, ClipConfig};
+use gptlab_vision::transform::Preprocess;
+use gptlab_vision::world::{generate_item, WorldConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::checkpoint;
+use crate::tokenizer::Tokenizer;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::run::{self, Objective, RunSpec, TrainSummary};
+use crate::train::TrainSection;
+
+/// The model section: a preset of [`ClipConfig::preset`]; the text vocabulary comes from the
+/// tokenizer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClipModelSpec {
+    pub preset: String,
+}
+
+impl Default for ClipModelSpec {
+    fn default() -> Self {
+        Self { preset: "small".into() }
+    }
+}
+
+/// Where image-caption pairs come from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClipDataSpec {
+    /// The synthetic world's settings; its `side` must equal the model's image size.
+    pub world: WorldConfig,
+    /// A tokenizer.json; when absent one is trained on world captions and saved in out_dir.
+    pub tokenizer: Option<PathBuf>,
+    /// Vocabulary of a tokenizer trained here.
+    pub vocab_size: usize,
+    /// Held-out pairs (a separate seed stream) for the validation loss.
+    pub val_pairs: u64,
+}
+
+impl Default for ClipDataSpec {
+    fn default() -> Self {
+        Self { world: WorldConfig::default(), tokenizer: None, vocab_size: 512, val_pairs: 256 }
+    }
+}
+
+/// CLIP's optimiser defaults (open_clip): betas (0.9, 0.98), eps 1e-6, weight decay 0.2.
+fn clip_adamw() -> AdamWConfig {
+    AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.2 }
+}
+
+/// A CLIP training run, as read from TOML; the resolved copy is written next to the outputs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClipTrainConfig {
+    pub out_dir: PathBuf,
+    #[serde(default)]
+    pub model: ClipModelSpec,
+    #[serde(default)]
+    pub data: ClipDataSpec,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default = "clip_adamw")]
+    pub optim: AdamWConfig,
+}
+
+impl ClipTrainConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))
+    }
+}
+
+/// Captions of the first `n` world items: the corpus a CLIP tokenizer is trained on.
+fn world_captions(world: &WorldConfig, seed: u64, n: u64) -> Vec<String> {
+    (0..n).flat_map(|i| generate_item(world, seed, i).captions).collect()
+}
+
+/// Token ids of `caption`, cut to `context - 1` tokens, then end-of-text, then padding.
+pub fn encode_caption(tok: &Tokenizer, caption: &str, context: usize) -> Result<Vec<i64>> {
+    let mut ids: Vec<i64> = tok.encode(caption)?.into_iter().map(i64::from).collect();
+    ids.truncate(context - 1);
+    ids.push(tok.eot() as i64);
+    ids.resize(context, tok.pad() as i64);
+    Ok(ids)
+}
+
+/// Renders and encodes pairs `start..start + n` of the world stream `seed`: pixels [n, 3, S, S]
+/// and tokens [n, L]. Each item's caption is one of its phrasings, chosen by its own seed.
+struct PairSource {
+    world: WorldConfig,
+    preprocess: Preprocess,
+    tokenizer: Tokenizer,
+    context: usize,
+}
+
+impl PairSource {
+    fn pairs(&self, seed: u64, start: u64, n: u64) -> Result<(Tensor, Tensor)> {
+        let mut pixels = Vec::with_capacity(n as usize);
+        let mut tokens = Vec::with_capacity(n as usize * self.context);
+        for index in start..start + n {
+            let item = generate_item(&self.world, seed, index);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xca97_10);
+            rng.set_stream(index);
+            let caption = &item.captions[rng.random_range(0..item.captions.len())];
+            tokens.extend(encode_caption(&self.tokenizer, caption, self.context)?);
+            pixels.push(self.preprocess.to_tensor(&item.image));
+        }
+        Ok((Tensor::stack(&pixels, 0), Tensor::from_slice(&tokens).view([n as i64, self.context as i64])))
+    }
+}
+
+/// The contrastive objective over rendered world pairs.
+struct Contrastive {
+    model: Clip,
+    source: Arc<PairSource>,
+    val_seed: u64,
+    val_pairs: u64,
+    batch_size: u64,
+    device: Device,
+}
+
+impl Objective for Contrastive {
+    type Batch = (Tensor, Tensor);
+
+    fn loss(&mut self, (pixels, tokens): (Tensor, Tensor)) -> Result<Tensor> {
+        self.model.loss(&pixels.to_device(self.device), &tokens.to_device(self.device))
+    }
+
+    fn validate(&mut self) -> Result<f64> {
+        let (mut total, mut batches) = (0.0, 0);
+        for start in (0..self.val_pairs).step_by(self.batch_size as usize) {
+            let n = self.batch_size.min(self.val_pairs - start);
+            let (pixels, tokens) = self.source.pairs(self.val_seed, start, n)?;
+            let loss =
+                tch::no_grad(|| self.model.loss(&pixels.to_device(self.device), &tokens.to_device(self.device)))?;
+            total += loss.double_value(&[]);
+            batches += 1;
+        }
+        Ok(total / batches as f64)
+    }
+
+    fn after_step(&mut self) {
+        self.model.clamp_logit_scale();
+    }
+}
+
+/// Streams training batches `next_batch..` from a loader thread.
+fn spawn_loader(
+    source: Arc<PairSource>,
+    seed: u64,
+    next_batch: u64,
+    batch_size: u64,
+    prefetch: usize,
+) -> Receiver<(Tensor, Tensor)> {
+    let (tx, rx) = sync_channel(prefetch.max(1));
+    std::thread::spawn(move || {
+        for index in next_batch.. {
+            let Ok(batch) = source.pairs(seed, index * batch_size, batch_size) else { break };
+            if tx.send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+const VAL_SEED_SALT: u64 = 0x0c11_9a11;
+
+/// Trains per `cfg`; with `resume`, continues from `out_dir/checkpoint` exactly where it stopped.
+pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
+    let t = &cfg.train;
+    t.validate()?;
+    ensure!(t.batch_size >= 2, "CLIP needs batch_size >= 2: the loss contrasts pairs within a batch");
+    ensure!(cfg.data.val_pairs >= 2, "data.val_pairs must be at least 2");
+    let device = crate::device::parse_device(&t.device)?;
+    crate::device::set_threads(t.threads)?;
+    if !resume {
+        run::refuse_existing_checkpoint(&cfg.out_dir)?;
+    }
+    let resumed = match resume {
+        true => Some(
+            checkpoint::resolve(&cfg.out_dir.join("checkpoint")).context("--resume needs a checkpoint in out_dir")?,
+        ),
+        false => None,
+    };
+    std::fs::create_dir_all(&cfg.out_dir).with_context(|| format!("creating {}", cfg.out_dir.display()))?;
+    std::fs::write(cfg.out_dir.join("config.toml"), toml::to_string_pretty(cfg)?)?;
+
+    let tok_path = match (&resumed, &cfg.data.tokenizer) {
+        (Some(dir), _) => dir.join(checkpoint::TOKENIZER_FILE),
+        (None, Some(path)) => path.clone(),
+        (None, None) => {
+            let path = cfg.out_dir.join(checkpoint::TOKENIZER_FILE);
+            let captions = world_captions(&cfg.data.world, t.seed, 2000);
+            Tokenizer::train(captions.iter(), cfg.data.vocab_size, &path)?;
+            path
+        }
+    };
+    let tokenizer = Tokenizer::from_file(&tok_path)?;
+    let clip_cfg: ClipConfig = match &resumed {
+        Some(dir) => checkpoint::read_config(dir)?,
+        None => ClipConfig::preset(&cfg.model.preset, tokenizer.vocab_size() as i64, tokenizer.eot() as i64)?,
+    };
+    ensure!(
+        cfg.data.world.side as i64 == clip_cfg.vision.image_size,
+        "data.world.side ({}) must equal the model's image size ({})",
+        cfg.data.world.side,
+        clip_cfg.vision.image_size
+    );
+    cfg.data.world.validate()?;
+
+    tch::manual_seed(t.seed as i64);
+    let vs = VarStore::new(device);
+    let model = Clip::new(&clip_cfg, vs.root())?;
+    let mut opt = AdamW::new(&vs, cfg.optim.clone());
+    let schedule = t.schedule();
+    let state = run::initial_state(resumed.as_deref(), t, &schedule, &vs, &mut opt)?;
+
+    let source = Arc::new(PairSource {
+        world: cfg.data.world.clone(),
+        preprocess: Preprocess::clip(cfg.data.world.side),
+        tokenizer: Tokenizer::from_file(&tok_path)?,
+        context: clip_cfg.text.context_length as usize,
+    });
+    let pairs_per_batch = t.batch_size as u64;
+    let batches =
+        spawn_loader(Arc::clone(&source), state.sampler.seed, state.sampler.next_batch, pairs_per_batch, t.prefetch);
+    let peak_tflops = match t.peak_tflops {
+        Some(p) => p,
+        None => crate::bench::measure_peak_tflops(device, Kind::Float)?,
+    };
+    let val_seed = state.sampler.seed ^ VAL_SEED_SALT;
+    let flops_per_pair = flops_per_pair(&clip_cfg);
+    let mut objective =
+        Contrastive { model, source, val_seed, val_pairs: cfg.data.val_pairs, batch_size: pairs_per_batch, device };
+    let spec = RunSpec {
+        section: t,
+        schedule,
+        out_dir: &cfg.out_dir,
+        vs: &vs,
+        model_config: &clip_cfg,
+        tokenizer: Some(&tok_path),
+        device,
+        unit: "pairs",
+        units_per_step: pairs_per_batch * t.grad_accum as u64,
+        flops_per_unit: flops_per_pair,
+        peak_tflops,
+        baseline: Some(("chance (ln batch)", (t.batch_size as f64).ln())),
+    };
+    run::run(spec, &mut objective, &mut opt, state, batches, resumed.is_some())
+}
+
+/// Training FLOPs of one image-text pair: 6 × parameters × positions for each tower's matmuls
+/// (attention scores are small at these lengths and left out).
+pub fn flops_per_pair(cfg: &ClipConfig) -> f64 {
+    let tower = |width: i64, layers: i64| 12.0 * (layers * width * width) as f64;
+    let patches = (cfg.grid() * cfg.grid() + 1) as f64;
+    6.0 * (tower(cfg.vision.width, cfg.vision.layers) * patches
+        + tower(cfg.text.width, cfg.text.layers) * cfg.text.context_length as f64)
+}
