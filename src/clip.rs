@@ -114,7 +114,7 @@ impl PairSource {
         let mut tokens = Vec::with_capacity(n as usize * self.context);
         for index in start..start + n {
             let item = generate_item(&self.world, seed, index);
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xca97_10);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00ca_9710);
             rng.set_stream(index);
             let caption = &item.captions[rng.random_range(0..item.captions.len())];
             tokens.extend(encode_caption(&self.tokenizer, caption, self.context)?);

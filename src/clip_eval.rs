@@ -58,7 +58,7 @@ pub struct ClipEvalResults {
     pub retrieval: RetrievalResult,
 }
 
-const EVAL_SEED: u64 = 0x00e0_a1_5eed;
+const EVAL_SEED: u64 = 0x0000_e0a1_5eed;
 
 fn normalise(x: &Tensor) -> Tensor {
     x / x.norm_scalaropt_dim(2, [-1], true)
