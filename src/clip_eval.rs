@@ -163,6 +163,14 @@ pub fn recalls(sim: &Tensor) -> Result<[f64; 3]> {
     Ok([at(1), at(5), at(10)])
 }
 
+/// Class names sit at the centres of the matrix's cells.
+fn segment_name(names: &[String], v: &SegmentValue<usize>) -> String {
+    match v {
+        SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 fn confusion_plot(r: &ZeroShotResult, stem: &Path) -> Result<()> {
     crate::plot::ensure_font();
     let k = r.classes.len();
@@ -173,7 +181,7 @@ fn confusion_plot(r: &ZeroShotResult, stem: &Path) -> Result<()> {
             .margin(10)
             .x_label_area_size(60)
             .y_label_area_size(80)
-            .build_cartesian_2d(0..k, 0..k)
+            .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented()) // k cells each way
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let names = r.classes.clone();
         chart
@@ -183,8 +191,8 @@ fn confusion_plot(r: &ZeroShotResult, stem: &Path) -> Result<()> {
             .y_desc("true")
             .x_labels(k)
             .y_labels(k)
-            .x_label_formatter(&|i| names.get(*i).cloned().unwrap_or_default())
-            .y_label_formatter(&|i| names.get(*i).cloned().unwrap_or_default())
+            .x_label_formatter(&|v| segment_name(&names, v))
+            .y_label_formatter(&|v| segment_name(&names, v))
             .label_style(("sans-serif", 12))
             .draw()
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -194,7 +202,8 @@ fn confusion_plot(r: &ZeroShotResult, stem: &Path) -> Result<()> {
                 row.iter().enumerate().map(move |(p, &c)| {
                     let v = 1.0 - c as f64 / max;
                     let shade = RGBColor((255.0 * v) as u8, (255.0 * v) as u8, 255);
-                    Rectangle::new([(p, t), (p + 1, t + 1)], shade.filled())
+                    let corner = |a, b| (SegmentValue::Exact(a), SegmentValue::Exact(b));
+                    Rectangle::new([corner(p, t), corner(p + 1, t + 1)], shade.filled())
                 })
             }))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -295,4 +304,39 @@ fn write_report(ckpt: &Path, out: &Path, r: &ClipEvalResults) -> Result<()> {
     rep.table(&["direction", "R@1", "R@5", "R@10"], &[i2t, t2i]);
     rep.paragraph(&format!("{} image-caption pairs; chance R@1 = {:.3}.", r.retrieval.n, 1.0 / r.retrieval.n as f64));
     rep.write(&out.join("report.md"))
+}
+
+/// `gptlab clip embed`: the projected feature (before normalisation, as HF's
+/// `get_image_features` / `get_text_features`) of each input line: `{"image": path}` (relative
+/// to the input file), `{"text": ...}` or `{"tokens": [ids]}`.
+pub fn embed_file(ckpt: &Path, input: &Path, device: Device) -> Result<Vec<Vec<f32>>> {
+    let loaded = checkpoint::load_clip(ckpt, device)?;
+    let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
+    let model = &loaded.model;
+    let preprocess = Preprocess::clip(model.cfg.vision.image_size as u32);
+    let ctx = model.cfg.text.context_length as usize;
+    let base = input.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (i, rec) in crate::metrics::read_jsonl(input)?.iter().enumerate() {
+        let at = || format!("{}: record {}", input.display(), i + 1);
+        let feature = if let Some(path) = rec.get("image").and_then(|v| v.as_str()) {
+            let img = gptlab_vision::transform::load_image(&base.join(path)).with_context(at)?;
+            let pixels = preprocess.eval(&img).unsqueeze(0).to_device(device);
+            tch::no_grad(|| model.image_features(&pixels))?
+        } else {
+            let ids: Vec<i64> = if let Some(text) = rec.get("text").and_then(|v| v.as_str()) {
+                encode_caption(&tok, text, ctx)?
+            } else if let Some(ids) = rec.get("tokens").and_then(|v| v.as_array()) {
+                ids.iter()
+                    .map(|v| v.as_i64().with_context(|| format!("{}: token ids must be integers", at())))
+                    .collect::<Result<_>>()?
+            } else {
+                anyhow::bail!("{}: expected \"image\", \"text\" or \"tokens\"", at());
+            };
+            let tokens = Tensor::from_slice(&ids).unsqueeze(0).to_device(device);
+            tch::no_grad(|| model.text_features(&tokens)).with_context(at)?
+        };
+        out.push(Vec::<f32>::try_from(&feature.get(0).to_kind(Kind::Float).to_device(Device::Cpu))?);
+    }
+    Ok(out)
 }

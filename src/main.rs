@@ -161,6 +161,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClipCommand {
+    /// Projected features of images and texts, one JSONL line each ({"image"}, {"text"} or {"tokens"})
+    Embed {
+        #[arg(long)]
+        ckpt: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// Output JSONL (default: stdout)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        dev: DeviceArgs,
+    },
     /// Zero-shot shape/colour/count accuracy and retrieval recall on held-out synthetic images
     Eval {
         #[arg(long)]
@@ -373,6 +385,12 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Clip(ClipCommand::Embed { ckpt, input, out, dev }) => {
+            let features = gptlab::clip_eval::embed_file(&ckpt, &input, dev.resolve()?)?;
+            let lines: String =
+                features.iter().map(|f| serde_json::json!({ "embedding": f }).to_string() + "\n").collect();
+            write_or_print(out.as_deref(), &lines)
+        }
         Command::Clip(ClipCommand::Eval { ckpt, out, n, dev }) => {
             let r = gptlab::clip_eval::evaluate(&ckpt, &out, dev.resolve()?, n)?;
             for z in &r.zero_shot {
@@ -408,13 +426,7 @@ fn run(cli: Cli) -> Result<()> {
             let scored = score::score_file(&loaded.model, &tok, &input)?;
             let lines: String =
                 scored.iter().map(|s| serde_json::to_string(s).map(|l| l + "\n")).collect::<Result<_, _>>()?;
-            match out {
-                Some(path) => std::fs::write(&path, lines).with_context(|| format!("writing {}", path.display())),
-                None => {
-                    print!("{lines}");
-                    Ok(())
-                }
-            }
+            write_or_print(out.as_deref(), &lines)
         }
         Command::Import(InteropCommand::HfGpt2 { from, out }) => {
             let cfg = hf::import_gpt2(&from, &out)?;
@@ -473,6 +485,17 @@ fn run(cli: Cli) -> Result<()> {
             let mut b = bench::bench_train(&cfg, device, kind, batch_size, steps, 3, peak_tflops)?;
             b.preset = preset;
             println!("{}", serde_json::to_string(&b)?);
+            Ok(())
+        }
+    }
+}
+
+/// JSONL results go to a file when one is named, else to stdout.
+fn write_or_print(out: Option<&std::path::Path>, lines: &str) -> Result<()> {
+    match out {
+        Some(path) => std::fs::write(path, lines).with_context(|| format!("writing {}", path.display())),
+        None => {
+            print!("{lines}");
             Ok(())
         }
     }

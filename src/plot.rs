@@ -146,7 +146,7 @@ pub fn loss_plot(metrics: &Path, stem: &Path, title: &str, x_key: &str, baseline
     LinePlot {
         title: title.to_string(),
         x_label: x_key.into(),
-        y_label: "loss (nats/token)".into(),
+        y_label: format!("loss (nats/{})", x_key.trim_end_matches('s')),
         series: lines,
         log_x: false,
     }

@@ -233,3 +233,26 @@ fn recall_counts_ranks_by_hand() {
     assert!((r[0] - 2.0 / 3.0).abs() < 1e-12, "{r:?}"); // queries 0 and 2 rank their match first
     assert_eq!(r[1], 1.0);
 }
+
+#[test]
+fn clip_embed_matches_the_model_and_skips_nothing_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    common::run_ok(&["clip", "train", "--config", write_clip_config(dir.path(), 2).to_str().unwrap()]);
+    let ckpt = dir.path().join("run/checkpoint");
+    let img = dir.path().join("img.png");
+    gptlab_vision::image::RgbImage::from_pixel(40, 32, gptlab_vision::image::Rgb([200, 30, 30])).save(&img).unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"image\": \"img.png\"}\n{\"text\": \"a red circle\"}\n").unwrap();
+    let out = common::run_ok(&["clip", "embed", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    let loaded = checkpoint::load_clip(&ckpt, Device::Cpu).unwrap();
+    let pre = gptlab_vision::transform::Preprocess::clip(32);
+    let pixels = pre.eval(&gptlab_vision::transform::load_image(&img).unwrap()).unsqueeze(0);
+    let expect = loaded.model.image_features(&pixels).unwrap();
+    assert!((tensor(&lines[0]["embedding"]).to_kind(Kind::Float) - expect.get(0)).abs().max().double_value(&[]) < 1e-5);
+    assert_eq!(lines[1]["embedding"].as_array().unwrap().len(), 64);
+    std::fs::write(&input, "{\"image\": \"missing.png\"}\n").unwrap();
+    let err = common::run_err(&["clip", "embed", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert!(err.contains("record 1") && err.contains("missing.png"), "{err}");
+}

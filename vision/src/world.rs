@@ -97,6 +97,10 @@ pub struct WorldConfig {
     pub gauge_fraction: f64,
     /// Share of items that are scenes with a marked object.
     pub marked_fraction: f64,
+    /// Share of scenes whose objects all take one colour: hard negatives for contrastive
+    /// training, where colour alone would otherwise tell most captions apart and shape is never
+    /// learned.
+    pub mono_fraction: f64,
 }
 
 impl Default for WorldConfig {
@@ -108,6 +112,7 @@ impl Default for WorldConfig {
             texture: false,
             gauge_fraction: 0.15,
             marked_fraction: 0.15,
+            mono_fraction: 0.0,
         }
     }
 }
@@ -128,6 +133,9 @@ impl WorldConfig {
         let fraction = 0.0..=1.0;
         if !(fraction.contains(&gauge) && fraction.contains(&marked) && gauge + marked <= 1.0) {
             bail!("gauge_fraction ({gauge}) and marked_fraction ({marked}) must lie in [0, 1] and sum to at most 1");
+        }
+        if !(0.0..=1.0).contains(&self.mono_fraction) {
+            bail!("mono_fraction must lie in [0, 1], not {}", self.mono_fraction);
         }
         Ok(())
     }
@@ -159,6 +167,11 @@ fn world_scene<R: Rng + ?Sized>(cfg: &WorldConfig, rng: &mut R) -> Scene {
     let mut scene = Scene::random(rng, cfg.max_objects.clamp(1, MAX_OBJECTS));
     scene.width = cfg.side;
     scene.height = cfg.side;
+    // Drawn only when enabled, so worlds without it keep their random streams.
+    if cfg.mono_fraction > 0.0 && rng.random_bool(cfg.mono_fraction.clamp(0.0, 1.0)) {
+        let color = scene.objects[0].color;
+        scene.objects.iter_mut().for_each(|o| o.color = color);
+    }
     scene
 }
 
@@ -650,5 +663,26 @@ mod tests {
         let cfg = WorldConfig { max_objects: 12, ..small() };
         assert!(write_world(dir.path(), &cfg, 1, 0).is_err());
         assert!(!dir.path().join("images").exists());
+    }
+}
+
+#[cfg(test)]
+mod mono_tests {
+    use super::*;
+
+    #[test]
+    fn mono_scenes_share_one_colour() {
+        let cfg =
+            WorldConfig { mono_fraction: 1.0, gauge_fraction: 0.0, marked_fraction: 0.0, ..WorldConfig::default() };
+        for i in 0..20 {
+            let scene = generate_item(&cfg, 3, i).scene.unwrap();
+            assert!(scene.objects.iter().all(|o| o.color == scene.objects[0].color));
+        }
+        let off = WorldConfig { gauge_fraction: 0.0, marked_fraction: 0.0, ..WorldConfig::default() };
+        let mixed = (0..20)
+            .filter_map(|i| generate_item(&off, 3, i).scene)
+            .any(|s| s.objects.iter().any(|o| o.color != s.objects[0].color));
+        assert!(mixed, "without mono_fraction, colours vary within scenes");
+        assert!(WorldConfig { mono_fraction: 1.5, ..WorldConfig::default() }.validate().is_err());
     }
 }
