@@ -13,12 +13,11 @@ use anyhow::{ensure, Context, Result};
 use gptlab_vision::clip::{Clip, ClipConfig};
 use gptlab_vision::transform::Preprocess;
 use gptlab_vision::world::{generate_item, WorldConfig};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::checkpoint;
+use crate::clip_data::{read_captions_jsonl, read_coco, FilePairs, PairStream, TextSide, WorldPairs};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::run::{self, Objective, RunSpec, TrainSummary};
@@ -39,11 +38,31 @@ impl Default for ClipModelSpec {
 }
 
 /// Where image-caption pairs come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PairSourceKind {
+    /// The synthetic image world, rendered on the fly.
+    #[default]
+    Synthetic,
+    /// Image files listed by a captions JSONL (`captions`).
+    Captions,
+    /// COCO captions (`coco_annotations` and `coco_images`).
+    Coco,
+}
+
+/// Where image-caption pairs come from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClipDataSpec {
+    pub source: PairSourceKind,
     /// The synthetic world's settings; its `side` must equal the model's image size.
     pub world: WorldConfig,
+    /// A captions JSONL (`{"image": "x.png", "caption": "..."}`, paths relative to it).
+    pub captions: Option<PathBuf>,
+    pub coco_annotations: Option<PathBuf>,
+    pub coco_images: Option<PathBuf>,
+    /// Share of image files held out for validation (file sources).
+    pub val_fraction: f64,
     /// A tokenizer.json; when absent one is trained on world captions and saved in out_dir.
     pub tokenizer: Option<PathBuf>,
     /// Vocabulary of a tokenizer trained here.
@@ -54,7 +73,17 @@ pub struct ClipDataSpec {
 
 impl Default for ClipDataSpec {
     fn default() -> Self {
-        Self { world: WorldConfig::default(), tokenizer: None, vocab_size: 512, val_pairs: 256 }
+        Self {
+            source: PairSourceKind::Synthetic,
+            world: WorldConfig::default(),
+            captions: None,
+            coco_annotations: None,
+            coco_images: None,
+            val_fraction: 0.05,
+            tokenizer: None,
+            vocab_size: 512,
+            val_pairs: 256,
+        }
     }
 }
 
@@ -99,37 +128,10 @@ pub fn encode_caption(tok: &Tokenizer, caption: &str, context: usize) -> Result<
     Ok(ids)
 }
 
-/// Renders and encodes pairs `start..start + n` of the world stream `seed`: pixels [n, 3, S, S]
-/// and tokens [n, L]. Each item's caption is one of its phrasings, chosen by its own seed.
-struct PairSource {
-    world: WorldConfig,
-    preprocess: Preprocess,
-    tokenizer: Tokenizer,
-    context: usize,
-}
-
-impl PairSource {
-    fn pairs(&self, seed: u64, start: u64, n: u64) -> Result<(Tensor, Tensor)> {
-        let mut pixels = Vec::with_capacity(n as usize);
-        let mut tokens = Vec::with_capacity(n as usize * self.context);
-        for index in start..start + n {
-            let item = generate_item(&self.world, seed, index);
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00ca_9710);
-            rng.set_stream(index);
-            let caption = &item.captions[rng.random_range(0..item.captions.len())];
-            tokens.extend(encode_caption(&self.tokenizer, caption, self.context)?);
-            pixels.push(self.preprocess.to_tensor(&item.image));
-        }
-        Ok((Tensor::stack(&pixels, 0), Tensor::from_slice(&tokens).view([n as i64, self.context as i64])))
-    }
-}
-
-/// The contrastive objective over rendered world pairs.
+/// The contrastive objective over a stream of image-caption pairs.
 struct Contrastive {
     model: Clip,
-    source: Arc<PairSource>,
-    val_seed: u64,
-    val_pairs: u64,
+    source: Arc<dyn PairStream>,
     batch_size: u64,
     device: Device,
 }
@@ -143,9 +145,13 @@ impl Objective for Contrastive {
 
     fn validate(&mut self) -> Result<f64> {
         let (mut total, mut batches) = (0.0, 0);
-        for start in (0..self.val_pairs).step_by(self.batch_size as usize) {
-            let n = self.batch_size.min(self.val_pairs - start);
-            let (pixels, tokens) = self.source.pairs(self.val_seed, start, n)?;
+        let len = self.source.val_len();
+        for start in (0..len).step_by(self.batch_size as usize) {
+            let n = self.batch_size.min(len - start);
+            if n < 2 {
+                break; // a single pair has nothing to be contrasted with
+            }
+            let (pixels, tokens) = self.source.val_batch(start, n)?;
             let loss =
                 tch::no_grad(|| self.model.loss(&pixels.to_device(self.device), &tokens.to_device(self.device)))?;
             total += loss.double_value(&[]);
@@ -157,11 +163,15 @@ impl Objective for Contrastive {
     fn after_step(&mut self) {
         self.model.clamp_logit_scale();
     }
+
+    fn extra_metrics(&self) -> Vec<(&'static str, serde_json::Value)> {
+        vec![("skipped_images", self.source.skipped().into())]
+    }
 }
 
 /// Streams training batches `next_batch..` from a loader thread.
 fn spawn_loader(
-    source: Arc<PairSource>,
+    source: Arc<dyn PairStream>,
     seed: u64,
     next_batch: u64,
     batch_size: u64,
@@ -170,9 +180,16 @@ fn spawn_loader(
     let (tx, rx) = sync_channel(prefetch.max(1));
     std::thread::spawn(move || {
         for index in next_batch.. {
-            let Ok(batch) = source.pairs(seed, index * batch_size, batch_size) else { break };
-            if tx.send(batch).is_err() {
-                break;
+            match source.train_batch(seed, index, batch_size) {
+                Ok(batch) => {
+                    if tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("batch loader failed: {e:#}");
+                    break;
+                }
             }
         }
     });
@@ -201,12 +218,28 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
     std::fs::create_dir_all(&cfg.out_dir).with_context(|| format!("creating {}", cfg.out_dir.display()))?;
     std::fs::write(cfg.out_dir.join("config.toml"), toml::to_string_pretty(cfg)?)?;
 
+    let files = match cfg.data.source {
+        PairSourceKind::Synthetic => None,
+        PairSourceKind::Captions => {
+            let path = cfg.data.captions.as_ref().context("data.source = \"captions\" needs data.captions")?;
+            Some(read_captions_jsonl(path)?)
+        }
+        PairSourceKind::Coco => {
+            let ann =
+                cfg.data.coco_annotations.as_ref().context("data.source = \"coco\" needs data.coco_annotations")?;
+            let images = cfg.data.coco_images.as_ref().context("data.source = \"coco\" needs data.coco_images")?;
+            Some(read_coco(ann, images)?)
+        }
+    };
     let tok_path = match (&resumed, &cfg.data.tokenizer) {
         (Some(dir), _) => dir.join(checkpoint::TOKENIZER_FILE),
         (None, Some(path)) => path.clone(),
         (None, None) => {
             let path = cfg.out_dir.join(checkpoint::TOKENIZER_FILE);
-            let captions = world_captions(&cfg.data.world, t.seed, 2000);
+            let captions = match &files {
+                Some(pairs) => pairs.iter().map(|p| p.caption.clone()).collect(),
+                None => world_captions(&cfg.data.world, t.seed, 2000),
+            };
             Tokenizer::train(captions.iter(), cfg.data.vocab_size, &path)?;
             path
         }
@@ -216,13 +249,15 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
         Some(dir) => checkpoint::read_config(dir)?,
         None => ClipConfig::preset(&cfg.model.preset, tokenizer.vocab_size() as i64, tokenizer.eot() as i64)?,
     };
-    ensure!(
-        cfg.data.world.side as i64 == clip_cfg.vision.image_size,
-        "data.world.side ({}) must equal the model's image size ({})",
-        cfg.data.world.side,
-        clip_cfg.vision.image_size
-    );
-    cfg.data.world.validate()?;
+    if files.is_none() {
+        ensure!(
+            cfg.data.world.side as i64 == clip_cfg.vision.image_size,
+            "data.world.side ({}) must equal the model's image size ({})",
+            cfg.data.world.side,
+            clip_cfg.vision.image_size
+        );
+        cfg.data.world.validate()?;
+    }
 
     tch::manual_seed(t.seed as i64);
     let vs = VarStore::new(device);
@@ -231,12 +266,18 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
     let schedule = t.schedule();
     let state = run::initial_state(resumed.as_deref(), t, &schedule, &vs, &mut opt)?;
 
-    let source = Arc::new(PairSource {
-        world: cfg.data.world.clone(),
-        preprocess: Preprocess::clip(cfg.data.world.side),
-        tokenizer: Tokenizer::from_file(&tok_path)?,
-        context: clip_cfg.text.context_length as usize,
-    });
+    let preprocess = Preprocess::clip(clip_cfg.vision.image_size as u32);
+    let text = TextSide { tokenizer: Tokenizer::from_file(&tok_path)?, context: clip_cfg.text.context_length as usize };
+    let source: Arc<dyn PairStream> = match files {
+        Some(pairs) => Arc::new(FilePairs::new(pairs, cfg.data.val_fraction, preprocess, text)?),
+        None => Arc::new(WorldPairs {
+            world: cfg.data.world.clone(),
+            preprocess,
+            text,
+            val_seed: state.sampler.seed ^ VAL_SEED_SALT,
+            val_pairs: cfg.data.val_pairs,
+        }),
+    };
     let pairs_per_batch = t.batch_size as u64;
     let batches =
         spawn_loader(Arc::clone(&source), state.sampler.seed, state.sampler.next_batch, pairs_per_batch, t.prefetch);
@@ -244,10 +285,8 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
         Some(p) => p,
         None => crate::bench::measure_peak_tflops(device, Kind::Float)?,
     };
-    let val_seed = state.sampler.seed ^ VAL_SEED_SALT;
     let flops_per_pair = flops_per_pair(&clip_cfg);
-    let mut objective =
-        Contrastive { model, source, val_seed, val_pairs: cfg.data.val_pairs, batch_size: pairs_per_batch, device };
+    let mut objective = Contrastive { model, source, batch_size: pairs_per_batch, device };
     let spec = RunSpec {
         section: t,
         schedule,

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod clip;
+pub mod clip_data;
 pub mod clip_eval;
 pub mod corpus;
 pub mod data;

@@ -256,3 +256,77 @@ fn clip_embed_matches_the_model_and_skips_nothing_silently() {
     let err = common::run_err(&["clip", "embed", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
     assert!(err.contains("record 1") && err.contains("missing.png"), "{err}");
 }
+
+#[test]
+fn clip_trains_on_an_image_folder_and_skips_images_that_do_not_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("folder");
+    common::run_ok(&[
+        "data",
+        "synth-images",
+        "--out",
+        data.to_str().unwrap(),
+        "--n",
+        "12",
+        "--seed",
+        "2",
+        "--side",
+        "40",
+    ]);
+    // Break half the images: garbage, a truncated PNG, an empty file.
+    for (i, name) in ["000000", "000002", "000004", "000006", "000008", "000010"].iter().enumerate() {
+        let path = data.join(format!("images/{name}.png"));
+        match i % 3 {
+            0 => std::fs::write(&path, b"not an image").unwrap(),
+            1 => {
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+            }
+            _ => std::fs::write(&path, b"").unwrap(),
+        }
+    }
+    let cfg = write_clip_config(dir.path(), 3);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[data]\n",
+        &format!(
+            "[data]\nsource = \"captions\"\ncaptions = \"{}\"\nval_fraction = 0.4\n",
+            data.join("captions.jsonl").display()
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = common::gptlab(&["clip", "train", "--config", cfg.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: skipping an image") && stderr.contains(".png"), "{stderr}");
+    let metrics = gptlab::metrics::read_jsonl(&dir.path().join("run/metrics.jsonl")).unwrap();
+    assert!(metrics.last().unwrap()["skipped_images"].as_u64().unwrap() > 0);
+    // A captions file with a missing field is a configuration error, named by file and line.
+    std::fs::write(data.join("captions.jsonl"), "{\"image\": \"images/000001.png\"}\n").unwrap();
+    let fresh = write_clip_config(tempfile::tempdir().unwrap().keep().as_path(), 3);
+    let text = std::fs::read_to_string(&fresh).unwrap().replace(
+        "[data]\n",
+        &format!("[data]\nsource = \"captions\"\ncaptions = \"{}\"\n", data.join("captions.jsonl").display()),
+    );
+    std::fs::write(&fresh, text).unwrap();
+    assert!(common::run_err(&["clip", "train", "--config", fresh.to_str().unwrap()]).contains("captions.jsonl:1"));
+}
+
+#[test]
+fn coco_captions_pair_each_caption_with_its_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let ann = dir.path().join("captions_val.json");
+    std::fs::write(
+        &ann,
+        r#"{"images": [{"id": 7, "file_name": "a.jpg"}, {"id": 9, "file_name": "b.jpg"}],
+            "annotations": [{"image_id": 7, "caption": " A dog. "}, {"image_id": 9, "caption": "A cat."},
+                            {"image_id": 7, "caption": "A brown dog."}]}"#,
+    )
+    .unwrap();
+    let pairs = gptlab::clip_data::read_coco(&ann, Path::new("/imgs")).unwrap();
+    assert_eq!(pairs.len(), 3);
+    assert_eq!(pairs[0].image, Path::new("/imgs/a.jpg"));
+    assert_eq!(pairs[0].caption, "A dog.");
+    assert_eq!(pairs[2].image, Path::new("/imgs/a.jpg"));
+    std::fs::write(&ann, r#"{"images": [], "annotations": [{"image_id": 1, "caption": "x"}]}"#).unwrap();
+    assert!(gptlab::clip_data::read_coco(&ann, Path::new("/imgs")).unwrap_err().to_string().contains("image id 1"));
+}

@@ -27,6 +27,10 @@ pub trait Objective {
     fn validate(&mut self) -> Result<f64>;
     /// Runs after each optimizer step (CLIP clamps its logit scale here).
     fn after_step(&mut self) {}
+    /// Extra fields for each metrics line (e.g. images skipped by the loader).
+    fn extra_metrics(&self) -> Vec<(&'static str, serde_json::Value)> {
+        Vec::new()
+    }
 }
 
 /// Everything about a run that is not the objective.
@@ -248,6 +252,9 @@ pub fn run<O: Objective, C: Serialize>(
             });
             record[spec.unit] = state.units_seen.into();
             record[format!("{}_per_s", spec.unit)] = last_rate.into();
+            for (key, value) in objective.extra_metrics() {
+                record[key] = value;
+            }
             metrics.write(&record)?;
             loss_sum = loss_sum.zero_();
             interval_steps = 0;
