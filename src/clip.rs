@@ -88,7 +88,7 @@ impl Default for ClipDataSpec {
 }
 
 /// CLIP's optimiser defaults (open_clip): betas (0.9, 0.98), eps 1e-6, weight decay 0.2.
-fn clip_adamw() -> AdamWConfig {
+pub fn clip_adamw() -> AdamWConfig {
     AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.2 }
 }
 

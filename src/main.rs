@@ -56,6 +56,9 @@ enum Command {
         docs: usize,
         #[arg(long, default_value = "micro")]
         preset: String,
+        /// Steps of the small CLIP trained after the GPT (0 skips it)
+        #[arg(long, default_value_t = 250)]
+        clip_steps: u64,
         #[arg(long, default_value_t = 1337)]
         seed: u64,
         #[command(flatten)]
@@ -335,7 +338,7 @@ enum BenchCommand {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Quickstart { out, minutes, steps, docs, preset, seed, dev } => {
+        Command::Quickstart { out, minutes, steps, docs, preset, clip_steps, seed, dev } => {
             quickstart::run(&quickstart::QuickstartOptions {
                 out,
                 minutes,
@@ -345,6 +348,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 device: dev.device,
                 threads: dev.threads,
+                clip_steps,
                 ..Default::default()
             })
         }

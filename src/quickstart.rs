@@ -8,12 +8,15 @@ use anyhow::{Context, Result};
 use tch::Device;
 
 use crate::checkpoint;
+use crate::clip::{ClipDataSpec, ClipModelSpec, ClipTrainConfig};
+use crate::clip_eval::ClipEvalResults;
 use crate::data::shards::{self, ShardMeta};
 use crate::generate::{self, SampleOptions};
 use crate::report::Report;
 use crate::synth::{self, SynthConfig};
 use crate::tokenizer::Tokenizer;
-use crate::train::{self, ModelSpec, TrainConfig, TrainSection};
+use crate::train::{self, ModelSpec, TrainConfig, TrainSection, TrainSummary};
+use gptlab_vision::world::WorldConfig;
 
 #[derive(Clone, Debug)]
 pub struct QuickstartOptions {
@@ -28,6 +31,8 @@ pub struct QuickstartOptions {
     pub seed: u64,
     pub device: String,
     pub threads: Option<usize>,
+    /// Steps of the small CLIP trained after the GPT (0 skips it).
+    pub clip_steps: u64,
 }
 
 impl Default for QuickstartOptions {
@@ -42,6 +47,7 @@ impl Default for QuickstartOptions {
             seed: 1337,
             device: "auto".into(),
             threads: None,
+            clip_steps: 250,
         }
     }
 }
@@ -56,12 +62,13 @@ const PROMPTS: [&str; 4] = [
 
 pub fn run(opts: &QuickstartOptions) -> Result<()> {
     let out = &opts.out;
-    let ckpt = out.join("checkpoint");
-    if checkpoint::resolve(&ckpt).is_ok() {
-        eprintln!("[quickstart] replacing the previous run in {}", out.display());
-        for dir in [ckpt.clone(), ckpt.with_file_name("checkpoint.old"), ckpt.with_file_name("checkpoint.tmp")] {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    for ckpt in [out.join("checkpoint"), out.join("clip/checkpoint")] {
+        if checkpoint::resolve(&ckpt).is_ok() {
+            eprintln!("[quickstart] replacing the previous run in {}", ckpt.display());
+            for dir in [ckpt.clone(), ckpt.with_file_name("checkpoint.old"), ckpt.with_file_name("checkpoint.tmp")] {
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+                }
             }
         }
     }
@@ -137,7 +144,11 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
         .collect();
     std::fs::write(out.join("samples.md"), &samples_md)?;
 
-    write_report(out, &cfg, &meta, &summary, &samples)?;
+    let clip = match opts.clip_steps {
+        0 => None,
+        steps => Some(run_clip(opts, steps)?),
+    };
+    write_report(out, &cfg, &meta, &summary, &samples, clip.as_ref())?;
     step(&format!(
         "done: val loss {:.3} nats/token vs unigram baseline {:.3}; report at {}",
         summary.final_val_loss,
@@ -145,6 +156,37 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
         out.join("report.md").display()
     ));
     Ok(())
+}
+
+/// Trains the small CLIP preset on the synthetic image world and evaluates it zero-shot.
+fn run_clip(opts: &QuickstartOptions, steps: u64) -> Result<(TrainSummary, ClipEvalResults)> {
+    eprintln!("[quickstart] training a small CLIP on the synthetic image world for {steps} steps");
+    let world =
+        WorldConfig { side: 64, max_objects: 4, gauge_fraction: 0.0, marked_fraction: 0.0, ..Default::default() };
+    let cfg = ClipTrainConfig {
+        out_dir: opts.out.join("clip"),
+        model: ClipModelSpec { preset: "small".into() },
+        data: ClipDataSpec { world, val_pairs: 128, ..ClipDataSpec::default() },
+        train: TrainSection {
+            batch_size: 64,
+            max_steps: steps,
+            lr: 5e-4,
+            warmup_steps: (steps / 10).min(50),
+            eval_interval: 50,
+            eval_batches: 1,
+            log_interval: 10,
+            ckpt_interval: 1000,
+            seed: opts.seed,
+            device: opts.device.clone(),
+            threads: opts.threads,
+            ..TrainSection::default()
+        },
+        optim: crate::clip::clip_adamw(),
+    };
+    let summary = crate::clip::train(&cfg, false)?;
+    let device = crate::device::parse_device(&opts.device)?;
+    let eval = crate::clip_eval::evaluate(&summary.checkpoint, &cfg.out_dir.join("eval"), device, 200)?;
+    Ok((summary, eval))
 }
 
 /// Tokens/s of this run's model and batch on random tokens, to size the step count.
@@ -163,6 +205,7 @@ fn write_report(
     meta: &ShardMeta,
     s: &train::TrainSummary,
     samples: &[(String, String)],
+    clip: Option<&(TrainSummary, ClipEvalResults)>,
 ) -> Result<()> {
     let device = crate::device::parse_device(&cfg.train.device).unwrap_or(Device::Cpu);
     let params = cfg.model.resolve(meta.vocab_size)?.param_counts();
@@ -213,6 +256,34 @@ fn write_report(
     r.heading("Samples (greedy)");
     for (p, c) in samples {
         r.code(&format!("{p}{c}"));
+    }
+    if let Some((c, e)) = clip {
+        r.heading("CLIP on the synthetic image world");
+        r.paragraph(&format!(
+            "A small CLIP (64 px ViT, 8 px patches) trained contrastively for {} steps ({} image-caption pairs, \
+             {:.0} s): validation loss {:.3} against {:.3} for chance (ln of the batch size). Zero-shot \
+             classification of held-out rendered images, with prompts phrased like the training captions:",
+            c.steps,
+            c.units_seen,
+            c.elapsed_s,
+            c.final_val_loss,
+            64f64.ln()
+        ));
+        let rows: Vec<Vec<String>> = e
+            .zero_shot
+            .iter()
+            .map(|z| vec![z.attribute.clone(), format!("{:.3}", z.accuracy), format!("{:.3}", z.chance)])
+            .collect();
+        r.table(&["attribute", "zero-shot accuracy", "chance"], &rows);
+        r.paragraph(&format!(
+            "Retrieval over {} held-out pairs: image→text R@1 {:.3}, text→image R@1 {:.3} (chance {:.3}). \
+             Details: `clip/eval/report.md`.",
+            e.retrieval.n,
+            e.retrieval.image_to_text[0],
+            e.retrieval.text_to_image[0],
+            1.0 / e.retrieval.n as f64
+        ));
+        r.image("CLIP zero-shot colour confusion", "clip/eval/confusion_colour.png");
     }
     r.heading("Files");
     r.paragraph(

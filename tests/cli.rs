@@ -218,6 +218,8 @@ fn quickstart_trains_below_the_unigram_baseline_and_reports() {
         "4000",
         "--preset",
         "nano",
+        "--clip-steps",
+        "4",
         "--device",
         "cpu",
     ]);
@@ -240,6 +242,8 @@ fn quickstart_trains_below_the_unigram_baseline_and_reports() {
     assert!(report.contains("![train and validation loss against tokens](loss.png)"));
     assert!(report.contains(&format!("{:.4}", meta.train_unigram_entropy)));
     assert!(report.contains(&format!("{val:.4}")));
+    assert!(report.contains("CLIP on the synthetic image world") && report.contains("| colour |"));
+    assert!(out.join("clip/eval/results.json").exists() && out.join("clip/checkpoint/model.safetensors").exists());
 }
 
 #[test]
@@ -255,6 +259,8 @@ fn info_and_bench_report_sizes_and_throughput() {
         "train",
         "--preset",
         "nano",
+        "--clip-steps",
+        "4",
         "--batch-size",
         "2",
         "--steps",
