@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::checkpoint;
-use crate::clip_data::{read_captions_jsonl, read_coco, FilePairs, PairStream, TextSide, WorldPairs};
+use crate::clip_data::{read_captions_jsonl, read_coco, CaptionedImage, FilePairs, PairStream, TextSide, WorldPairs};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::run::{self, Objective, RunSpec, TrainSummary};
@@ -198,6 +198,135 @@ fn spawn_loader(
 
 const VAL_SEED_SALT: u64 = 0x0c11_9a11;
 
+/// What a run needs before it builds its model: the tokenizer, the model config and, for file
+/// sources, the pair list.
+struct Prepared {
+    tok_path: PathBuf,
+    clip_cfg: ClipConfig,
+    files: Option<Vec<CaptionedImage>>,
+}
+
+/// Reads the data source, finds or trains the tokenizer (a trained one is written to
+/// `tok_out`), and resolves the model config (the checkpoint's when resuming).
+fn prepare(cfg: &ClipTrainConfig, resumed: Option<&Path>, tok_out: &Path) -> Result<Prepared> {
+    let files = match cfg.data.source {
+        PairSourceKind::Synthetic => None,
+        PairSourceKind::Captions => {
+            let path = cfg.data.captions.as_ref().context("data.source = \"captions\" needs data.captions")?;
+            Some(read_captions_jsonl(path)?)
+        }
+        PairSourceKind::Coco => {
+            let ann =
+                cfg.data.coco_annotations.as_ref().context("data.source = \"coco\" needs data.coco_annotations")?;
+            let images = cfg.data.coco_images.as_ref().context("data.source = \"coco\" needs data.coco_images")?;
+            Some(read_coco(ann, images)?)
+        }
+    };
+    let tok_path = match (resumed, &cfg.data.tokenizer) {
+        (Some(dir), _) => dir.join(checkpoint::TOKENIZER_FILE),
+        (None, Some(path)) => path.clone(),
+        (None, None) => {
+            let captions = match &files {
+                Some(pairs) => pairs.iter().map(|p| p.caption.clone()).collect(),
+                None => world_captions(&cfg.data.world, cfg.train.seed, 2000),
+            };
+            Tokenizer::train(captions.iter(), cfg.data.vocab_size, tok_out)?;
+            tok_out.to_path_buf()
+        }
+    };
+    let tokenizer = Tokenizer::from_file(&tok_path)?;
+    let clip_cfg: ClipConfig = match resumed {
+        Some(dir) => checkpoint::read_config(dir)?,
+        None => ClipConfig::preset(&cfg.model.preset, tokenizer.vocab_size() as i64, tokenizer.eot() as i64)?,
+    };
+    if files.is_none() {
+        ensure!(
+            cfg.data.world.side as i64 == clip_cfg.vision.image_size,
+            "data.world.side ({}) must equal the model's image size ({})",
+            cfg.data.world.side,
+            clip_cfg.vision.image_size
+        );
+        cfg.data.world.validate()?;
+    }
+    Ok(Prepared { tok_path, clip_cfg, files })
+}
+
+fn make_source(
+    cfg: &ClipTrainConfig,
+    clip_cfg: &ClipConfig,
+    tok_path: &Path,
+    files: Option<Vec<CaptionedImage>>,
+    val_seed: u64,
+) -> Result<Arc<dyn PairStream>> {
+    let preprocess = Preprocess::clip(clip_cfg.vision.image_size as u32);
+    let text = TextSide { tokenizer: Tokenizer::from_file(tok_path)?, context: clip_cfg.text.context_length as usize };
+    Ok(match files {
+        Some(pairs) => Arc::new(FilePairs::new(pairs, cfg.data.val_fraction, preprocess, text)?),
+        None => {
+            let (world, val_pairs) = (cfg.data.world.clone(), cfg.data.val_pairs);
+            Arc::new(WorldPairs { world, preprocess, text, val_seed, val_pairs })
+        }
+    })
+}
+
+/// Loader against training throughput, in images/s, for one config.
+#[derive(Debug, Serialize)]
+pub struct LoaderBench {
+    pub batches: u64,
+    pub batch_size: usize,
+    pub loader_images_per_s: f64,
+    pub train_images_per_s: f64,
+    /// How many times faster the loader produces images than a training step consumes them.
+    pub ratio: f64,
+}
+
+/// Times `batches` loader batches (decoding, augmentation, tokenising, on all cores), then as
+/// many full training steps on them, separately, so the ratio says whether the loader can keep
+/// the model fed.
+pub fn bench_loader(cfg: &ClipTrainConfig, batches: u64) -> Result<LoaderBench> {
+    let t = &cfg.train;
+    ensure!(batches > 0 && t.batch_size >= 2, "need at least one batch of at least 2 pairs");
+    let device = crate::device::parse_device(&t.device)?;
+    crate::device::set_threads(t.threads)?;
+    let tok_out = std::env::temp_dir().join(format!("gptlab-bench-tokenizer-{}.json", std::process::id()));
+    let Prepared { tok_path, clip_cfg, files } = prepare(cfg, None, &tok_out)?;
+    let source = make_source(cfg, &clip_cfg, &tok_path, files, VAL_SEED_SALT)?;
+    let b = t.batch_size as u64;
+    let start = std::time::Instant::now();
+    let loaded: Vec<(Tensor, Tensor)> =
+        (0..batches).map(|i| source.train_batch(t.seed, i, b)).collect::<Result<_>>()?;
+    let loader_secs = start.elapsed().as_secs_f64();
+    tch::manual_seed(t.seed as i64);
+    let vs = VarStore::new(device);
+    let mut model = Clip::new(&clip_cfg, vs.root())?;
+    let mut opt = AdamW::new(&vs, cfg.optim.clone());
+    let mut step = |(pixels, tokens): &(Tensor, Tensor)| -> Result<f64> {
+        let loss = model.loss(&pixels.to_device(device), &tokens.to_device(device))?;
+        loss.backward();
+        let _ = opt.clip_grad_norm(1.0);
+        opt.step(1e-4);
+        opt.zero_grad();
+        model.clamp_logit_scale();
+        Ok(loss.double_value(&[]))
+    };
+    step(&loaded[0])?; // warm-up
+    let start = std::time::Instant::now();
+    for batch in &loaded {
+        step(batch)?;
+    }
+    let train_secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&tok_out);
+    let images = (batches * b) as f64;
+    let (loader, train) = (images / loader_secs, images / train_secs);
+    Ok(LoaderBench {
+        batches,
+        batch_size: t.batch_size,
+        loader_images_per_s: loader,
+        train_images_per_s: train,
+        ratio: loader / train,
+    })
+}
+
 /// Trains per `cfg`; with `resume`, continues from `out_dir/checkpoint` exactly where it stopped.
 pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
     let t = &cfg.train;
@@ -218,46 +347,8 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
     std::fs::create_dir_all(&cfg.out_dir).with_context(|| format!("creating {}", cfg.out_dir.display()))?;
     std::fs::write(cfg.out_dir.join("config.toml"), toml::to_string_pretty(cfg)?)?;
 
-    let files = match cfg.data.source {
-        PairSourceKind::Synthetic => None,
-        PairSourceKind::Captions => {
-            let path = cfg.data.captions.as_ref().context("data.source = \"captions\" needs data.captions")?;
-            Some(read_captions_jsonl(path)?)
-        }
-        PairSourceKind::Coco => {
-            let ann =
-                cfg.data.coco_annotations.as_ref().context("data.source = \"coco\" needs data.coco_annotations")?;
-            let images = cfg.data.coco_images.as_ref().context("data.source = \"coco\" needs data.coco_images")?;
-            Some(read_coco(ann, images)?)
-        }
-    };
-    let tok_path = match (&resumed, &cfg.data.tokenizer) {
-        (Some(dir), _) => dir.join(checkpoint::TOKENIZER_FILE),
-        (None, Some(path)) => path.clone(),
-        (None, None) => {
-            let path = cfg.out_dir.join(checkpoint::TOKENIZER_FILE);
-            let captions = match &files {
-                Some(pairs) => pairs.iter().map(|p| p.caption.clone()).collect(),
-                None => world_captions(&cfg.data.world, t.seed, 2000),
-            };
-            Tokenizer::train(captions.iter(), cfg.data.vocab_size, &path)?;
-            path
-        }
-    };
-    let tokenizer = Tokenizer::from_file(&tok_path)?;
-    let clip_cfg: ClipConfig = match &resumed {
-        Some(dir) => checkpoint::read_config(dir)?,
-        None => ClipConfig::preset(&cfg.model.preset, tokenizer.vocab_size() as i64, tokenizer.eot() as i64)?,
-    };
-    if files.is_none() {
-        ensure!(
-            cfg.data.world.side as i64 == clip_cfg.vision.image_size,
-            "data.world.side ({}) must equal the model's image size ({})",
-            cfg.data.world.side,
-            clip_cfg.vision.image_size
-        );
-        cfg.data.world.validate()?;
-    }
+    let tok_out = cfg.out_dir.join(checkpoint::TOKENIZER_FILE);
+    let Prepared { tok_path, clip_cfg, files } = prepare(cfg, resumed.as_deref(), &tok_out)?;
 
     tch::manual_seed(t.seed as i64);
     let vs = VarStore::new(device);
@@ -266,18 +357,7 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
     let schedule = t.schedule();
     let state = run::initial_state(resumed.as_deref(), t, &schedule, &vs, &mut opt)?;
 
-    let preprocess = Preprocess::clip(clip_cfg.vision.image_size as u32);
-    let text = TextSide { tokenizer: Tokenizer::from_file(&tok_path)?, context: clip_cfg.text.context_length as usize };
-    let source: Arc<dyn PairStream> = match files {
-        Some(pairs) => Arc::new(FilePairs::new(pairs, cfg.data.val_fraction, preprocess, text)?),
-        None => Arc::new(WorldPairs {
-            world: cfg.data.world.clone(),
-            preprocess,
-            text,
-            val_seed: state.sampler.seed ^ VAL_SEED_SALT,
-            val_pairs: cfg.data.val_pairs,
-        }),
-    };
+    let source = make_source(cfg, &clip_cfg, &tok_path, files, state.sampler.seed ^ VAL_SEED_SALT)?;
     let pairs_per_batch = t.batch_size as u64;
     let batches =
         spawn_loader(Arc::clone(&source), state.sampler.seed, state.sampler.next_batch, pairs_per_batch, t.prefetch);

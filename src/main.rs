@@ -316,6 +316,13 @@ enum BenchCommand {
         #[command(flatten)]
         dev: DeviceArgs,
     },
+    /// Images/s of a CLIP config's data loader against its training steps
+    ClipLoader {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        batches: u64,
+    },
     /// Training tokens/s and MFU of a preset on random tokens
     Train {
         #[arg(long, default_value = "micro")]
@@ -479,6 +486,11 @@ fn run(cli: Cli) -> Result<()> {
                 "{}",
                 serde_json::json!({"device": format!("{device:?}"), "dtype": format!("{kind:?}"), "peak_tflops": tflops})
             );
+            Ok(())
+        }
+        Command::Bench(BenchCommand::ClipLoader { config, batches }) => {
+            let cfg = gptlab::clip::ClipTrainConfig::from_file(&config)?;
+            println!("{}", serde_json::to_string(&gptlab::clip::bench_loader(&cfg, batches)?)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Train { preset, batch_size, steps, dtype, peak_tflops, seed, dev }) => {

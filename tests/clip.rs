@@ -330,3 +330,15 @@ fn coco_captions_pair_each_caption_with_its_image() {
     std::fs::write(&ann, r#"{"images": [], "annotations": [{"image_id": 1, "caption": "x"}]}"#).unwrap();
     assert!(gptlab::clip_data::read_coco(&ann, Path::new("/imgs")).unwrap_err().to_string().contains("image id 1"));
 }
+
+#[test]
+fn loader_benchmark_reports_both_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_clip_config(dir.path(), 2);
+    let out = common::run_ok(&["bench", "clip-loader", "--config", cfg.to_str().unwrap(), "--batches", "2"]);
+    let b: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for key in ["loader_images_per_s", "train_images_per_s", "ratio"] {
+        assert!(b[key].as_f64().unwrap() > 0.0, "{key} in {b}");
+    }
+    assert!(!dir.path().join("run").exists(), "the benchmark writes nothing into out_dir");
+}
