@@ -39,6 +39,41 @@ impl DeviceArgs {
     }
 }
 
+/// A training run: its TOML config, and what the command line overrides in it.
+#[derive(Args)]
+struct TrainArgs {
+    /// The run's TOML config (see experiments/*/config.toml)
+    #[arg(long)]
+    config: PathBuf,
+    /// Continue from out_dir/checkpoint exactly where it stopped
+    #[arg(long)]
+    resume: bool,
+    /// Overrides train.device
+    #[arg(long)]
+    device: Option<String>,
+    /// Overrides train.threads
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Overrides train.seed
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl TrainArgs {
+    /// `--device`, `--threads` and `--seed` given on the command line win over the config file.
+    fn apply(&self, t: &mut train::TrainSection) {
+        if let Some(d) = &self.device {
+            t.device = d.clone();
+        }
+        if self.threads.is_some() {
+            t.threads = self.threads;
+        }
+        if let Some(s) = self.seed {
+            t.seed = s;
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole text pipeline on synthetic data in about two minutes: corpus, tokenizer, training, samples, report
@@ -72,20 +107,8 @@ enum Command {
     Tokenizer(TokenizerCommand),
     /// Train a GPT from a TOML config
     Train {
-        #[arg(long)]
-        config: PathBuf,
-        /// Continue from out_dir/checkpoint exactly where it stopped
-        #[arg(long)]
-        resume: bool,
-        /// Overrides train.device
-        #[arg(long)]
-        device: Option<String>,
-        /// Overrides train.threads
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Overrides train.seed
-        #[arg(long)]
-        seed: Option<u64>,
+        #[command(flatten)]
+        run: TrainArgs,
     },
     /// CLIP: contrastive image-text pretraining
     #[command(subcommand)]
@@ -188,22 +211,10 @@ enum ClipCommand {
         #[command(flatten)]
         dev: DeviceArgs,
     },
-    /// Train a CLIP from a TOML config (synthetic image world)
+    /// Train a CLIP from a TOML config (synthetic world, captions JSONL or COCO)
     Train {
-        #[arg(long)]
-        config: PathBuf,
-        /// Continue from out_dir/checkpoint exactly where it stopped
-        #[arg(long)]
-        resume: bool,
-        /// Overrides train.device
-        #[arg(long)]
-        device: Option<String>,
-        /// Overrides train.threads
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Overrides train.seed
-        #[arg(long)]
-        seed: Option<u64>,
+        #[command(flatten)]
+        run: TrainArgs,
     },
 }
 
@@ -367,10 +378,10 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {} ({} tokens)", out.display(), tok.vocab_size());
             Ok(())
         }
-        Command::Train { config, resume, device, threads, seed } => {
-            let mut cfg = train::TrainConfig::from_file(&config)?;
-            apply_overrides(&mut cfg.train, device, threads, seed);
-            let s = train::train(&cfg, resume)?;
+        Command::Train { run } => {
+            let mut cfg = train::TrainConfig::from_file(&run.config)?;
+            run.apply(&mut cfg.train);
+            let s = train::train(&cfg, run.resume)?;
             println!(
                 "trained {} steps ({} tokens): val loss {:.4}, {:.0} tokens/s, MFU {:.2}%; checkpoint {}",
                 s.steps,
@@ -382,10 +393,10 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Clip(ClipCommand::Train { config, resume, device, threads, seed }) => {
-            let mut cfg = gptlab::clip::ClipTrainConfig::from_file(&config)?;
-            apply_overrides(&mut cfg.train, device, threads, seed);
-            let s = gptlab::clip::train(&cfg, resume)?;
+        Command::Clip(ClipCommand::Train { run }) => {
+            let mut cfg = gptlab::clip::ClipTrainConfig::from_file(&run.config)?;
+            run.apply(&mut cfg.train);
+            let s = gptlab::clip::train(&cfg, run.resume)?;
             println!(
                 "trained CLIP {} steps ({} pairs): val loss {:.4}, {:.0} pairs/s; checkpoint {}",
                 s.steps,
@@ -514,19 +525,6 @@ fn write_or_print(out: Option<&std::path::Path>, lines: &str) -> Result<()> {
             print!("{lines}");
             Ok(())
         }
-    }
-}
-
-/// `--device`, `--threads` and `--seed` given on the command line win over the config file.
-fn apply_overrides(t: &mut train::TrainSection, device: Option<String>, threads: Option<usize>, seed: Option<u64>) {
-    if let Some(d) = device {
-        t.device = d;
-    }
-    if threads.is_some() {
-        t.threads = threads;
-    }
-    if let Some(s) = seed {
-        t.seed = s;
     }
 }
 

@@ -259,8 +259,6 @@ fn info_and_bench_report_sizes_and_throughput() {
         "train",
         "--preset",
         "nano",
-        "--clip-steps",
-        "4",
         "--batch-size",
         "2",
         "--steps",
