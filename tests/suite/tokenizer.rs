@@ -1,7 +1,7 @@
 //! The byte-level BPE tokenizer: lossless on arbitrary UTF-8, special tokens at 0..n, and a
 //! tokenizer.json that Python's `tokenizers` loads and encodes identically.
 
-mod common;
+use crate::common;
 
 use gptlab::special;
 use gptlab::tokenizer::Tokenizer;

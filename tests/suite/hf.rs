@@ -1,11 +1,11 @@
 //! HF GPT-2 interop against `transformers` itself: imported weights give HF's logits, and
 //! exported checkpoints load in `GPT2LMHeadModel` with gptlab's logits.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::{run_ok, run_python};
+use crate::common::{run_ok, run_python};
 use gptlab::checkpoint;
 use gptlab::model::gpt::{Gelu, Gpt, GptConfig, Input};
 use tch::{nn::VarStore, Device, Kind, Tensor};

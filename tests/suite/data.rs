@@ -1,6 +1,6 @@
 //! Token shards on disk and the resumable batch sampler.
 
-mod common;
+use crate::common;
 
 use gptlab::data::sampler::{SamplerState, WindowSampler};
 use gptlab::data::shards::{self, ShardMeta, TokenDtype, TokenShards};

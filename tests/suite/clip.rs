@@ -1,7 +1,7 @@
 //! CLIP: HF parity, open_clip's loss on a hand-computed case, the logit-scale clamp, and the
 //! shapes the VLM relies on.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

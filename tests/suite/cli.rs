@@ -1,12 +1,12 @@
 //! The command line end to end: sampling with and without the KV cache, scoring, the quickstart,
 //! and the error paths (one `error:` line, exit 1, no panic).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{run_err, run_ok, write_config};
+use crate::common::{run_err, run_ok, write_config};
 use gptlab::checkpoint;
 use gptlab::model::gpt::Input;
 use tch::{Device, Kind, Tensor};

@@ -1,10 +1,8 @@
 //! Training runs: exact resume, atomic checkpoints, NaN stops, metrics.
 
-mod common;
-
 use std::path::Path;
 
-use common::{run_err, run_ok, write_config};
+use crate::common::{run_err, run_ok, write_config};
 use gptlab::checkpoint;
 use tch::Tensor;
 

@@ -1,0 +1,12 @@
+//! Every integration test in one binary, so libtorch is linked once rather than once per file.
+
+mod common;
+
+mod cli;
+mod clip;
+mod data;
+mod hf;
+mod model;
+mod optim;
+mod tokenizer;
+mod train;
