@@ -202,6 +202,7 @@ const VAL_SEED_SALT: u64 = 0x0c11_9a11;
 /// sources, the pair list.
 struct Prepared {
     tok_path: PathBuf,
+    tokenizer: Tokenizer,
     clip_cfg: ClipConfig,
     files: Option<Vec<CaptionedImage>>,
 }
@@ -248,18 +249,18 @@ fn prepare(cfg: &ClipTrainConfig, resumed: Option<&Path>, tok_out: &Path) -> Res
         );
         cfg.data.world.validate()?;
     }
-    Ok(Prepared { tok_path, clip_cfg, files })
+    Ok(Prepared { tok_path, tokenizer, clip_cfg, files })
 }
 
 fn make_source(
     cfg: &ClipTrainConfig,
     clip_cfg: &ClipConfig,
-    tok_path: &Path,
+    tokenizer: Tokenizer,
     files: Option<Vec<CaptionedImage>>,
     val_seed: u64,
 ) -> Result<Arc<dyn PairStream>> {
     let preprocess = Preprocess::clip(clip_cfg.vision.image_size as u32);
-    let text = TextSide { tokenizer: Tokenizer::from_file(tok_path)?, context: clip_cfg.text.context_length as usize };
+    let text = TextSide { tokenizer, context: clip_cfg.text.context_length as usize };
     Ok(match files {
         Some(pairs) => Arc::new(FilePairs::new(pairs, cfg.data.val_fraction, preprocess, text)?),
         None => {
@@ -289,8 +290,8 @@ pub fn bench_loader(cfg: &ClipTrainConfig, batches: u64) -> Result<LoaderBench> 
     let device = crate::device::parse_device(&t.device)?;
     crate::device::set_threads(t.threads)?;
     let tok_out = std::env::temp_dir().join(format!("gptlab-bench-tokenizer-{}.json", std::process::id()));
-    let Prepared { tok_path, clip_cfg, files } = prepare(cfg, None, &tok_out)?;
-    let source = make_source(cfg, &clip_cfg, &tok_path, files, VAL_SEED_SALT)?;
+    let Prepared { tokenizer, clip_cfg, files, .. } = prepare(cfg, None, &tok_out)?;
+    let source = make_source(cfg, &clip_cfg, tokenizer, files, VAL_SEED_SALT)?;
     let b = t.batch_size as u64;
     let start = std::time::Instant::now();
     let loaded: Vec<(Tensor, Tensor)> =
@@ -348,7 +349,7 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
     std::fs::write(cfg.out_dir.join("config.toml"), toml::to_string_pretty(cfg)?)?;
 
     let tok_out = cfg.out_dir.join(checkpoint::TOKENIZER_FILE);
-    let Prepared { tok_path, clip_cfg, files } = prepare(cfg, resumed.as_deref(), &tok_out)?;
+    let Prepared { tok_path, tokenizer, clip_cfg, files } = prepare(cfg, resumed.as_deref(), &tok_out)?;
 
     tch::manual_seed(t.seed as i64);
     let vs = VarStore::new(device);
@@ -357,7 +358,7 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
     let schedule = t.schedule();
     let state = run::initial_state(resumed.as_deref(), t, &schedule, &vs, &mut opt)?;
 
-    let source = make_source(cfg, &clip_cfg, &tok_path, files, state.sampler.seed ^ VAL_SEED_SALT)?;
+    let source = make_source(cfg, &clip_cfg, tokenizer, files, state.sampler.seed ^ VAL_SEED_SALT)?;
     let pairs_per_batch = t.batch_size as u64;
     let batches =
         spawn_loader(Arc::clone(&source), state.sampler.seed, state.sampler.next_batch, pairs_per_batch, t.prefetch);

@@ -42,7 +42,8 @@ pub struct TextSide {
 }
 
 impl TextSide {
-    fn rows(&self, captions: &[&str]) -> Result<Tensor> {
+    /// Captions as token rows [n, context]: each cut, ended with end-of-text and padded.
+    pub fn rows(&self, captions: &[&str]) -> Result<Tensor> {
         let mut ids = Vec::with_capacity(captions.len() * self.context);
         for c in captions {
             ids.extend(encode_caption(&self.tokenizer, c, self.context)?);

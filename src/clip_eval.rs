@@ -21,6 +21,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
 use crate::clip::encode_caption;
+use crate::clip_data::TextSide;
 use crate::report::Report;
 use crate::tokenizer::Tokenizer;
 
@@ -66,7 +67,7 @@ fn normalise(x: &Tensor) -> Tensor {
 
 struct Encoder<'a> {
     model: &'a Clip,
-    tok: &'a Tokenizer,
+    text: TextSide,
     preprocess: Preprocess,
     device: Device,
 }
@@ -79,12 +80,8 @@ impl Encoder<'_> {
     }
 
     fn texts(&self, texts: &[String]) -> Result<Tensor> {
-        let ctx = self.model.cfg.text.context_length as usize;
-        let mut ids = Vec::with_capacity(texts.len() * ctx);
-        for t in texts {
-            ids.extend(encode_caption(self.tok, t, ctx)?);
-        }
-        let tokens = Tensor::from_slice(&ids).view([texts.len() as i64, ctx as i64]).to_device(self.device);
+        let captions: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let tokens = self.text.rows(&captions)?.to_device(self.device);
         Ok(normalise(&tch::no_grad(|| self.model.text_features(&tokens))?))
     }
 
@@ -220,7 +217,8 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, n: usize) -> Result<Cli
     let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
     let model = &loaded.model;
     let side = model.cfg.vision.image_size as u32;
-    let enc = Encoder { model, tok: &tok, preprocess: Preprocess::clip(side), device };
+    let text = TextSide { tokenizer: tok, context: model.cfg.text.context_length as usize };
+    let enc = Encoder { model, text, preprocess: Preprocess::clip(side), device };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
     let max_count = 4;
