@@ -325,9 +325,7 @@ pub fn embed_file(ckpt: &Path, input: &Path, device: Device) -> Result<Vec<Vec<f
             let ids: Vec<i64> = if let Some(text) = rec.get("text").and_then(|v| v.as_str()) {
                 encode_caption(&tok, text, ctx)?
             } else if let Some(ids) = rec.get("tokens").and_then(|v| v.as_array()) {
-                ids.iter()
-                    .map(|v| v.as_i64().with_context(|| format!("{}: token ids must be integers", at())))
-                    .collect::<Result<_>>()?
+                crate::score::token_ids(ids).with_context(at)?
             } else {
                 anyhow::bail!("{}: expected \"image\", \"text\" or \"tokens\"", at());
             };

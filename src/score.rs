@@ -52,6 +52,11 @@ pub fn score_tokens(model: &Gpt, tokens: &[i64]) -> Result<Scored> {
     Ok(Scored { total_logprob: token_logprobs.iter().sum(), token_logprobs })
 }
 
+/// A JSON array of token ids, as input files give them (`{"tokens": [...]}`).
+pub fn token_ids(ids: &[serde_json::Value]) -> Result<Vec<i64>> {
+    ids.iter().map(|v| v.as_i64().context("token ids must be integers")).collect()
+}
+
 /// Scores every line of a JSONL file: `{"text": ...}` or `{"tokens": [ids]}`.
 pub fn score_file(model: &Gpt, tok: &Tokenizer, input: &Path) -> Result<Vec<Scored>> {
     let records = crate::metrics::read_jsonl(input)?;
@@ -61,9 +66,7 @@ pub fn score_file(model: &Gpt, tok: &Tokenizer, input: &Path) -> Result<Vec<Scor
         let tokens: Vec<i64> = if let Some(text) = rec.get("text").and_then(|t| t.as_str()) {
             tok.encode(text)?.into_iter().map(i64::from).collect()
         } else if let Some(ids) = rec.get("tokens").and_then(|t| t.as_array()) {
-            ids.iter()
-                .map(|v| v.as_i64().with_context(|| format!("{}: token ids must be integers", at())))
-                .collect::<Result<_>>()?
+            token_ids(ids).with_context(at)?
         } else {
             bail!("{}: expected an object with \"text\" (string) or \"tokens\" (array of ids)", at());
         };
