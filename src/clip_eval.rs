@@ -269,10 +269,95 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, n: usize) -> Result<Cli
     let captions: Vec<String> = items.iter().map(|i| i.captions[1].clone()).collect();
     let sim = enc.images(&images)?.matmul(&enc.texts(&captions)?.transpose(0, 1)); // [N images, N texts]
     let retrieval = RetrievalResult { n, image_to_text: recalls(&sim)?, text_to_image: recalls(&sim.transpose(0, 1))? };
+    let sim: Vec<Vec<f32>> = Vec::try_from(&sim.to_kind(Kind::Float).to_device(Device::Cpu))?;
+    image_to_text_grid(&sim, &images, &captions, &out.join("retrieval_image_to_text.png"))?;
+    let sim_t: Vec<Vec<f32>> = (0..sim.len()).map(|t| sim.iter().map(|row| row[t]).collect()).collect();
+    text_to_image_grid(&sim_t, &images, &captions, &out.join("retrieval_text_to_image.png"))?;
     let results = ClipEvalResults { zero_shot: zero_shot_results, retrieval };
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     write_report(ckpt, out, &results)?;
     Ok(results)
+}
+
+/// Example queries shown in the retrieval grids, and matches shown per query.
+const GRID_QUERIES: usize = 6;
+const GRID_TOP: usize = 4;
+const THUMB: u32 = 96;
+const HIT: RGBColor = RGBColor(30, 150, 50);
+const MISS: RGBColor = RGBColor(200, 40, 40);
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// Indices of the `k` highest scores, best first.
+fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order.truncate(k);
+    order
+}
+
+/// Draws `img` scaled (nearest neighbour) to a THUMB-sized square at (x, y), framed in `frame`.
+fn thumbnail(area: &Area, img: &RgbImage, (x, y): (i32, i32), frame: Option<RGBColor>) -> Result<()> {
+    let err = |e| anyhow::anyhow!("{e:?}");
+    let (w, h) = img.dimensions();
+    for ty in 0..THUMB {
+        for tx in 0..THUMB {
+            let p = img.get_pixel(tx * w / THUMB, ty * h / THUMB).0;
+            area.draw_pixel((x + tx as i32, y + ty as i32), &RGBColor(p[0], p[1], p[2])).map_err(err)?;
+        }
+    }
+    if let Some(c) = frame {
+        let t = THUMB as i32;
+        area.draw(&Rectangle::new([(x - 3, y - 3), (x + t + 2, y + t + 2)], c.stroke_width(3))).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// One row per query image: the picture, then its best-scoring captions, the right one in green.
+fn image_to_text_grid(sim: &[Vec<f32>], images: &[RgbImage], captions: &[String], png: &Path) -> Result<()> {
+    crate::plot::ensure_font();
+    let err = |e| anyhow::anyhow!("{e:?}");
+    let row_h = THUMB + 16;
+    let rows = GRID_QUERIES.min(images.len());
+    let root = BitMapBackend::new(png, (900, 40 + row_h * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let title = "image → text: top captions per image (green = the image's own caption)";
+    root.draw_text(title, &("sans-serif", 16).into_text_style(&root), (10, 10)).map_err(err)?;
+    for (q, scores) in sim.iter().take(rows).enumerate() {
+        let y = 40 + (q as u32 * row_h) as i32;
+        thumbnail(&root, &images[q], (10, y), None)?;
+        for (rank, &t) in top_k(scores, GRID_TOP).iter().enumerate() {
+            let colour = if t == q { HIT } else { MISS };
+            let line = format!("{}. {}  ({:.2})", rank + 1, captions[t], scores[t]);
+            let style = ("sans-serif", 14).into_text_style(&root).color(&colour);
+            root.draw_text(&line, &style, (10 + THUMB as i32 + 16, y + 8 + 22 * rank as i32)).map_err(err)?;
+        }
+    }
+    root.present().map_err(err)
+}
+
+/// One row per query caption: the caption, then its best-scoring images, the right one framed
+/// in green and the others in red.
+fn text_to_image_grid(sim: &[Vec<f32>], images: &[RgbImage], captions: &[String], png: &Path) -> Result<()> {
+    crate::plot::ensure_font();
+    let err = |e| anyhow::anyhow!("{e:?}");
+    let row_h = THUMB + 40;
+    let rows = GRID_QUERIES.min(captions.len());
+    let width = 20 + (THUMB + 16) * GRID_TOP as u32;
+    let root = BitMapBackend::new(png, (width.max(600), 40 + row_h * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let title = "text → image: top images per caption (green frame = its own image)";
+    root.draw_text(title, &("sans-serif", 16).into_text_style(&root), (10, 10)).map_err(err)?;
+    for (q, scores) in sim.iter().take(rows).enumerate() {
+        let y = 40 + (q as u32 * row_h) as i32;
+        let query = format!("\u{201c}{}\u{201d}", captions[q]);
+        root.draw_text(&query, &("sans-serif", 14).into_text_style(&root), (10, y)).map_err(err)?;
+        for (rank, &i) in top_k(scores, GRID_TOP).iter().enumerate() {
+            let x = 13 + (rank as u32 * (THUMB + 16)) as i32;
+            thumbnail(&root, &images[i], (x, y + 24), Some(if i == q { HIT } else { MISS }))?;
+        }
+    }
+    root.present().map_err(err)
 }
 
 fn write_report(ckpt: &Path, out: &Path, r: &ClipEvalResults) -> Result<()> {
@@ -301,6 +386,9 @@ fn write_report(ckpt: &Path, out: &Path, r: &ClipEvalResults) -> Result<()> {
     t2i.extend(pct(r.retrieval.text_to_image));
     rep.table(&["direction", "R@1", "R@5", "R@10"], &[i2t, t2i]);
     rep.paragraph(&format!("{} image-caption pairs; chance R@1 = {:.3}.", r.retrieval.n, 1.0 / r.retrieval.n as f64));
+    rep.paragraph("Example retrievals: the first held-out queries, with their best-scoring matches.");
+    rep.image("image-to-text retrievals", "retrieval_image_to_text.png");
+    rep.image("text-to-image retrievals", "retrieval_text_to_image.png");
     rep.write(&out.join("report.md"))
 }
 
@@ -335,4 +423,15 @@ pub fn embed_file(ckpt: &Path, input: &Path, device: Device) -> Result<Vec<Vec<f
         out.push(Vec::<f32>::try_from(&feature.get(0).to_kind(Kind::Float).to_device(Device::Cpu))?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_best_first() {
+        assert_eq!(top_k(&[0.1, 0.9, -0.2, 0.5], 3), [1, 3, 0]);
+        assert_eq!(top_k(&[0.3, 0.2], 4), [0, 1], "k larger than the list");
+    }
 }

@@ -222,7 +222,13 @@ fn clip_eval_writes_results_and_report() {
     let recall = r["retrieval"]["image_to_text"].as_array().unwrap();
     let (r1, r10) = (recall[0].as_f64().unwrap(), recall[2].as_f64().unwrap());
     assert!(r1 <= r10 && r10 <= 1.0);
-    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("| shape |"));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| shape |"));
+    for grid in ["retrieval_image_to_text.png", "retrieval_text_to_image.png"] {
+        assert!(report.contains(&format!("]({grid})")), "the report embeds {grid}");
+        let img = gptlab_vision::transform::load_image(&out.join(grid)).unwrap();
+        assert!(img.width() >= 600 && img.height() > 40 + 6 * 96, "{grid}: one row per query");
+    }
 }
 
 #[test]

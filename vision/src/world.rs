@@ -97,10 +97,11 @@ pub struct WorldConfig {
     pub gauge_fraction: f64,
     /// Share of items that are scenes with a marked object.
     pub marked_fraction: f64,
-    /// Share of scenes whose objects all take one colour: hard negatives for contrastive
-    /// training, where colour alone would otherwise tell most captions apart and shape is never
-    /// learned.
-    pub mono_fraction: f64,
+    /// Scenes come in groups of this many consecutive indices that share one layout (the same
+    /// objects' colours, sizes and places) and differ only in the objects' shapes (0: off). A
+    /// contrastive batch then holds captions that differ only in shape: hard negatives, without
+    /// which colour and place alone tell most captions apart and shape is barely learned.
+    pub shape_group: u64,
 }
 
 impl Default for WorldConfig {
@@ -112,7 +113,7 @@ impl Default for WorldConfig {
             texture: false,
             gauge_fraction: 0.15,
             marked_fraction: 0.15,
-            mono_fraction: 0.0,
+            shape_group: 0,
         }
     }
 }
@@ -134,9 +135,6 @@ impl WorldConfig {
         if !(fraction.contains(&gauge) && fraction.contains(&marked) && gauge + marked <= 1.0) {
             bail!("gauge_fraction ({gauge}) and marked_fraction ({marked}) must lie in [0, 1] and sum to at most 1");
         }
-        if !(0.0..=1.0).contains(&self.mono_fraction) {
-            bail!("mono_fraction must lie in [0, 1], not {}", self.mono_fraction);
-        }
         Ok(())
     }
 
@@ -153,30 +151,43 @@ pub fn generate_item(cfg: &WorldConfig, seed: u64, index: u64) -> WorldItem {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(index);
     let draw: f64 = rng.random();
+    let layout = group_layout(cfg, seed, index);
     if draw < cfg.gauge_fraction {
         gauge_item(cfg, &mut rng)
     } else if draw < cfg.gauge_fraction + cfg.marked_fraction {
-        marked_item(cfg, &mut rng)
+        marked_item(cfg, layout, &mut rng)
     } else {
-        scene_item(cfg, &mut rng)
+        scene_item(cfg, layout, &mut rng)
     }
 }
 
-/// A random scene of at least one object, sized to the image it will be drawn as.
-fn world_scene<R: Rng + ?Sized>(cfg: &WorldConfig, rng: &mut R) -> Scene {
-    let mut scene = Scene::random(rng, cfg.max_objects.clamp(1, MAX_OBJECTS));
+/// The scene whose layout item `index`'s group shares when `shape_group` is on; drawn from a
+/// stream of its own so that worlds without groups keep their random streams.
+fn group_layout(cfg: &WorldConfig, seed: u64, index: u64) -> Option<Scene> {
+    (cfg.shape_group > 0).then(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a_a9e9_9a0b);
+        rng.set_stream(index / cfg.shape_group);
+        Scene::random(&mut rng, cfg.max_objects.clamp(1, MAX_OBJECTS))
+    })
+}
+
+/// A scene of at least one object, sized to the image it will be drawn as: random, or the
+/// group's `layout` with every shape drawn anew.
+fn world_scene<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<Scene>, rng: &mut R) -> Scene {
+    let mut scene = match layout {
+        Some(mut scene) => {
+            scene.objects.iter_mut().for_each(|o| o.shape = Shape::ALL[rng.random_range(0..Shape::ALL.len())]);
+            scene
+        }
+        None => Scene::random(rng, cfg.max_objects.clamp(1, MAX_OBJECTS)),
+    };
     scene.width = cfg.side;
     scene.height = cfg.side;
-    // Drawn only when enabled, so worlds without it keep their random streams.
-    if cfg.mono_fraction > 0.0 && rng.random_bool(cfg.mono_fraction.clamp(0.0, 1.0)) {
-        let color = scene.objects[0].color;
-        scene.objects.iter_mut().for_each(|o| o.color = color);
-    }
     scene
 }
 
-fn scene_item<R: Rng + ?Sized>(cfg: &WorldConfig, rng: &mut R) -> WorldItem {
-    let scene = world_scene(cfg, rng);
+fn scene_item<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<Scene>, rng: &mut R) -> WorldItem {
+    let scene = world_scene(cfg, layout, rng);
     let image = render_scene(&scene, &cfg.render_options(), rng);
     let captions = scene_captions(&scene, rng);
     let qa = scene_qa(&scene, rng);
@@ -185,8 +196,8 @@ fn scene_item<R: Rng + ?Sized>(cfg: &WorldConfig, rng: &mut R) -> WorldItem {
 
 /// A scene with one object marked. The noise goes on last, over the marker too, so the marker
 /// is no cleaner than the rest of the picture.
-fn marked_item<R: Rng + ?Sized>(cfg: &WorldConfig, rng: &mut R) -> WorldItem {
-    let scene = world_scene(cfg, rng);
+fn marked_item<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<Scene>, rng: &mut R) -> WorldItem {
+    let scene = world_scene(cfg, layout, rng);
     let index = rng.random_range(0..scene.objects.len());
     let object = scene.objects[index];
     let kind = MarkerKind::ALL[rng.random_range(0..MarkerKind::ALL.len())];
@@ -667,22 +678,18 @@ mod tests {
 }
 
 #[cfg(test)]
-mod mono_tests {
+mod shape_group_tests {
     use super::*;
 
     #[test]
-    fn mono_scenes_share_one_colour() {
-        let cfg =
-            WorldConfig { mono_fraction: 1.0, gauge_fraction: 0.0, marked_fraction: 0.0, ..WorldConfig::default() };
-        for i in 0..20 {
-            let scene = generate_item(&cfg, 3, i).scene.unwrap();
-            assert!(scene.objects.iter().all(|o| o.color == scene.objects[0].color));
+    fn a_shape_group_shares_its_layout_and_varies_shapes() {
+        let cfg = WorldConfig { shape_group: 4, gauge_fraction: 0.0, marked_fraction: 0.0, ..WorldConfig::default() };
+        let scenes: Vec<Scene> = (0..16).map(|i| generate_item(&cfg, 3, i).scene.unwrap()).collect();
+        let layout = |s: &Scene| s.objects.iter().map(|o| (o.color, o.size, o.x, o.y)).collect::<Vec<_>>();
+        for group in scenes.chunks(4) {
+            assert!(group.iter().all(|s| layout(s) == layout(&group[0])), "one layout per group");
+            assert!(group.iter().any(|s| s.objects != group[0].objects), "shapes vary within a group");
         }
-        let off = WorldConfig { gauge_fraction: 0.0, marked_fraction: 0.0, ..WorldConfig::default() };
-        let mixed = (0..20)
-            .filter_map(|i| generate_item(&off, 3, i).scene)
-            .any(|s| s.objects.iter().any(|o| o.color != s.objects[0].color));
-        assert!(mixed, "without mono_fraction, colours vary within scenes");
-        assert!(WorldConfig { mono_fraction: 1.5, ..WorldConfig::default() }.validate().is_err());
+        assert_ne!(layout(&scenes[0]), layout(&scenes[4]), "groups differ");
     }
 }
