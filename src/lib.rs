@@ -19,6 +19,7 @@ pub mod model;
 pub mod plot;
 pub mod quickstart;
 pub mod report;
+pub mod scaling;
 pub mod score;
 pub mod special;
 pub mod synth;

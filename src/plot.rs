@@ -19,19 +19,46 @@ pub fn ensure_font() {
     });
 }
 
-/// One named line.
+/// How a series is drawn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Style {
+    Line,
+    Dots,
+    /// Points taken in pairs, each pair one segment: error bars.
+    Segments,
+}
+
+/// One named series.
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    pub style: Style,
 }
 
-/// A chart: title, axis labels and lines; `log_x` for token or compute axes.
+impl Series {
+    pub fn line(label: &str, points: Vec<(f64, f64)>) -> Series {
+        Series { label: label.into(), points, style: Style::Line }
+    }
+
+    pub fn dots(label: &str, points: Vec<(f64, f64)>) -> Series {
+        Series { label: label.into(), points, style: Style::Dots }
+    }
+
+    /// Vertical bars from lo to hi at each x.
+    pub fn bars(label: &str, bars: &[(f64, f64, f64)]) -> Series {
+        let points = bars.iter().flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]).collect();
+        Series { label: label.into(), points, style: Style::Segments }
+    }
+}
+
+/// A chart: title, axis labels and series; `log_x`/`log_y` for token, compute or loss axes.
 pub struct LinePlot {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
     pub series: Vec<Series>,
     pub log_x: bool,
+    pub log_y: bool,
 }
 
 const COLORS: [RGBColor; 6] = [
@@ -44,20 +71,39 @@ const COLORS: [RGBColor; 6] = [
 ];
 
 impl LinePlot {
-    /// Writes `{stem}.png` and `{stem}.svg`.
+    /// Writes `{stem}.png` and `{stem}.svg`. A log y axis is drawn as log10(y) on a linear
+    /// axis labelled in y: plotters' own log axis leaves a range narrower than a decade (a
+    /// loss axis) without labels.
     pub fn save(&self, stem: &Path) -> Result<()> {
         ensure_font();
-        let points: Vec<&(f64, f64)> =
-            self.series.iter().flat_map(|s| &s.points).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        let series: Vec<Series> = self
+            .series
+            .iter()
+            .map(|s| {
+                let points = s
+                    .points
+                    .iter()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || *y > 0.0))
+                    .map(|&(x, y)| (x, if self.log_y { y.log10() } else { y }))
+                    .collect();
+                Series { label: s.label.clone(), points, style: s.style }
+            })
+            .collect();
+        let points: Vec<&(f64, f64)> = series.iter().flat_map(|s| &s.points).collect();
         ensure!(!points.is_empty(), "nothing to plot for {}", self.title);
         let png = stem.with_extension("png");
         let svg = stem.with_extension("svg");
-        self.draw(BitMapBackend::new(&png, (900, 560)).into_drawing_area(), &points)?;
-        self.draw(SVGBackend::new(&svg, (900, 560)).into_drawing_area(), &points)?;
+        self.draw(BitMapBackend::new(&png, (900, 560)).into_drawing_area(), &series, &points)?;
+        self.draw(SVGBackend::new(&svg, (900, 560)).into_drawing_area(), &series, &points)?;
         Ok(())
     }
 
-    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>, points: &[&(f64, f64)]) -> Result<()>
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: DrawingArea<DB, Shift>,
+        series: &[Series],
+        points: &[&(f64, f64)],
+    ) -> Result<()>
     where
         DB::ErrorType: 'static,
     {
@@ -70,6 +116,7 @@ impl LinePlot {
         }
         let pad = ((y1 - y0) * 0.05).max(1e-3);
         (y0, y1) = (y0 - pad, y1 + pad);
+        let y_label = |y: &f64| human(if self.log_y { 10f64.powf(*y) } else { *y });
         let mut builder = ChartBuilder::on(&root);
         builder.caption(&self.title, ("sans-serif", 24)).margin(16).x_label_area_size(48).y_label_area_size(64);
         macro_rules! finish {
@@ -80,21 +127,30 @@ impl LinePlot {
                     .x_desc(&self.x_label)
                     .y_desc(&self.y_label)
                     .x_label_formatter(&|x: &f64| human(*x))
+                    .y_label_formatter(&y_label)
+                    .y_labels(10)
                     .label_style(("sans-serif", 14))
                     .draw()
                     .map_err(err)?;
-                for (i, s) in self.series.iter().enumerate() {
+                for (i, s) in series.iter().enumerate() {
                     let color = COLORS[i % COLORS.len()];
                     let pts: Vec<(f64, f64)> =
                         s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
-                    chart
-                        .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                    let drawn = match s.style {
+                        Style::Line => chart.draw_series(LineSeries::new(pts, color.stroke_width(2))),
+                        Style::Dots => chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled()))),
+                        Style::Segments => chart.draw_series(
+                            pts.chunks_exact(2).map(|w| PathElement::new(vec![w[0], w[1]], color.stroke_width(2))),
+                        ),
+                    };
+                    drawn
                         .map_err(err)?
                         .label(&s.label)
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
                 }
                 chart
                     .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
                     .background_style(WHITE.mix(0.8))
                     .border_style(BLACK)
                     .label_font(("sans-serif", 14))
@@ -103,7 +159,9 @@ impl LinePlot {
             }};
         }
         if self.log_x {
-            x0 = x0.max(1e-12);
+            (x0, x1) = (x0.max(1e-12) * 0.8, x1 * 1.25);
+        }
+        if self.log_x {
             finish!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(err)?);
         } else {
             finish!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?);
@@ -138,17 +196,18 @@ pub fn loss_plot(metrics: &Path, stem: &Path, title: &str, x_key: &str, baseline
         records.iter().filter_map(|r| Some((r[x_key].as_f64()?, r[key].as_f64()?))).collect()
     };
     let train = series("train_loss");
-    let mut lines = vec![Series { label: "val".into(), points: series("val_loss") }];
+    let mut lines = vec![Series::line("val", series("val_loss"))];
     if let (Some((label, y)), Some(first), Some(last)) = (baseline, train.first(), train.last()) {
-        lines.push(Series { label: label.into(), points: vec![(first.0, y), (last.0, y)] });
+        lines.push(Series::line(label, vec![(first.0, y), (last.0, y)]));
     }
-    lines.insert(0, Series { label: "train".into(), points: train });
+    lines.insert(0, Series::line("train", train));
     LinePlot {
         title: title.to_string(),
         x_label: x_key.into(),
         y_label: format!("loss (nats/{})", x_key.trim_end_matches('s')),
         series: lines,
         log_x: false,
+        log_y: false,
     }
     .save(stem)
 }

@@ -10,10 +10,10 @@ use tch::Device;
 use crate::checkpoint;
 use crate::clip::{ClipDataSpec, ClipModelSpec, ClipTrainConfig};
 use crate::clip_eval::ClipEvalResults;
-use crate::data::shards::{self, ShardMeta};
+use crate::data::shards::ShardMeta;
 use crate::generate::{self, SampleOptions};
 use crate::report::Report;
-use crate::synth::{self, SynthConfig};
+use crate::synth::SynthConfig;
 use crate::tokenizer::Tokenizer;
 use crate::train::{self, ModelSpec, TrainConfig, TrainSection, TrainSummary};
 use gptlab_vision::world::WorldConfig;
@@ -76,20 +76,8 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let step = |msg: &str| eprintln!("[quickstart] {msg}");
 
-    step(&format!("synthesising {} documents", opts.docs));
     let synth_cfg = SynthConfig { docs: opts.docs, seed: opts.seed, ..SynthConfig::default() };
-    let corpus = synth::generate(&synth_cfg)?;
-    let corpus_dir = data.join("corpus");
-    synth::write_corpus(&corpus_dir, &corpus, &synth_cfg)?;
-
-    step(&format!("training a {}-token byte-level BPE tokenizer", opts.vocab_size));
-    let tok_path = data.join("tokenizer.json");
-    Tokenizer::train(corpus.train.iter().map(|d| d.text.as_str()), opts.vocab_size, &tok_path)?;
-
-    step("tokenizing into shards");
-    let shard_dir = data.join("shards");
-    let meta = shards::tokenize_corpus(&corpus_dir, &tok_path, &shard_dir, shards::DEFAULT_SHARD_TOKENS)?;
-    step(&format!("{} train / {} val tokens", meta.train.tokens, meta.val.tokens));
+    let (shard_dir, meta) = crate::data::prepare_synthetic(&data, &synth_cfg, opts.vocab_size)?;
 
     let mut cfg = TrainConfig {
         out_dir: out.clone(),

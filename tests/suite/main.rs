@@ -8,5 +8,6 @@ mod data;
 mod hf;
 mod model;
 mod optim;
+mod scaling;
 mod tokenizer;
 mod train;

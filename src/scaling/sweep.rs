@@ -1,0 +1,415 @@
+//! `gptlab scaling sweep`: trains a grid of GPT shapes × token budgets, each run's LR schedule
+//! decayed to its own budget, and gathers them into `runs.csv` and `runs.jsonl`.
+//!
+//! Each run is a child process (`gptlab scaling run --dir RUN`) with its share of the threads,
+//! writing `RUN/result.json` atomically when done. A run with a result is skipped on the next
+//! sweep; one with a checkpoint but no result resumes from it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use anyhow::{bail, ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::RunRow;
+use crate::checkpoint;
+use crate::data::shards::ShardMeta;
+use crate::generate::{self, SampleOptions};
+use crate::model::gpt::{Gpt, GptConfig};
+use crate::synth::arithmetic::{ArithFamily, ArithFormat, ArithProblem};
+use crate::synth::{Holdout, SynthConfig};
+use crate::tokenizer::Tokenizer;
+use crate::train::{self, ModelSpec, TrainConfig, TrainSection};
+
+/// `sweep.toml`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SweepConfig {
+    pub data: SweepData,
+    pub grid: Grid,
+    pub train: SweepTrain,
+}
+
+/// The corpus: token shards from `gptlab data tokenize`, or (by default) the synthetic corpus
+/// generated into the sweep's `data/` folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SweepData {
+    pub shards: Option<PathBuf>,
+    pub docs: usize,
+    pub vocab_size: usize,
+    pub seed: u64,
+}
+
+impl Default for SweepData {
+    fn default() -> Self {
+        SweepData { shards: None, docs: 20_000, vocab_size: 512, seed: 1337 }
+    }
+}
+
+/// Shapes and budgets: every (width, depth) of `widths` × `depths` with every budget of
+/// `tokens`, plus any explicit `runs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Grid {
+    pub widths: Vec<i64>,
+    pub depths: Vec<i64>,
+    pub tokens: Vec<f64>,
+    pub runs: Vec<GridRun>,
+    /// n_head = n_embd / head_dim.
+    pub head_dim: i64,
+    pub block_size: i64,
+}
+
+impl Default for Grid {
+    fn default() -> Self {
+        Grid {
+            widths: Vec::new(),
+            depths: Vec::new(),
+            tokens: Vec::new(),
+            runs: Vec::new(),
+            head_dim: 16,
+            block_size: 64,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridRun {
+    pub n_embd: i64,
+    pub n_layer: i64,
+    pub tokens: f64,
+}
+
+/// Training settings shared by every run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SweepTrain {
+    pub batch_size: usize,
+    pub lr: f64,
+    /// Warmup as a fraction of each run's steps.
+    pub warmup_frac: f64,
+    /// Validation points per run (the val-loss curve).
+    pub evals: u64,
+    pub eval_batches: u64,
+    pub seed: u64,
+    pub device: String,
+    /// Held-out problems per arithmetic family for the capability law (0: skip it).
+    pub capability_problems: usize,
+}
+
+impl Default for SweepTrain {
+    fn default() -> Self {
+        SweepTrain {
+            batch_size: 16,
+            lr: 2e-3,
+            warmup_frac: 0.05,
+            evals: 8,
+            eval_batches: 8,
+            seed: 1337,
+            device: "auto".into(),
+            capability_problems: 20,
+        }
+    }
+}
+
+impl SweepConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))
+    }
+}
+
+/// One planned run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    pub name: String,
+    pub n_embd: i64,
+    pub n_layer: i64,
+    pub steps: u64,
+}
+
+/// The runs of a sweep, checked: every shape must split into heads, every budget must cover at
+/// least one step.
+pub fn plan(cfg: &SweepConfig) -> Result<Vec<Planned>> {
+    let g = &cfg.grid;
+    ensure!(g.head_dim > 0 && g.block_size > 0, "grid: head_dim and block_size must be positive");
+    ensure!(cfg.train.batch_size > 0, "train: batch_size must be positive");
+    let mut wanted: Vec<GridRun> = Vec::new();
+    for &n_embd in &g.widths {
+        for &n_layer in &g.depths {
+            wanted.extend(g.tokens.iter().map(|&tokens| GridRun { n_embd, n_layer, tokens }));
+        }
+    }
+    wanted.extend(g.runs.iter().cloned());
+    ensure!(!wanted.is_empty(), "the sweep has no runs: give grid.widths, grid.depths and grid.tokens, or grid.runs");
+    let per_step = (cfg.train.batch_size as i64 * g.block_size) as f64;
+    let mut out: Vec<Planned> = Vec::new();
+    for r in wanted {
+        let name = format!("L{}-W{}-T{}", r.n_layer, r.n_embd, crate::plot::human(r.tokens));
+        if r.n_embd <= 0 || r.n_layer <= 0 || r.n_embd % g.head_dim != 0 {
+            bail!("run {name}: infeasible shape (n_embd {} must be a positive multiple of head_dim {}, n_layer {} positive)", r.n_embd, g.head_dim, r.n_layer);
+        }
+        if !(r.tokens.is_finite() && r.tokens >= per_step) {
+            bail!("run {name}: a budget of {} tokens is less than one step ({per_step} tokens)", r.tokens);
+        }
+        ensure!(!out.iter().any(|p| p.name == name), "run {name} appears twice in the grid");
+        out.push(Planned { name, n_embd: r.n_embd, n_layer: r.n_layer, steps: (r.tokens / per_step).round() as u64 });
+    }
+    Ok(out)
+}
+
+pub(crate) fn train_config(cfg: &SweepConfig, p: &Planned, shards: &Path, out_dir: PathBuf) -> TrainConfig {
+    let t = &cfg.train;
+    let evals = t.evals.max(1);
+    TrainConfig {
+        out_dir,
+        data: shards.to_path_buf(),
+        model: ModelSpec {
+            preset: "nano".into(),
+            n_layer: Some(p.n_layer),
+            n_head: Some(p.n_embd / cfg.grid.head_dim),
+            n_embd: Some(p.n_embd),
+            block_size: Some(cfg.grid.block_size),
+            dropout: Some(0.0),
+            ..ModelSpec::default()
+        },
+        train: TrainSection {
+            batch_size: t.batch_size,
+            max_steps: p.steps,
+            lr: t.lr,
+            warmup_steps: ((p.steps as f64 * t.warmup_frac) as u64).max(1).min(p.steps),
+            eval_interval: p.steps.div_ceil(evals).max(1),
+            eval_batches: t.eval_batches,
+            log_interval: p.steps.div_ceil(20).max(1),
+            ckpt_interval: p.steps.div_ceil(4).max(1),
+            seed: t.seed,
+            device: t.device.clone(),
+            ..TrainSection::default()
+        },
+        optim: Default::default(),
+    }
+}
+
+/// What one finished run reports (`RUN/result.json`, one line of `runs.jsonl`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunResult {
+    #[serde(flatten)]
+    pub row: RunRow,
+    pub steps: u64,
+    pub flops_per_token: f64,
+    /// (tokens, val loss) at each evaluation.
+    pub val_curve: Vec<(f64, f64)>,
+    /// Arithmetic family → share of held-out problems answered exactly (greedy).
+    pub pass_rates: BTreeMap<String, f64>,
+    pub elapsed_s: f64,
+}
+
+const RESULT_FILE: &str = "result.json";
+
+/// `gptlab scaling sweep`: plans, prepares the data, trains what is missing with `jobs`
+/// processes at once, and writes `runs.csv` and `runs.jsonl`.
+pub fn sweep(cfg: &SweepConfig, out: &Path, jobs: usize, threads: Option<usize>) -> Result<Vec<RunResult>> {
+    ensure!(jobs > 0, "--jobs must be at least 1");
+    let planned = plan(cfg)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("sweep.toml"), toml::to_string_pretty(cfg)?)?;
+    let shards = match &cfg.data.shards {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = out.join("data");
+            if ShardMeta::read(&dir.join("shards")).is_err() {
+                let synth_cfg = SynthConfig { docs: cfg.data.docs, seed: cfg.data.seed, ..SynthConfig::default() };
+                crate::data::prepare_synthetic(&dir, &synth_cfg, cfg.data.vocab_size)?;
+            }
+            dir.join("shards")
+        }
+    };
+    let meta = ShardMeta::read(&shards)?;
+    let shards = std::fs::canonicalize(&shards)?;
+
+    let total = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let per_job = (total / jobs).max(1);
+    let mut todo = VecDeque::new();
+    for p in &planned {
+        let dir = out.join("runs").join(&p.name);
+        if dir.join(RESULT_FILE).exists() {
+            continue;
+        }
+        let tc = train_config(cfg, p, &shards, dir.clone());
+        tc.model.resolve(meta.vocab_size).with_context(|| format!("run {}", p.name))?;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("config.toml"), toml::to_string_pretty(&tc)?)?;
+        todo.push_back(dir);
+    }
+    let skipped = planned.len() - todo.len();
+    eprintln!(
+        "[sweep] {} runs: {} done before, {} to train, {jobs} at a time, {per_job} threads each",
+        planned.len(),
+        skipped,
+        todo.len()
+    );
+
+    let bar = ProgressBar::new(planned.len() as u64).with_position(skipped as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} runs {elapsed_precise} {msg}").expect("valid template"),
+    );
+    let queue = Mutex::new(todo);
+    let failures = Mutex::new(Vec::new());
+    let exe = std::env::current_exe().context("locating the gptlab binary")?;
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                while let Some(dir) = queue.lock().expect("queue").pop_front() {
+                    bar.set_message(dir.file_name().unwrap_or_default().to_string_lossy().to_string());
+                    if let Err(e) = run_child(&exe, &dir, per_job, cfg.train.capability_problems) {
+                        failures.lock().expect("failures").push(format!("{e:#}"));
+                    }
+                    bar.inc(1);
+                }
+            });
+        }
+    });
+    bar.finish();
+    let failures = failures.into_inner().expect("failures");
+    ensure!(failures.is_empty(), "{} run(s) failed: {}", failures.len(), failures.join("; "));
+
+    let results: Vec<RunResult> =
+        planned.iter().map(|p| read_result(&out.join("runs").join(&p.name))).collect::<Result<_>>()?;
+    write_results(out, &results)?;
+    Ok(results)
+}
+
+fn run_child(exe: &Path, dir: &Path, threads: usize, problems: usize) -> Result<()> {
+    let log_path = dir.join("train.log");
+    let log = std::fs::File::create(&log_path)?;
+    let status = Command::new(exe)
+        .args(["scaling", "run", "--dir"])
+        .arg(dir)
+        .args(["--threads", &threads.to_string(), "--capability-problems", &problems.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        bail!("{}: {last} (log: {})", dir.display(), log_path.display());
+    }
+    Ok(())
+}
+
+fn read_result(dir: &Path) -> Result<RunResult> {
+    let path = dir.join(RESULT_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// `runs.csv` and `runs.jsonl` of a sweep.
+pub fn write_results(out: &Path, results: &[RunResult]) -> Result<()> {
+    let rows: Vec<RunRow> = results.iter().map(|r| r.row.clone()).collect();
+    super::write_table(&out.join("runs.csv"), &rows)?;
+    let lines: Vec<String> = results.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
+    std::fs::write(out.join("runs.jsonl"), lines.join("\n") + "\n")?;
+    Ok(())
+}
+
+/// Reads a sweep's `runs.jsonl`.
+pub fn read_results(path: &Path) -> Result<Vec<RunResult>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1)))
+        .collect()
+}
+
+/// `gptlab scaling run --dir RUN`: trains (resuming from RUN's checkpoint when there is one),
+/// measures the capability pass rates on `problems` per family and writes `RUN/result.json`
+/// atomically.
+pub fn run_one(dir: &Path, threads: Option<usize>, problems: usize) -> Result<RunResult> {
+    let mut cfg = TrainConfig::from_file(&dir.join("config.toml"))?;
+    cfg.train.threads = threads.or(cfg.train.threads);
+    let saved = checkpoint::resolve(&cfg.checkpoint_dir()).ok();
+    let done = match &saved {
+        Some(dir) => checkpoint::read_state(dir)?.step >= cfg.train.max_steps,
+        None => false,
+    };
+    // A run killed after its last checkpoint but before its result: nothing is left to train.
+    let (steps, tokens, train_loss, val_loss, elapsed_s) = if done {
+        let metrics = crate::metrics::read_jsonl(&cfg.out_dir.join("metrics.jsonl"))?;
+        let last =
+            metrics.iter().rev().find(|r| r["val_loss"].is_f64()).context("the finished run logged no validation")?;
+        let get = |k: &str| last[k].as_f64().with_context(|| format!("metrics.jsonl: no {k} in its last evaluation"));
+        (get("step")? as u64, get("tokens")?, get("train_loss")?, get("val_loss")?, get("elapsed_s")?)
+    } else {
+        let s = train::train(&cfg, saved.is_some())?;
+        (s.steps, s.units_seen as f64, s.final_train_loss, s.final_val_loss, s.elapsed_s)
+    };
+    let device = crate::device::parse_device(&cfg.train.device)?;
+    let loaded = checkpoint::load_model(&cfg.checkpoint_dir(), device)?;
+    let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
+    let gpt: &GptConfig = &loaded.model.cfg;
+    let counts = gpt.param_counts();
+    let val_curve = crate::metrics::read_jsonl(&cfg.out_dir.join("metrics.jsonl"))?
+        .iter()
+        .filter_map(|r| Some((r["tokens"].as_f64()?, r["val_loss"].as_f64()?)))
+        .collect();
+    let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
+    let flops_per_token = gpt.flops_per_token(gpt.block_size);
+    let result = RunResult {
+        row: RunRow {
+            name,
+            n_layer: Some(gpt.n_layer),
+            n_embd: Some(gpt.n_embd),
+            n_head: Some(gpt.n_head),
+            n_params: counts.total as f64,
+            n_params_non_embedding: counts.non_embedding as f64,
+            n_tokens: tokens,
+            compute: Some(6.0 * counts.total as f64 * tokens),
+            compute_exact: Some(flops_per_token * tokens),
+            loss: val_loss,
+            train_loss: Some(train_loss),
+        },
+        steps,
+        flops_per_token,
+        val_curve,
+        pass_rates: pass_rates(&loaded.model, &tok, problems)?,
+        elapsed_s,
+    };
+    let tmp = dir.join("result.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&result)?)?;
+    std::fs::rename(&tmp, dir.join(RESULT_FILE))?;
+    Ok(result)
+}
+
+/// Share of `per_family` held-out problems of each arithmetic family that greedy decoding
+/// answers exactly, in the corpus's question format.
+pub fn pass_rates(model: &Gpt, tok: &Tokenizer, per_family: usize) -> Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    if per_family == 0 {
+        return Ok(out);
+    }
+    let opts =
+        SampleOptions { temperature: 0.0, max_new_tokens: 10, stop: vec!["\n".into()], ..SampleOptions::default() };
+    let holdout = Holdout::default();
+    for (i, family) in ArithFamily::ALL.into_iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0xca9a_b111 + i as u64);
+        let problems: Vec<ArithProblem> =
+            (0..per_family).filter_map(|_| ArithProblem::random_held_out(&mut rng, family, &holdout)).collect();
+        let mut passed = 0;
+        for p in &problems {
+            let c = generate::complete(model, tok, &p.prompt(ArithFormat::Question), &opts)?;
+            passed += usize::from(c.text.split_whitespace().next() == Some(p.answer.to_string().as_str()));
+        }
+        out.insert(family.name().to_string(), passed as f64 / problems.len().max(1) as f64);
+    }
+    Ok(out)
+}
