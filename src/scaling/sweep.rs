@@ -235,7 +235,6 @@ pub fn sweep(cfg: &SweepConfig, out: &Path, jobs: usize, threads: Option<usize>)
     let shards = std::fs::canonicalize(&shards)?;
 
     let total = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let per_job = (total / jobs).max(1);
     let mut todo = VecDeque::new();
     for p in &planned {
         let dir = out.join("runs").join(&p.name);
@@ -249,6 +248,9 @@ pub fn sweep(cfg: &SweepConfig, out: &Path, jobs: usize, threads: Option<usize>)
         todo.push_back(dir);
     }
     let skipped = planned.len() - todo.len();
+    // Threads go to the jobs that will actually run: a lone target gets them all.
+    let jobs = jobs.min(todo.len()).max(1);
+    let per_job = (total / jobs).max(1);
     eprintln!(
         "[sweep] {} runs: {} done before, {} to train, {jobs} at a time, {per_job} threads each",
         planned.len(),
