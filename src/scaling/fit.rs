@@ -634,3 +634,47 @@ mod tests {
         assert!((p - 1.0).abs() < 1e-12 && (q - 2.0).abs() < 1e-12);
     }
 }
+
+#[cfg(test)]
+mod capability_tests {
+    use super::*;
+
+    fn row(name: &str, c: f64) -> RunRow {
+        RunRow {
+            name: name.into(),
+            n_layer: None,
+            n_embd: None,
+            n_head: None,
+            n_params: c / 6e6,
+            n_params_non_embedding: c / 6e6,
+            n_tokens: 1e6,
+            compute: None,
+            compute_exact: None,
+            loss: 3.0,
+            train_loss: None,
+        }
+    }
+
+    #[test]
+    fn capability_law_is_recovered_over_families_every_run_solves() {
+        // −mean log pass-rate = 2·C^−0.1 exactly, for families "a" and "b" at equal rates;
+        // family "c" is unsolved by one run and must be left out.
+        let rows: Vec<RunRow> = (0..5).map(|i| row(&format!("r{i}"), 1e10 * 10f64.powi(i))).collect();
+        let mut rates = BTreeMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            let p = (-2.0 * r.compute().powf(-0.1)).exp();
+            let c = if i == 0 { 0.0 } else { 0.5 };
+            rates.insert(r.name.clone(), BTreeMap::from([("a".into(), p), ("b".into(), p), ("c".into(), c)]));
+        }
+        let opts = FitOptions { bootstrap: 50, ..FitOptions::default() };
+        let cap = capability_fit(&rows, &rates, &opts).unwrap().expect("a law");
+        assert_eq!(cap.families, ["a", "b"]);
+        assert!((cap.alpha - 2.0).abs() < 1e-9 && (cap.k - 0.1).abs() < 1e-12, "{cap:?}");
+        let [lo, hi] = cap.intervals["k"];
+        assert!(lo <= 0.1 + 1e-12 && 0.1 - 1e-12 <= hi);
+        // No family solved by every run: no law, not an error.
+        rates.get_mut("r0").unwrap().insert("a".into(), 0.0);
+        rates.get_mut("r0").unwrap().insert("b".into(), 0.0);
+        assert!(capability_fit(&rows, &rates, &opts).unwrap().is_none());
+    }
+}

@@ -22,7 +22,7 @@ use crate::data::shards::ShardMeta;
 use crate::generate::{self, SampleOptions};
 use crate::model::gpt::{Gpt, GptConfig};
 use crate::synth::arithmetic::{ArithFamily, ArithFormat, ArithProblem};
-use crate::synth::{Holdout, SynthConfig};
+use crate::synth::{Holdout, Mixture, SynthConfig};
 use crate::tokenizer::Tokenizer;
 use crate::train::{self, ModelSpec, TrainConfig, TrainSection};
 
@@ -44,11 +44,13 @@ pub struct SweepData {
     pub docs: usize,
     pub vocab_size: usize,
     pub seed: u64,
+    /// Weights of the synthetic document kinds (scene, arithmetic, icl, instruct).
+    pub mix: Mixture,
 }
 
 impl Default for SweepData {
     fn default() -> Self {
-        SweepData { shards: None, docs: 20_000, vocab_size: 512, seed: 1337 }
+        SweepData { shards: None, docs: 20_000, vocab_size: 512, seed: 1337, mix: Mixture::default() }
     }
 }
 
@@ -225,7 +227,12 @@ pub fn sweep(cfg: &SweepConfig, out: &Path, jobs: usize, threads: Option<usize>)
         None => {
             let dir = out.join("data");
             if ShardMeta::read(&dir.join("shards")).is_err() {
-                let synth_cfg = SynthConfig { docs: cfg.data.docs, seed: cfg.data.seed, ..SynthConfig::default() };
+                let synth_cfg = SynthConfig {
+                    docs: cfg.data.docs,
+                    seed: cfg.data.seed,
+                    mix: cfg.data.mix.clone(),
+                    ..SynthConfig::default()
+                };
                 crate::data::prepare_synthetic(&dir, &synth_cfg, cfg.data.vocab_size)?;
             }
             dir.join("shards")
