@@ -70,6 +70,8 @@ pub fn predict(runs: &Path, target: &Path, out: &Path, opts: &FitOptions) -> Res
         interval: p.interval,
         chinchilla_loss: fit.predictions.iter().find(|p| p.law == "chinchilla").map(|p| p.loss),
     };
+    // The table the fit saw, beside it (notebooks/scaling_laws.ipynb reads the pair).
+    std::fs::copy(runs.join("runs.csv"), out.join("runs.csv")).context("copying the sweep's runs.csv")?;
     std::fs::write(&file, serde_json::to_string_pretty(&reg)?)?;
     Ok(reg)
 }
