@@ -109,8 +109,7 @@ pub struct ClipTrainConfig {
 
 impl ClipTrainConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))
+        crate::config::read_toml(path)
     }
 }
 

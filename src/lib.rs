@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod clip_data;
 pub mod clip_eval;
+pub mod config;
 pub mod corpus;
 pub mod data;
 pub mod device;

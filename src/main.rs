@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use gptlab::{
-    bench, checkpoint, corpus, data, device, generate, hf, model::gpt::GptConfig, quickstart, scaling, score, synth,
-    tokenizer::Tokenizer, train,
+    bench, checkpoint, config, corpus, data, device, generate, hf, model::gpt::GptConfig, quickstart, scaling, score,
+    synth, tokenizer::Tokenizer, train,
 };
 
 #[derive(Parser)]
@@ -675,10 +675,7 @@ fn run_data(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Synth { out, config, docs, seed, val_fraction } => {
             let mut cfg = match config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?
-                }
+                Some(path) => config::read_toml(&path)?,
                 None => synth::SynthConfig::default(),
             };
             cfg.docs = docs.unwrap_or(cfg.docs);
@@ -692,10 +689,7 @@ fn run_data(cmd: DataCommand) -> Result<()> {
         }
         DataCommand::SynthImages { out, n, seed, config, side } => {
             let mut cfg: gptlab_vision::world::WorldConfig = match config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?
-                }
+                Some(path) => config::read_toml(&path)?,
                 None => Default::default(),
             };
             cfg.side = side.unwrap_or(cfg.side);

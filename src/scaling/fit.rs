@@ -501,11 +501,10 @@ pub fn fit_all(
     }
     let frontier = chinchilla.converged.then(|| {
         let law = Frontier::new(&chinchilla.theta);
-        let cs: Vec<f64> = rows.iter().map(RunRow::compute).chain(opts.predict_compute.iter().copied()).collect();
-        let (lo, hi) = cs.iter().fold((f64::MAX, f64::MIN), |(a, b), &c| (a.min(c), b.max(c)));
-        let points = (0..=8)
-            .map(|i| {
-                let c = lo * (hi / lo).powf(i as f64 / 8.0);
+        let (lo, hi) = super::compute_range(rows, opts.predict_compute.iter().copied());
+        let points = super::log_range(lo, hi, 9)
+            .into_iter()
+            .map(|c| {
                 let (n, d) = law.at(c);
                 FrontierPoint { compute: c, n_opt: n, d_opt: d, tokens_per_param: d / n }
             })

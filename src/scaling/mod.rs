@@ -44,6 +44,16 @@ impl RunRow {
     }
 }
 
+/// The smallest and largest compute of the runs and of `extra` points.
+pub fn compute_range(rows: &[RunRow], extra: impl Iterator<Item = f64>) -> (f64, f64) {
+    rows.iter().map(RunRow::compute).chain(extra).fold((f64::MAX, f64::MIN), |(a, b), c| (a.min(c), b.max(c)))
+}
+
+/// `n` points spaced evenly in log space from `lo` to `hi`, both included.
+pub fn log_range(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    (0..n).map(|i| lo * (hi / lo).powf(i as f64 / (n - 1) as f64)).collect()
+}
+
 /// Reads a runs table (`runs.csv` or a user's own with the same columns) and rejects what no
 /// fit can use: non-finite or non-positive values, repeated names, repeated rows.
 pub fn read_table(path: &Path) -> Result<Vec<RunRow>> {

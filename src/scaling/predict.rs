@@ -46,7 +46,7 @@ pub fn predict(runs: &Path, target: &Path, out: &Path, opts: &FitOptions) -> Res
     let input = FitInput::load(Some(runs), None)?;
     // The target's model as it will be built: its vocab comes from the sweep's tokenizer.
     let sweep_cfg = SweepConfig::from_file(&runs.join("sweep.toml"))?;
-    let shards = sweep_cfg.data.shards.clone().unwrap_or_else(|| runs.join("data/shards"));
+    let shards = sweep_cfg.shard_dir(runs);
     let meta = ShardMeta::read(&shards)?;
     let gpt = train_config(&cfg, run, &shards, out.to_path_buf()).model.resolve(meta.vocab_size)?;
     let n = gpt.param_counts().total as f64;

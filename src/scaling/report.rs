@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use super::fit::{self, Fit, FitOptions, LawOutcome};
 use super::sweep::{read_results, RunResult};
-use super::RunRow;
+use super::{compute_range, log_range, RunRow};
 use crate::plot::{human, LinePlot, Series};
 use crate::report::Report;
 
@@ -114,10 +114,6 @@ fn sig(v: f64) -> String {
     }
 }
 
-fn log_range(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    (0..n).map(|i| lo * (hi / lo).powf(i as f64 / (n - 1) as f64)).collect()
-}
-
 /// Log-log loss against compute: every run, the runs L(C) was fitted on, the law (θ in log-space
 /// form), predictions with their intervals and, once known, the actual outcome.
 pub fn plot_loss_vs_compute(
@@ -127,8 +123,7 @@ pub fn plot_loss_vs_compute(
     actual: Option<(f64, f64)>,
     stem: &Path,
 ) -> Result<()> {
-    let cs = rows.iter().map(RunRow::compute).chain(predictions.iter().map(|p| p.0)).chain(actual.map(|a| a.0));
-    let (c_lo, c_hi) = cs.fold((f64::MAX, f64::MIN), |(a, b), c| (a.min(c), b.max(c)));
+    let (c_lo, c_hi) = compute_range(rows, predictions.iter().map(|p| p.0).chain(actual.map(|a| a.0)));
     let frontier: Vec<(f64, f64)> = super::fit::pareto(rows).iter().map(|r| (r.compute(), r.loss)).collect();
     let mut series = vec![
         Series::dots("runs", rows.iter().map(|r| (r.compute(), r.loss)).collect()),
@@ -158,10 +153,8 @@ pub fn plot_loss_vs_compute(
 }
 
 fn plot_all(rows: &[RunRow], fit: &Fit, out: &Path) -> Result<()> {
-    let all: Vec<(f64, f64)> = rows.iter().map(|r| (r.compute(), r.loss)).collect();
     let predictions: Vec<&fit::Prediction> = fit.predictions.iter().filter(|p| p.law == "compute").collect();
-    let c_hi = all.iter().map(|p| p.0).chain(predictions.iter().filter_map(|p| p.compute)).fold(f64::MIN, f64::max);
-    let c_lo = all.iter().map(|p| p.0).fold(f64::MAX, f64::min);
+    let (c_lo, c_hi) = compute_range(rows, predictions.iter().filter_map(|p| p.compute));
 
     if let Some(law) = fit.laws.get("compute").and_then(LawOutcome::fitted) {
         let marked: Vec<(f64, f64, [f64; 2])> =

@@ -123,8 +123,13 @@ impl Default for SweepTrain {
 
 impl SweepConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))
+        crate::config::read_toml(path)
+    }
+
+    /// The token shards a sweep in `out` trains on: the configured ones, or the synthetic
+    /// corpus it generates into `out/data`.
+    pub fn shard_dir(&self, out: &Path) -> PathBuf {
+        self.data.shards.clone().unwrap_or_else(|| out.join("data/shards"))
     }
 }
 
@@ -222,23 +227,20 @@ pub fn sweep(cfg: &SweepConfig, out: &Path, jobs: usize, threads: Option<usize>)
     let planned = plan(cfg)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(out.join("sweep.toml"), toml::to_string_pretty(cfg)?)?;
-    let shards = match &cfg.data.shards {
-        Some(dir) => dir.clone(),
-        None => {
-            let dir = out.join("data");
-            if ShardMeta::read(&dir.join("shards")).is_err() {
-                let synth_cfg = SynthConfig {
-                    docs: cfg.data.docs,
-                    seed: cfg.data.seed,
-                    mix: cfg.data.mix.clone(),
-                    ..SynthConfig::default()
-                };
-                crate::data::prepare_synthetic(&dir, &synth_cfg, cfg.data.vocab_size)?;
-            }
-            dir.join("shards")
+    let shards = cfg.shard_dir(out);
+    let meta = match (ShardMeta::read(&shards), &cfg.data.shards) {
+        (Ok(meta), _) => meta,
+        (Err(e), Some(_)) => return Err(e),
+        (Err(_), None) => {
+            let synth_cfg = SynthConfig {
+                docs: cfg.data.docs,
+                seed: cfg.data.seed,
+                mix: cfg.data.mix.clone(),
+                ..SynthConfig::default()
+            };
+            crate::data::prepare_synthetic(&out.join("data"), &synth_cfg, cfg.data.vocab_size)?.1
         }
     };
-    let meta = ShardMeta::read(&shards)?;
     let shards = std::fs::canonicalize(&shards)?;
 
     let total = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -332,11 +334,12 @@ pub fn write_results(out: &Path, results: &[RunResult]) -> Result<()> {
 
 /// Reads a sweep's `runs.jsonl`.
 pub fn read_results(path: &Path) -> Result<Vec<RunResult>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
+    crate::metrics::read_jsonl(path)?
+        .into_iter()
         .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1)))
+        .map(|(i, v)| {
+            serde_json::from_value(v).map_err(|e| anyhow::anyhow!("{}: record {}: {e}", path.display(), i + 1))
+        })
         .collect()
 }
 
@@ -351,26 +354,28 @@ pub fn run_one(dir: &Path, threads: Option<usize>, problems: usize) -> Result<Ru
         Some(dir) => checkpoint::read_state(dir)?.step >= cfg.train.max_steps,
         None => false,
     };
-    // A run killed after its last checkpoint but before its result: nothing is left to train.
-    let (steps, tokens, train_loss, val_loss, elapsed_s) = if done {
-        let metrics = crate::metrics::read_jsonl(&cfg.out_dir.join("metrics.jsonl"))?;
-        let last =
-            metrics.iter().rev().find(|r| r["val_loss"].is_f64()).context("the finished run logged no validation")?;
-        let get = |k: &str| last[k].as_f64().with_context(|| format!("metrics.jsonl: no {k} in its last evaluation"));
-        (get("step")? as u64, get("tokens")?, get("train_loss")?, get("val_loss")?, get("elapsed_s")?)
-    } else {
-        let s = train::train(&cfg, saved.is_some())?;
-        (s.steps, s.units_seen as f64, s.final_train_loss, s.final_val_loss, s.elapsed_s)
+    // A run killed after its last checkpoint but before its result has nothing left to train.
+    let trained = if done { None } else { Some(train::train(&cfg, saved.is_some())?) };
+    let metrics = crate::metrics::read_jsonl(&cfg.out_dir.join("metrics.jsonl"))?;
+    let (steps, tokens, train_loss, val_loss, elapsed_s) = match trained {
+        Some(s) => (s.steps, s.units_seen as f64, s.final_train_loss, s.final_val_loss, s.elapsed_s),
+        None => {
+            let last = metrics
+                .iter()
+                .rev()
+                .find(|r| r["val_loss"].is_f64())
+                .context("the finished run logged no validation")?;
+            let get =
+                |k: &str| last[k].as_f64().with_context(|| format!("metrics.jsonl: no {k} in its last evaluation"));
+            (get("step")? as u64, get("tokens")?, get("train_loss")?, get("val_loss")?, get("elapsed_s")?)
+        }
     };
+    let val_curve = metrics.iter().filter_map(|r| Some((r["tokens"].as_f64()?, r["val_loss"].as_f64()?))).collect();
     let device = crate::device::parse_device(&cfg.train.device)?;
     let loaded = checkpoint::load_model(&cfg.checkpoint_dir(), device)?;
     let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
     let gpt: &GptConfig = &loaded.model.cfg;
     let counts = gpt.param_counts();
-    let val_curve = crate::metrics::read_jsonl(&cfg.out_dir.join("metrics.jsonl"))?
-        .iter()
-        .filter_map(|r| Some((r["tokens"].as_f64()?, r["val_loss"].as_f64()?)))
-        .collect();
     let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
     let flops_per_token = gpt.flops_per_token(gpt.block_size);
     let result = RunResult {

@@ -171,9 +171,7 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let cfg: Self =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?;
+        let cfg: Self = crate::config::read_toml(path)?;
         cfg.validate().with_context(|| format!("config {}", path.display()))?;
         Ok(cfg)
     }
