@@ -164,7 +164,8 @@ impl Objective for Contrastive {
     }
 
     fn extra_metrics(&self) -> Vec<(&'static str, serde_json::Value)> {
-        vec![("skipped_images", self.source.skipped().into())]
+        let scale = self.model.logit_scale.exp().double_value(&[]);
+        vec![("skipped_images", self.source.skipped().into()), ("logit_scale", scale.into())]
     }
 }
 

@@ -42,13 +42,17 @@ pub struct TextSide {
 }
 
 impl TextSide {
-    /// Captions as token rows [n, context]: each cut, ended with end-of-text and padded.
+    /// Captions as token rows [n, L]: each cut to the context, ended with end-of-text and padded
+    /// to L, the longest row of this batch up to its first end-of-text. Padding only to the batch's longest caption (HF's
+    /// dynamic padding) changes no feature: the text tower is causal and pools at end-of-text, so
+    /// no position it reads sees the padding. Short captions then cost a fraction of the context.
     pub fn rows(&self, captions: &[&str]) -> Result<Tensor> {
-        let mut ids = Vec::with_capacity(captions.len() * self.context);
-        for c in captions {
-            ids.extend(encode_caption(&self.tokenizer, c, self.context)?);
-        }
-        Ok(Tensor::from_slice(&ids).view([captions.len() as i64, self.context as i64]))
+        let rows =
+            captions.iter().map(|c| encode_caption(&self.tokenizer, c, self.context)).collect::<Result<Vec<_>>>()?;
+        let eot = self.tokenizer.eot() as i64;
+        let len = rows.iter().map(|r| r.iter().position(|&t| t == eot).map_or(r.len(), |i| i + 1)).max().unwrap_or(1);
+        let ids: Vec<i64> = rows.iter().flat_map(|r| r[..len].iter().copied()).collect();
+        Ok(Tensor::from_slice(&ids).view([captions.len() as i64, len as i64]))
     }
 }
 

@@ -229,7 +229,12 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, n: usize) -> Result<Cli
             classes: shape_names.iter().map(|s| s.to_string()).collect(),
             prompts: Shape::ALL
                 .iter()
-                .map(|s| vec![format!("1 object: 1 {}.", s.name()), format!("The number of {} is 1.", s.plural())])
+                .map(|s| {
+                    let mut p =
+                        vec![format!("1 object: 1 {}.", s.name()), format!("The number of {} is 1.", s.plural())];
+                    p.extend(Color::ALL.iter().map(|c| format!("a {} {}", c.name(), s.name())));
+                    p
+                })
                 .collect(),
         },
         ZeroShotTask {

@@ -6,6 +6,9 @@ use crate::common;
 use std::path::Path;
 
 use gptlab::checkpoint;
+use gptlab::clip::encode_caption;
+use gptlab::clip_data::TextSide;
+use gptlab::tokenizer::Tokenizer;
 use gptlab_vision::clip::{contrastive_loss, Clip, ClipConfig, MAX_LOGIT_SCALE};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -108,6 +111,33 @@ fn towers_give_the_shapes_the_vlm_needs() {
 }
 
 #[test]
+fn caption_rows_pad_to_the_longest_caption_and_keep_every_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let captions = ["a red circle", "There is 1 object: a small blue star in the top left.", "1 object: 1 square."];
+    let tokenizer = Tokenizer::train(captions.iter().cycle().take(30), 280, &dir.path().join("tok.json")).unwrap();
+    let longest = captions.iter().map(|c| tokenizer.encode(c).unwrap().len()).max().unwrap() as i64;
+    let eot = tokenizer.eot() as i64;
+    let full: Vec<i64> = captions.iter().flat_map(|c| encode_caption(&tokenizer, c, 64).unwrap()).collect();
+    let side = TextSide { tokenizer, context: 64 };
+    let rows = side.rows(&captions).unwrap();
+    assert_eq!(rows.size(), [3, longest + 1], "padded to the longest caption and its end-of-text");
+    assert_eq!(rows.int64_value(&[1, longest]), eot);
+
+    let vs = VarStore::new(Device::Cpu);
+    let mut cfg = ClipConfig::preset("tiny", 280, eot).unwrap();
+    cfg.text.context_length = 64;
+    let model = Clip::new(&cfg, vs.root()).unwrap();
+    let trimmed = model.text_features(&rows).unwrap();
+    let padded = model.text_features(&Tensor::from_slice(&full).view([3, 64])).unwrap();
+    assert!(trimmed.allclose(&padded, 1e-5, 1e-5, false), "dynamic padding changes no feature");
+    // A caption longer than the context is cut, and still ends with end-of-text.
+    let long = ["a red circle and a blue star and a green square and a pink hexagon"; 2];
+    let short = TextSide { tokenizer: side.tokenizer, context: 6 }.rows(&long).unwrap();
+    assert_eq!(short.size(), [2, 6]);
+    assert_eq!(short.int64_value(&[0, 5]), eot);
+}
+
+#[test]
 fn clip_checkpoints_round_trip_and_are_never_confused_with_gpt() {
     let dir = tempfile::tempdir().unwrap();
     let vs = VarStore::new(Device::Cpu);
@@ -185,6 +215,8 @@ fn clip_training_resumes_exactly() {
     assert!((0.0..=MAX_LOGIT_SCALE).contains(&scale));
     let metrics = gptlab::metrics::read_jsonl(&straight.path().join("run/metrics.jsonl")).unwrap();
     assert_eq!(metrics.last().unwrap()["pairs"].as_u64(), Some(16));
+    let logged = metrics.last().unwrap()["logit_scale"].as_f64().unwrap();
+    assert!((logged.ln() - scale).abs() < 1e-5, "the metrics log exp(logit_scale)");
     assert!(straight.path().join("run/loss.png").exists());
     // The image size and the world's side must agree.
     let bad = write_clip_config(tempfile::tempdir().unwrap().keep().as_path(), 4);

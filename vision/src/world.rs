@@ -97,8 +97,9 @@ pub struct WorldConfig {
     pub gauge_fraction: f64,
     /// Share of items that are scenes with a marked object.
     pub marked_fraction: f64,
-    /// Scenes come in groups of this many consecutive indices that share one layout (the same
-    /// objects' colours, sizes and places) and differ only in the objects' shapes (0: off). A
+    /// Scenes come in groups of this many consecutive indices (at most the number of shapes) that
+    /// share one layout (the same objects' colours, sizes and places) and differ in every
+    /// object's shape (0: off). A
     /// contrastive batch then holds captions that differ only in shape: hard negatives, without
     /// which colour and place alone tell most captions apart and shape is barely learned.
     pub shape_group: u64,
@@ -135,6 +136,9 @@ impl WorldConfig {
         if !(fraction.contains(&gauge) && fraction.contains(&marked) && gauge + marked <= 1.0) {
             bail!("gauge_fraction ({gauge}) and marked_fraction ({marked}) must lie in [0, 1] and sum to at most 1");
         }
+        if self.shape_group > Shape::ALL.len() as u64 {
+            bail!("shape_group must be at most {} (the number of shapes), not {}", Shape::ALL.len(), self.shape_group);
+        }
         Ok(())
     }
 
@@ -161,22 +165,42 @@ pub fn generate_item(cfg: &WorldConfig, seed: u64, index: u64) -> WorldItem {
     }
 }
 
-/// The scene whose layout item `index`'s group shares when `shape_group` is on; drawn from a
-/// stream of its own so that worlds without groups keep their random streams.
-fn group_layout(cfg: &WorldConfig, seed: u64, index: u64) -> Option<Scene> {
+/// The layout item `index`'s group shares when `shape_group` is on, and its place in the group;
+/// drawn from a stream of its own so that worlds without groups keep their random streams.
+fn group_layout(cfg: &WorldConfig, seed: u64, index: u64) -> Option<GroupLayout> {
     (cfg.shape_group > 0).then(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a_a9e9_9a0b);
         rng.set_stream(index / cfg.shape_group);
-        Scene::random(&mut rng, cfg.max_objects.clamp(1, MAX_OBJECTS))
+        let scene = Scene::random(&mut rng, cfg.max_objects.clamp(1, MAX_OBJECTS));
+        let orders = scene
+            .objects
+            .iter()
+            .map(|_| {
+                let mut order = Shape::ALL;
+                order.shuffle(&mut rng);
+                order
+            })
+            .collect();
+        GroupLayout { scene, orders, member: (index % cfg.shape_group) as usize }
     })
 }
 
+/// A shape group's shared scene, and per object an order of the shapes: member `k` of the group
+/// draws object `j` as `orders[j][k]`, so no two members share any object's shape.
+struct GroupLayout {
+    scene: Scene,
+    orders: Vec<[Shape; Shape::ALL.len()]>,
+    member: usize,
+}
+
 /// A scene of at least one object, sized to the image it will be drawn as: random, or the
-/// group's `layout` with every shape drawn anew.
-fn world_scene<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<Scene>, rng: &mut R) -> Scene {
+/// group's layout with this member's shapes.
+fn world_scene<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<GroupLayout>, rng: &mut R) -> Scene {
     let mut scene = match layout {
-        Some(mut scene) => {
-            scene.objects.iter_mut().for_each(|o| o.shape = Shape::ALL[rng.random_range(0..Shape::ALL.len())]);
+        Some(GroupLayout { mut scene, orders, member }) => {
+            for (o, order) in scene.objects.iter_mut().zip(&orders) {
+                o.shape = order[member % order.len()];
+            }
             scene
         }
         None => Scene::random(rng, cfg.max_objects.clamp(1, MAX_OBJECTS)),
@@ -186,7 +210,7 @@ fn world_scene<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<Scene>, rng: &
     scene
 }
 
-fn scene_item<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<Scene>, rng: &mut R) -> WorldItem {
+fn scene_item<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<GroupLayout>, rng: &mut R) -> WorldItem {
     let scene = world_scene(cfg, layout, rng);
     let image = render_scene(&scene, &cfg.render_options(), rng);
     let captions = scene_captions(&scene, rng);
@@ -196,7 +220,7 @@ fn scene_item<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<Scene>, rng: &m
 
 /// A scene with one object marked. The noise goes on last, over the marker too, so the marker
 /// is no cleaner than the rest of the picture.
-fn marked_item<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<Scene>, rng: &mut R) -> WorldItem {
+fn marked_item<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<GroupLayout>, rng: &mut R) -> WorldItem {
     let scene = world_scene(cfg, layout, rng);
     let index = rng.random_range(0..scene.objects.len());
     let object = scene.objects[index];
@@ -611,6 +635,7 @@ mod tests {
             WorldConfig { noise: f32::NAN, ..WorldConfig::default() },
             WorldConfig { gauge_fraction: 0.6, marked_fraction: 0.6, ..WorldConfig::default() },
             WorldConfig { gauge_fraction: -0.1, ..WorldConfig::default() },
+            WorldConfig { shape_group: 7, ..WorldConfig::default() },
         ] {
             let err = bad.validate().unwrap_err().to_string();
             assert!(!err.contains('\n'), "{err}");
@@ -688,8 +713,32 @@ mod shape_group_tests {
         let layout = |s: &Scene| s.objects.iter().map(|o| (o.color, o.size, o.x, o.y)).collect::<Vec<_>>();
         for group in scenes.chunks(4) {
             assert!(group.iter().all(|s| layout(s) == layout(&group[0])), "one layout per group");
-            assert!(group.iter().any(|s| s.objects != group[0].objects), "shapes vary within a group");
+            for (a, b) in group.iter().enumerate().flat_map(|(i, a)| group[i + 1..].iter().map(move |b| (a, b))) {
+                assert!(
+                    a.objects.iter().zip(&b.objects).all(|(x, y)| x.shape != y.shape),
+                    "every object's shape differs"
+                );
+            }
         }
         assert_ne!(layout(&scenes[0]), layout(&scenes[4]), "groups differ");
+    }
+
+    #[test]
+    fn a_group_of_six_single_objects_shows_every_shape_once() {
+        let cfg = WorldConfig {
+            shape_group: 6,
+            max_objects: 1,
+            gauge_fraction: 0.0,
+            marked_fraction: 0.0,
+            ..WorldConfig::default()
+        };
+        for group in 0..5 {
+            let mut shapes: Vec<Shape> =
+                (group * 6..group * 6 + 6).map(|i| generate_item(&cfg, 9, i).scene.unwrap().objects[0].shape).collect();
+            shapes.sort_by_key(|s| s.name());
+            let mut all = Shape::ALL.to_vec();
+            all.sort_by_key(|s| s.name());
+            assert_eq!(shapes, all);
+        }
     }
 }
