@@ -321,7 +321,7 @@ enum DataCommand {
         n: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// A world TOML config (side, max_objects, noise, texture, gauge/marked fractions)
+        /// A world TOML config (side, max_objects, noise, texture, overlap, gauge/marked fractions, shape_group)
         #[arg(long)]
         config: Option<PathBuf>,
         /// Image side in pixels (overrides the config)

@@ -565,6 +565,26 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_scenes_overlap_and_still_show_every_centre() {
+        let mut r = rng(7);
+        let mut scenes_with_overlap = 0;
+        for side in [32, 64] {
+            let opts = RenderOptions { side, ..RenderOptions::default() };
+            for _ in 0..500 {
+                let scene = Scene::random_placed(&mut r, 9, true);
+                let o = &scene.objects;
+                scenes_with_overlap +=
+                    o.iter().enumerate().any(|(i, a)| o[i + 1..].iter().any(|b| scene.overlap(a, b))) as usize;
+                let img = render_scene(&scene, &opts, &mut r);
+                for object in o {
+                    assert_eq!(at(&img, object), object.color.rgb(), "{object:?} at side {side}");
+                }
+            }
+        }
+        assert!(scenes_with_overlap > 250, "only {scenes_with_overlap} of 1000 scenes overlap");
+    }
+
+    #[test]
     fn shapes_stay_inside_their_bounding_circles() {
         let mut r = rng(5);
         let opts = RenderOptions { side: 64, ..RenderOptions::default() };

@@ -93,6 +93,8 @@ pub struct WorldConfig {
     pub noise: f32,
     /// Whether backgrounds carry a faint texture.
     pub texture: bool,
+    /// Whether objects may overlap (later ones drawn on top; no object's centre is covered).
+    pub overlap: bool,
     /// Share of items that are gauges.
     pub gauge_fraction: f64,
     /// Share of items that are scenes with a marked object.
@@ -112,6 +114,7 @@ impl Default for WorldConfig {
             max_objects: 6,
             noise: 0.0,
             texture: false,
+            overlap: false,
             gauge_fraction: 0.15,
             marked_fraction: 0.15,
             shape_group: 0,
@@ -171,7 +174,7 @@ fn group_layout(cfg: &WorldConfig, seed: u64, index: u64) -> Option<GroupLayout>
     (cfg.shape_group > 0).then(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a_a9e9_9a0b);
         rng.set_stream(index / cfg.shape_group);
-        let scene = Scene::random(&mut rng, cfg.max_objects.clamp(1, MAX_OBJECTS));
+        let scene = Scene::random_placed(&mut rng, cfg.max_objects.clamp(1, MAX_OBJECTS), cfg.overlap);
         let orders = scene
             .objects
             .iter()
@@ -203,7 +206,7 @@ fn world_scene<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<GroupLayout>, 
             }
             scene
         }
-        None => Scene::random(rng, cfg.max_objects.clamp(1, MAX_OBJECTS)),
+        None => Scene::random_placed(rng, cfg.max_objects.clamp(1, MAX_OBJECTS), cfg.overlap),
     };
     scene.width = cfg.side;
     scene.height = cfg.side;
