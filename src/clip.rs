@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use gptlab_vision::clip::{Clip, ClipConfig};
-use gptlab_vision::transform::Preprocess;
 use gptlab_vision::world::{generate_item, WorldConfig};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -259,7 +258,7 @@ fn make_source(
     files: Option<Vec<CaptionedImage>>,
     val_seed: u64,
 ) -> Result<Arc<dyn PairStream>> {
-    let preprocess = Preprocess::clip(clip_cfg.vision.image_size as u32);
+    let preprocess = clip_cfg.preprocess();
     let text = TextSide { tokenizer, context: clip_cfg.text.context_length as usize };
     Ok(match files {
         Some(pairs) => Arc::new(FilePairs::new(pairs, cfg.data.val_fraction, preprocess, text)?),

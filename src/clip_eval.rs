@@ -218,7 +218,7 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, n: usize) -> Result<Cli
     let model = &loaded.model;
     let side = model.cfg.vision.image_size as u32;
     let text = TextSide { tokenizer: tok, context: model.cfg.text.context_length as usize };
-    let enc = Encoder { model, text, preprocess: Preprocess::clip(side), device };
+    let enc = Encoder { model, text, preprocess: model.cfg.preprocess(), device };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
     let max_count = 4;
@@ -404,7 +404,7 @@ pub fn embed_file(ckpt: &Path, input: &Path, device: Device) -> Result<Vec<Vec<f
     let loaded = checkpoint::load_clip(ckpt, device)?;
     let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
     let model = &loaded.model;
-    let preprocess = Preprocess::clip(model.cfg.vision.image_size as u32);
+    let preprocess = model.cfg.preprocess();
     let ctx = model.cfg.text.context_length as usize;
     let base = input.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();

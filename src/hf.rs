@@ -164,12 +164,21 @@ pub fn export_gpt2(ckpt: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Converts a HF `CLIPModel` directory (`config.json` + `model.safetensors`) into a gptlab CLIP
-/// checkpoint at `out`.
+/// Converts a HF `CLIPModel` directory (`config.json` + `model.safetensors`, and the pixel
+/// normalisation of `preprocessor_config.json` when present) into a gptlab CLIP checkpoint at
+/// `out`.
 pub fn import_clip(from: &Path, out: &Path) -> Result<gptlab_vision::clip::ClipConfig> {
     let config_path = from.join("config.json");
     let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
-    let cfg = gptlab_vision::hf_clip::config_from_hf(&text).with_context(|| format!("{}", config_path.display()))?;
+    let mut cfg =
+        gptlab_vision::hf_clip::config_from_hf(&text).with_context(|| format!("{}", config_path.display()))?;
+    let preprocessor = from.join("preprocessor_config.json");
+    if preprocessor.exists() {
+        let text =
+            std::fs::read_to_string(&preprocessor).with_context(|| format!("reading {}", preprocessor.display()))?;
+        gptlab_vision::hf_clip::apply_hf_preprocessor(&text, &mut cfg)
+            .with_context(|| format!("{}", preprocessor.display()))?;
+    }
     let weights = from.join("model.safetensors");
     let tensors: Vec<(String, Tensor)> = checkpoint::read_tensors(&weights)?
         .into_iter()

@@ -40,9 +40,27 @@ fn imported_hf_clip_matches_transformers_features() {
     let dir = tempfile::tempdir().unwrap();
     common::run_python(&[SCRIPT, "make", dir.path().to_str().unwrap()]);
     let ckpt = dir.path().join("ckpt");
+    let preprocessor = dir.path().join("preprocessor_config.json");
+    std::fs::write(&preprocessor, r#"{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.0, 0.25, 0.25]}"#).unwrap();
+    let err = common::run_err(&[
+        "import",
+        "hf-clip",
+        "--from",
+        dir.path().to_str().unwrap(),
+        "--out",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(err.contains("preprocessor_config.json") && err.contains("image_std positive"), "{err}");
+    std::fs::write(
+        &preprocessor,
+        r#"{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25], "crop_size": 30}"#,
+    )
+    .unwrap();
     common::run_ok(&["import", "hf-clip", "--from", dir.path().to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
     let model = checkpoint::load_clip(&ckpt, Device::Cpu).unwrap().model;
     assert_eq!(model.cfg.text.eot_token_id, 5);
+    let pre = model.cfg.preprocess();
+    assert_eq!((pre.mean, pre.std), ([0.5; 3], [0.25; 3]), "the checkpoint keeps the model's normalisation");
 
     let inputs = json(&dir.path().join("inputs.json"));
     let expect = json(&dir.path().join("features.json"));
@@ -290,6 +308,21 @@ fn clip_embed_matches_the_model_and_skips_nothing_silently() {
     let expect = loaded.model.image_features(&pixels).unwrap();
     assert!((tensor(&lines[0]["embedding"]).to_kind(Kind::Float) - expect.get(0)).abs().max().double_value(&[]) < 1e-5);
     assert_eq!(lines[1]["embedding"].as_array().unwrap().len(), 64);
+    // A tokens line with the caption's ids and end-of-text embeds like the caption itself.
+    let tok = Tokenizer::from_file(&ckpt.join(checkpoint::TOKENIZER_FILE)).unwrap();
+    let mut ids = tok.encode("a red circle").unwrap();
+    ids.push(tok.eot());
+    std::fs::write(&input, format!("{{\"tokens\": {ids:?}}}\n")).unwrap();
+    let out = common::run_ok(&["clip", "embed", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    let from_ids: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let d = (tensor(&from_ids["embedding"]) - tensor(&lines[1]["embedding"])).abs().max().double_value(&[]);
+    assert!(d < 1e-5, "tokens and text lines differ by {d}");
+    for bad in [format!("[{}, 99999]", tok.eot()), format!("[-3, {}]", tok.eot())] {
+        std::fs::write(&input, format!("{{\"tokens\": {bad}}}\n")).unwrap();
+        let err =
+            common::run_err(&["clip", "embed", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+        assert!(err.contains("record 1") && err.contains("token ids must lie in"), "{err}");
+    }
     std::fs::write(&input, "{\"image\": \"missing.png\"}\n").unwrap();
     let err = common::run_err(&["clip", "embed", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
     assert!(err.contains("record 1") && err.contains("missing.png"), "{err}");

@@ -10,6 +10,8 @@ use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
+use crate::transform::{Preprocess, CLIP_MEAN, CLIP_STD};
+
 /// MLP activation: `quick_gelu` (x * sigmoid(1.702 x)) is what OpenAI's CLIP and HF's configs
 /// use; exact GELU is open_clip's default for new models.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +72,21 @@ pub struct ClipConfig {
     /// Initial ln(1 / temperature): ln(1 / 0.07) as in CLIP.
     #[serde(default = "default_logit_scale")]
     pub logit_scale_init: f64,
+    /// Per-channel pixel mean and std that images are normalised with: the model's own, since a
+    /// checkpoint sees its inputs only through them (CLIP's by default; HF imports take
+    /// `preprocessor_config.json`'s).
+    #[serde(default = "default_image_mean")]
+    pub image_mean: [f32; 3],
+    #[serde(default = "default_image_std")]
+    pub image_std: [f32; 3],
+}
+
+fn default_image_mean() -> [f32; 3] {
+    CLIP_MEAN
+}
+
+fn default_image_std() -> [f32; 3] {
+    CLIP_STD
 }
 
 fn default_eps() -> f64 {
@@ -121,6 +138,8 @@ impl ClipConfig {
             },
             embed_dim,
             logit_scale_init: default_logit_scale(),
+            image_mean: CLIP_MEAN,
+            image_std: CLIP_STD,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -163,11 +182,23 @@ impl ClipConfig {
             t.heads
         );
         ensure!(
+            self.image_std.iter().chain(&self.image_mean).all(|x| x.is_finite())
+                && self.image_std.iter().all(|&s| s > 0.0),
+            "CLIP config: image_mean must be finite and image_std positive, got {:?} and {:?}",
+            self.image_mean,
+            self.image_std
+        );
+        ensure!(
             (0..t.vocab_size).contains(&t.eot_token_id),
             "CLIP config: eot_token_id {} is outside the vocabulary",
             t.eot_token_id
         );
         Ok(())
+    }
+
+    /// How images become this model's pixels: its size, mean and std.
+    pub fn preprocess(&self) -> Preprocess {
+        Preprocess { size: self.vision.image_size as u32, mean: self.image_mean, std: self.image_std }
     }
 
     /// Patches per image side.
@@ -395,6 +426,9 @@ impl TextTransformer {
             "text of {l} tokens exceeds the context of {}",
             self.position_embedding.size()[0]
         );
+        let vocab = self.token_embedding.size()[0];
+        let (lo, hi) = (tokens.min().int64_value(&[]), tokens.max().int64_value(&[]));
+        ensure!(0 <= lo && hi < vocab, "token ids must lie in 0..{vocab}, got ids from {lo} to {hi}");
         let is_eot = tokens.eq(self.eot_token_id);
         ensure!(
             is_eot.any_dim(1, false).all().int64_value(&[]) == 1,

@@ -6,6 +6,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 
 use crate::clip::{Activation, ClipConfig, TextConfig, VisionConfig};
+use crate::transform::{CLIP_MEAN, CLIP_STD};
 
 #[derive(Deserialize)]
 struct HfTower {
@@ -98,9 +99,25 @@ pub fn config_from_hf(json: &str) -> Result<ClipConfig> {
         },
         embed_dim: hf.projection_dim,
         logit_scale_init: hf.logit_scale_init_value,
+        image_mean: CLIP_MEAN,
+        image_std: CLIP_STD,
     };
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// Takes the normalisation of a HF `preprocessor_config.json` (`image_mean`, `image_std`; a
+/// missing key keeps CLIP's) into `cfg`.
+pub fn apply_hf_preprocessor(text: &str, cfg: &mut ClipConfig) -> Result<()> {
+    #[derive(Deserialize)]
+    struct HfPreprocessor {
+        image_mean: Option<[f32; 3]>,
+        image_std: Option<[f32; 3]>,
+    }
+    let hf: HfPreprocessor = serde_json::from_str(text).context("not a HF preprocessor config")?;
+    cfg.image_mean = hf.image_mean.unwrap_or(cfg.image_mean);
+    cfg.image_std = hf.image_std.unwrap_or(cfg.image_std);
+    cfg.validate()
 }
 
 /// HF buffers that are not parameters.

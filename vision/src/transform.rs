@@ -194,6 +194,59 @@ mod tests {
     }
 
     #[test]
+    fn every_format_and_depth_decodes_to_the_same_rgb() {
+        use image::{GrayImage, ImageBuffer, Luma, LumaA, Rgba};
+        let dir = tempfile::tempdir().unwrap();
+        let rgb = RgbImage::from_pixel(6, 4, Rgb([200, 100, 50]));
+        let rgba = image::RgbaImage::from_pixel(6, 4, Rgba([200, 100, 50, 255]));
+        let rgb16: ImageBuffer<Rgb<u16>, Vec<u16>> =
+            ImageBuffer::from_pixel(6, 4, Rgb([200 * 257, 100 * 257, 50 * 257]));
+        let rgba16: ImageBuffer<Rgba<u16>, Vec<u16>> =
+            ImageBuffer::from_pixel(6, 4, Rgba([200 * 257, 100 * 257, 50 * 257, 65535]));
+        let files = [
+            ("rgb.png", DynamicImage::ImageRgb8(rgb.clone())),
+            ("rgba.png", DynamicImage::ImageRgba8(rgba.clone())),
+            ("rgb16.png", DynamicImage::ImageRgb16(rgb16)),
+            ("rgba16.png", DynamicImage::ImageRgba16(rgba16)),
+            ("rgb.jpg", DynamicImage::ImageRgb8(rgb)),
+            ("rgba.webp", DynamicImage::ImageRgba8(rgba)),
+        ];
+        for (name, img) in files {
+            let path = dir.path().join(name);
+            img.save(&path).unwrap();
+            let back = load_image(&path).unwrap().to_rgb8();
+            assert_eq!(back.dimensions(), (6, 4), "{name}");
+            let tolerance = if name.ends_with(".jpg") { 6 } else { 0 };
+            for (got, want) in back.get_pixel(2, 2).0.iter().zip([200u8, 100, 50]) {
+                assert!(got.abs_diff(want) <= tolerance, "{name}: {:?}", back.get_pixel(2, 2));
+            }
+        }
+        let greys = [
+            ("grey.png", DynamicImage::ImageLuma8(GrayImage::from_pixel(3, 3, Luma([90])))),
+            ("grey16.png", DynamicImage::ImageLuma16(ImageBuffer::from_pixel(3, 3, Luma([90 * 257])))),
+            ("greya.png", DynamicImage::ImageLumaA8(ImageBuffer::from_pixel(3, 3, LumaA([90, 255])))),
+            ("grey.jpg", DynamicImage::ImageLuma8(GrayImage::from_pixel(3, 3, Luma([90])))),
+        ];
+        for (name, img) in greys {
+            let path = dir.path().join(name);
+            img.save(&path).unwrap();
+            let back = load_image(&path).unwrap().to_rgb8();
+            assert!(back.get_pixel(1, 1).0.iter().all(|v| v.abs_diff(90) <= 2), "{name}: {:?}", back.get_pixel(1, 1));
+        }
+    }
+
+    #[test]
+    fn zero_sized_images_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        // A PNG header that declares a 0 x 0 image.
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.extend([0, 0, 0, 0, 0, 0, 0, 0, 8, 2, 0, 0, 0, 0, 0, 0, 0]);
+        let path = dir.path().join("zero.png");
+        std::fs::write(&path, png).unwrap();
+        assert!(load_image(&path).unwrap_err().to_string().contains("zero.png"));
+    }
+
+    #[test]
     fn oversized_images_are_refused_before_decoding() {
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("wide.png");
