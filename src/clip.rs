@@ -62,6 +62,9 @@ pub struct ClipDataSpec {
     pub coco_images: Option<PathBuf>,
     /// Share of image files held out for validation (file sources).
     pub val_fraction: f64,
+    /// Random horizontal flips of training images (file sources). Off by default, because
+    /// captions that say left and right would then be wrong half the time.
+    pub hflip: bool,
     /// A tokenizer.json; when absent one is trained on world captions and saved in out_dir.
     pub tokenizer: Option<PathBuf>,
     /// Vocabulary of a tokenizer trained here.
@@ -79,6 +82,7 @@ impl Default for ClipDataSpec {
             coco_annotations: None,
             coco_images: None,
             val_fraction: 0.05,
+            hflip: false,
             tokenizer: None,
             vocab_size: 512,
             val_pairs: 256,
@@ -261,7 +265,7 @@ fn make_source(
     let preprocess = clip_cfg.preprocess();
     let text = TextSide { tokenizer, context: clip_cfg.text.context_length as usize };
     Ok(match files {
-        Some(pairs) => Arc::new(FilePairs::new(pairs, cfg.data.val_fraction, preprocess, text)?),
+        Some(pairs) => Arc::new(FilePairs::new(pairs, cfg.data.val_fraction, preprocess, cfg.data.hflip, text)?),
         None => {
             let (world, val_pairs) = (cfg.data.world.clone(), cfg.data.val_pairs);
             Arc::new(WorldPairs { world, preprocess, text, val_seed, val_pairs })

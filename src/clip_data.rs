@@ -162,17 +162,25 @@ pub struct FilePairs {
     train: Vec<CaptionedImage>,
     val: Vec<CaptionedImage>,
     preprocess: Preprocess,
+    /// Random horizontal flips in training (off unless asked: captions say left and right).
+    hflip: bool,
     text: TextSide,
     skipped: AtomicU64,
 }
 
 impl FilePairs {
-    pub fn new(pairs: Vec<CaptionedImage>, val_fraction: f64, preprocess: Preprocess, text: TextSide) -> Result<Self> {
+    pub fn new(
+        pairs: Vec<CaptionedImage>,
+        val_fraction: f64,
+        preprocess: Preprocess,
+        hflip: bool,
+        text: TextSide,
+    ) -> Result<Self> {
         let (val, train): (Vec<_>, Vec<_>) =
             pairs.into_iter().partition(|p| crate::corpus::in_val_split(&p.image.to_string_lossy(), val_fraction));
         ensure!(!train.is_empty(), "no training pairs left after the validation split");
         ensure!(val.len() >= 2, "the validation split has {} pairs; raise val_fraction or add data", val.len());
-        Ok(Self { train, val, preprocess, text, skipped: AtomicU64::new(0) })
+        Ok(Self { train, val, preprocess, hflip, text, skipped: AtomicU64::new(0) })
     }
 
     /// Decodes the pairs at `picks` in parallel; a failed image is replaced by the draws of
@@ -190,7 +198,7 @@ impl FilePairs {
                     Some(seed) => {
                         let mut rng = ChaCha8Rng::seed_from_u64(seed);
                         rng.set_stream(slot as u64);
-                        self.preprocess.train(&img, &mut rng)
+                        self.preprocess.train(&img, self.hflip, &mut rng)
                     }
                     None => self.preprocess.eval(&img),
                 }),

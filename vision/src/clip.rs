@@ -75,18 +75,10 @@ pub struct ClipConfig {
     /// Per-channel pixel mean and std that images are normalised with: the model's own, since a
     /// checkpoint sees its inputs only through them (CLIP's by default; HF imports take
     /// `preprocessor_config.json`'s).
-    #[serde(default = "default_image_mean")]
+    #[serde(default = "crate::transform::clip_mean")]
     pub image_mean: [f32; 3],
-    #[serde(default = "default_image_std")]
+    #[serde(default = "crate::transform::clip_std")]
     pub image_std: [f32; 3],
-}
-
-fn default_image_mean() -> [f32; 3] {
-    CLIP_MEAN
-}
-
-fn default_image_std() -> [f32; 3] {
-    CLIP_STD
 }
 
 fn default_eps() -> f64 {

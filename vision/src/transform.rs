@@ -31,11 +31,11 @@ pub struct Preprocess {
     pub std: [f32; 3],
 }
 
-fn clip_mean() -> [f32; 3] {
+pub(crate) fn clip_mean() -> [f32; 3] {
     CLIP_MEAN
 }
 
-fn clip_std() -> [f32; 3] {
+pub(crate) fn clip_std() -> [f32; 3] {
     CLIP_STD
 }
 
@@ -49,9 +49,14 @@ impl Preprocess {
         self.to_tensor(&resize_center_crop(img, self.size))
     }
 
-    /// Training path: a random resized crop, then normalise.
-    pub fn train(&self, img: &DynamicImage, rng: &mut impl Rng) -> Tensor {
-        self.to_tensor(&random_resized_crop(img, self.size, (0.6, 1.0), (3.0 / 4.0, 4.0 / 3.0), rng))
+    /// Training path: a random resized crop, with `hflip` a horizontal flip half the time, then
+    /// normalise.
+    pub fn train(&self, img: &DynamicImage, hflip: bool, rng: &mut impl Rng) -> Tensor {
+        let mut crop = random_resized_crop(img, self.size, (0.6, 1.0), (3.0 / 4.0, 4.0 / 3.0), rng);
+        if hflip && rng.random_bool(0.5) {
+            imageops::flip_horizontal_in_place(&mut crop);
+        }
+        self.to_tensor(&crop)
     }
 
     /// [3, H, W] float: (pixel / 255 - mean) / std per channel.
@@ -233,6 +238,23 @@ mod tests {
             let back = load_image(&path).unwrap().to_rgb8();
             assert!(back.get_pixel(1, 1).0.iter().all(|v| v.abs_diff(90) <= 2), "{name}: {:?}", back.get_pixel(1, 1));
         }
+    }
+
+    #[test]
+    fn horizontal_flips_happen_only_when_asked_and_then_half_the_time() {
+        let mut img = RgbImage::from_pixel(16, 16, Rgb([255, 0, 0]));
+        (8..16).for_each(|x| (0..16).for_each(|y| img.put_pixel(x, y, Rgb([0, 0, 255]))));
+        let img = DynamicImage::ImageRgb8(img);
+        let pre = Preprocess::clip(8);
+        let left_is_red = |t: &Tensor| t.double_value(&[0, 4, 0]) > t.double_value(&[2, 4, 0]);
+        let flipped = |hflip: bool| {
+            (0..40)
+                .filter(|&s| !left_is_red(&pre.train(&img, hflip, &mut rand_chacha::ChaCha8Rng::seed_from_u64(s))))
+                .count()
+        };
+        assert_eq!(flipped(false), 0, "no flip unless asked");
+        let n = flipped(true);
+        assert!((10..=30).contains(&n), "{n} of 40 flipped");
     }
 
     #[test]
