@@ -134,6 +134,8 @@ pub fn encode_caption(tok: &Tokenizer, caption: &str, context: usize) -> Result<
 struct Contrastive {
     model: Clip,
     source: Arc<dyn PairStream>,
+    /// Images skipped before this run resumed, so that the metrics count over the whole run.
+    skipped_before: u64,
     batch_size: u64,
     device: Device,
 }
@@ -168,8 +170,21 @@ impl Objective for Contrastive {
 
     fn extra_metrics(&self) -> Vec<(&'static str, serde_json::Value)> {
         let scale = self.model.logit_scale.exp().double_value(&[]);
-        vec![("skipped_images", self.source.skipped().into()), ("logit_scale", scale.into())]
+        vec![("skipped_images", (self.skipped_before + self.source.skipped()).into()), ("logit_scale", scale.into())]
     }
+}
+
+/// The last `skipped_images` logged at or before `step` (0 when none was).
+fn skips_logged_by(metrics: &Path, step: u64) -> Result<u64> {
+    if !metrics.exists() {
+        return Ok(0);
+    }
+    Ok(crate::metrics::read_jsonl(metrics)?
+        .iter()
+        .filter(|r| r["step"].as_u64().is_some_and(|s| s <= step))
+        .filter_map(|r| r["skipped_images"].as_u64())
+        .next_back()
+        .unwrap_or(0))
 }
 
 /// Streams training batches `next_batch..` from a loader thread.
@@ -370,7 +385,11 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
         None => crate::bench::measure_peak_tflops(device, Kind::Float)?,
     };
     let flops_per_pair = flops_per_pair(&clip_cfg);
-    let mut objective = Contrastive { model, source, batch_size: pairs_per_batch, device };
+    let skipped_before = match resumed {
+        Some(_) => skips_logged_by(&cfg.out_dir.join("metrics.jsonl"), state.step)?,
+        None => 0,
+    };
+    let mut objective = Contrastive { model, source, skipped_before, batch_size: pairs_per_batch, device };
     let spec = RunSpec {
         section: t,
         schedule,
@@ -395,4 +414,26 @@ pub fn flops_per_pair(cfg: &ClipConfig) -> f64 {
     let patches = (cfg.grid() * cfg.grid() + 1) as f64;
     6.0 * (tower(cfg.vision.width, cfg.vision.layers) * patches
         + tower(cfg.text.width, cfg.text.layers) * cfg.text.context_length as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_run_carries_on_from_the_skips_logged_by_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = dir.path().join("metrics.jsonl");
+        assert_eq!(skips_logged_by(&metrics, 5).unwrap(), 0, "no log yet");
+        let lines = [
+            r#"{"step": 1, "skipped_images": 2}"#,
+            r#"{"step": 2, "val_loss": 1.0}"#,
+            r#"{"step": 2, "skipped_images": 5}"#,
+            r#"{"step": 3, "skipped_images": 9}"#,
+        ];
+        std::fs::write(&metrics, lines.join("\n") + "\n").unwrap();
+        assert_eq!(skips_logged_by(&metrics, 2).unwrap(), 5);
+        assert_eq!(skips_logged_by(&metrics, 0).unwrap(), 0);
+        assert_eq!(skips_logged_by(&metrics, 7).unwrap(), 9);
+    }
 }

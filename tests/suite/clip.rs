@@ -403,6 +403,57 @@ fn coco_captions_pair_each_caption_with_its_image() {
 }
 
 #[test]
+fn clip_trains_on_coco_captions_skips_missing_files_and_counts_skips_across_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("coco");
+    let args = ["data", "synth-images", "--out", data.to_str().unwrap(), "--n", "12", "--seed", "3", "--side", "40"];
+    common::run_ok(&args);
+    // COCO captions for the rendered images; then half the image files go missing.
+    let lines = gptlab::metrics::read_jsonl(&data.join("captions.jsonl")).unwrap();
+    let mut files: Vec<&str> = lines.iter().map(|l| l["image"].as_str().unwrap()).collect();
+    files.dedup();
+    let images: Vec<serde_json::Value> =
+        files.iter().enumerate().map(|(id, f)| serde_json::json!({"id": id, "file_name": f})).collect();
+    let annotations: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| {
+            let id = files.iter().position(|f| *f == l["image"].as_str().unwrap()).unwrap();
+            serde_json::json!({"image_id": id, "caption": l["caption"]})
+        })
+        .collect();
+    let ann = data.join("captions_train.json");
+    std::fs::write(&ann, serde_json::json!({"images": images, "annotations": annotations}).to_string()).unwrap();
+    for f in files.iter().step_by(2) {
+        std::fs::remove_file(data.join(f)).unwrap();
+    }
+    let coco = |max_steps| {
+        let cfg = write_clip_config(dir.path(), max_steps);
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "[data]\n",
+            &format!(
+                "[data]\nsource = \"coco\"\ncoco_annotations = \"{}\"\ncoco_images = \"{}\"\nval_fraction = 0.4\nhflip = true\n",
+                ann.display(),
+                data.display()
+            ),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        cfg
+    };
+    let out = common::gptlab(&["clip", "train", "--config", coco(2).to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: skipping an image") && stderr.contains("cannot open"), "{stderr}");
+    let skipped = |step: u64| {
+        let metrics = gptlab::metrics::read_jsonl(&dir.path().join("run/metrics.jsonl")).unwrap();
+        metrics.iter().rev().find(|r| r["step"] == step).unwrap()["skipped_images"].as_u64().unwrap()
+    };
+    let before = skipped(2);
+    assert!(before > 0);
+    common::run_ok(&["clip", "train", "--config", coco(4).to_str().unwrap(), "--resume"]);
+    assert!(skipped(3) >= before, "the count goes on from the checkpoint's, not from 0");
+}
+
+#[test]
 fn loader_benchmark_reports_both_rates() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_clip_config(dir.path(), 2);
