@@ -508,3 +508,22 @@ pub fn contrastive_loss(image_features: &Tensor, text_features: &Tensor, logit_s
         + logits_per_image.transpose(0, 1).cross_entropy_for_logits(&labels))
         / 2.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ViT-B presets have exactly the parameters of OpenAI's CLIP (HF `CLIPModel`'s
+    /// `num_parameters()` for openai/clip-vit-base-patch32 and -patch16, 49,408-token vocabulary).
+    #[test]
+    fn vit_b_presets_have_openai_clips_parameter_counts() {
+        for (preset, expected) in [("vit-b-32", 151_277_313i64), ("vit-b-16", 149_620_737)] {
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let cfg = ClipConfig::preset(preset, 49_408, 49_407).unwrap();
+            Clip::new(&cfg, vs.root()).unwrap();
+            let n: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+            assert_eq!(n, expected, "{preset}");
+            assert_eq!(cfg.grid() * cfg.grid() + 1, if preset == "vit-b-32" { 50 } else { 197 }, "{preset} tokens");
+        }
+    }
+}
