@@ -123,10 +123,16 @@ fn world_captions(world: &WorldConfig, seed: u64, n: u64) -> Vec<String> {
 
 /// Token ids of `caption`, cut to `context - 1` tokens, then end-of-text, then padding.
 pub fn encode_caption(tok: &Tokenizer, caption: &str, context: usize) -> Result<Vec<i64>> {
+    let mut ids = caption_ids(tok, caption, context)?;
+    ids.resize(context, tok.pad() as i64);
+    Ok(ids)
+}
+
+/// Token ids of `caption`, cut to `context - 1` tokens, then end-of-text (no padding).
+pub fn caption_ids(tok: &Tokenizer, caption: &str, context: usize) -> Result<Vec<i64>> {
     let mut ids: Vec<i64> = tok.encode(caption)?.into_iter().map(i64::from).collect();
     ids.truncate(context - 1);
     ids.push(tok.eot() as i64);
-    ids.resize(context, tok.pad() as i64);
     Ok(ids)
 }
 

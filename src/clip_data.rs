@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 use tch::Tensor;
 
-use crate::clip::encode_caption;
+use crate::clip::caption_ids;
 use crate::tokenizer::Tokenizer;
 
 /// A source of training and validation pairs, as tensors: pixels [n, 3, S, S], tokens [n, L].
@@ -43,16 +43,16 @@ pub struct TextSide {
 
 impl TextSide {
     /// Captions as token rows [n, L]: each cut to the context, ended with end-of-text and padded
-    /// to L, the longest row of this batch up to its first end-of-text. Padding only to the batch's longest caption (HF's
-    /// dynamic padding) changes no feature: the text tower is causal and pools at end-of-text, so
-    /// no position it reads sees the padding. Short captions then cost a fraction of the context.
+    /// to L, the longest row of this batch. Padding only to the batch's longest caption (HF's
+    /// dynamic padding) changes no feature: the text tower is causal and pools at the first
+    /// end-of-text, so no position it reads sees the padding. Short captions then cost a fraction
+    /// of the context.
     pub fn rows(&self, captions: &[&str]) -> Result<Tensor> {
-        let rows =
-            captions.iter().map(|c| encode_caption(&self.tokenizer, c, self.context)).collect::<Result<Vec<_>>>()?;
-        let eot = self.tokenizer.eot() as i64;
-        let len = rows.iter().map(|r| r.iter().position(|&t| t == eot).map_or(r.len(), |i| i + 1)).max().unwrap_or(1);
-        let ids: Vec<i64> = rows.iter().flat_map(|r| r[..len].iter().copied()).collect();
-        Ok(Tensor::from_slice(&ids).view([captions.len() as i64, len as i64]))
+        let mut rows =
+            captions.iter().map(|c| caption_ids(&self.tokenizer, c, self.context)).collect::<Result<Vec<_>>>()?;
+        let len = rows.iter().map(Vec::len).max().unwrap_or(1);
+        rows.iter_mut().for_each(|r| r.resize(len, self.tokenizer.pad() as i64));
+        Ok(Tensor::from_slice(&rows.concat()).view([captions.len() as i64, len as i64]))
     }
 }
 

@@ -419,14 +419,14 @@ impl TextTransformer {
             self.position_embedding.size()[0]
         );
         let vocab = self.token_embedding.size()[0];
-        let (lo, hi) = (tokens.min().int64_value(&[]), tokens.max().int64_value(&[]));
-        ensure!(0 <= lo && hi < vocab, "token ids must lie in 0..{vocab}, got ids from {lo} to {hi}");
         let is_eot = tokens.eq(self.eot_token_id);
-        ensure!(
-            is_eot.any_dim(1, false).all().int64_value(&[]) == 1,
-            "every text must contain the end-of-text token {}",
-            self.eot_token_id
-        );
+        // Both input checks in one host sync: the smallest id, the largest, and whether every row
+        // has an end-of-text token.
+        let all_eot = is_eot.any_dim(1, false).all().to_kind(Kind::Int64);
+        let checks = Vec::<i64>::try_from(&Tensor::stack(&[tokens.min(), tokens.max(), all_eot], 0))?;
+        let (lo, hi) = (checks[0], checks[1]);
+        ensure!(0 <= lo && hi < vocab, "token ids must lie in 0..{vocab}, got ids from {lo} to {hi}");
+        ensure!(checks[2] == 1, "every text must contain the end-of-text token {}", self.eot_token_id);
         let pos = self.position_embedding.narrow(0, 0, l);
         let mut x = Tensor::embedding(&self.token_embedding, tokens, -1, false, false) + pos; // [B, L, W]
         for layer in &self.layers {

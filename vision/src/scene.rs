@@ -210,6 +210,7 @@ impl Scene {
         if max_objects == 0 {
             return scene;
         }
+        let clash = if overlap { Scene::covers } else { Scene::overlap };
         let wanted = rng.random_range(1..=max_objects);
         for _ in 0..wanted {
             let shape = any(&Shape::ALL, rng);
@@ -224,15 +225,7 @@ impl Scene {
                     x: rng.random_range(r..1.0 - r),
                     y: rng.random_range(r..1.0 - r),
                 })
-                .find(|candidate| {
-                    scene.objects.iter().all(|o| {
-                        if overlap {
-                            !scene.covers(o, candidate)
-                        } else {
-                            !scene.overlap(o, candidate)
-                        }
-                    })
-                });
+                .find(|candidate| scene.objects.iter().all(|o| !clash(&scene, o, candidate)));
             match placed {
                 Some(object) => scene.objects.push(object),
                 None => break,

@@ -101,9 +101,9 @@ pub struct WorldConfig {
     pub marked_fraction: f64,
     /// Scenes come in groups of this many consecutive indices (at most the number of shapes) that
     /// share one layout (the same objects' colours, sizes and places) and differ in every
-    /// object's shape (0: off). A
-    /// contrastive batch then holds captions that differ only in shape: hard negatives, without
-    /// which colour and place alone tell most captions apart and shape is barely learned.
+    /// object's shape (0: off). A contrastive batch then holds captions that differ only in
+    /// shape: hard negatives, without which colour and place alone tell most captions apart and
+    /// shape is barely learned.
     pub shape_group: u64,
 }
 
@@ -158,63 +158,47 @@ pub fn generate_item(cfg: &WorldConfig, seed: u64, index: u64) -> WorldItem {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(index);
     let draw: f64 = rng.random();
-    let layout = group_layout(cfg, seed, index);
+    let group = group_scene(cfg, seed, index);
     if draw < cfg.gauge_fraction {
         gauge_item(cfg, &mut rng)
     } else if draw < cfg.gauge_fraction + cfg.marked_fraction {
-        marked_item(cfg, layout, &mut rng)
+        marked_item(cfg, group, &mut rng)
     } else {
-        scene_item(cfg, layout, &mut rng)
+        scene_item(cfg, group, &mut rng)
     }
 }
 
-/// The layout item `index`'s group shares when `shape_group` is on, and its place in the group;
-/// drawn from a stream of its own so that worlds without groups keep their random streams.
-fn group_layout(cfg: &WorldConfig, seed: u64, index: u64) -> Option<GroupLayout> {
+/// Item `index`'s scene when `shape_group` is on: its group's shared layout, with each object
+/// taking the shape at this member's place in an order of the shapes drawn per object for the
+/// group, so no two members share any object's shape. Drawn from a stream of its own so that
+/// worlds without groups keep their random streams.
+fn group_scene(cfg: &WorldConfig, seed: u64, index: u64) -> Option<Scene> {
     (cfg.shape_group > 0).then(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a_a9e9_9a0b);
         rng.set_stream(index / cfg.shape_group);
-        let scene = Scene::random_placed(&mut rng, cfg.max_objects.clamp(1, MAX_OBJECTS), cfg.overlap);
-        let orders = scene
-            .objects
-            .iter()
-            .map(|_| {
-                let mut order = Shape::ALL;
-                order.shuffle(&mut rng);
-                order
-            })
-            .collect();
-        GroupLayout { scene, orders, member: (index % cfg.shape_group) as usize }
+        let mut scene = Scene::random_placed(&mut rng, cfg.max_objects.clamp(1, MAX_OBJECTS), cfg.overlap);
+        let member = (index % cfg.shape_group) as usize;
+        for o in &mut scene.objects {
+            let mut order = Shape::ALL;
+            order.shuffle(&mut rng);
+            o.shape = order[member % order.len()];
+        }
+        scene
     })
 }
 
-/// A shape group's shared scene, and per object an order of the shapes: member `k` of the group
-/// draws object `j` as `orders[j][k]`, so no two members share any object's shape.
-struct GroupLayout {
-    scene: Scene,
-    orders: Vec<[Shape; Shape::ALL.len()]>,
-    member: usize,
-}
-
-/// A scene of at least one object, sized to the image it will be drawn as: random, or the
-/// group's layout with this member's shapes.
-fn world_scene<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<GroupLayout>, rng: &mut R) -> Scene {
-    let mut scene = match layout {
-        Some(GroupLayout { mut scene, orders, member }) => {
-            for (o, order) in scene.objects.iter_mut().zip(&orders) {
-                o.shape = order[member % order.len()];
-            }
-            scene
-        }
-        None => Scene::random_placed(rng, cfg.max_objects.clamp(1, MAX_OBJECTS), cfg.overlap),
-    };
+/// A scene of at least one object, sized to the image it will be drawn as: the group's scene
+/// when there is one, else a random one.
+fn world_scene<R: Rng + ?Sized>(cfg: &WorldConfig, group: Option<Scene>, rng: &mut R) -> Scene {
+    let mut scene =
+        group.unwrap_or_else(|| Scene::random_placed(rng, cfg.max_objects.clamp(1, MAX_OBJECTS), cfg.overlap));
     scene.width = cfg.side;
     scene.height = cfg.side;
     scene
 }
 
-fn scene_item<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<GroupLayout>, rng: &mut R) -> WorldItem {
-    let scene = world_scene(cfg, layout, rng);
+fn scene_item<R: Rng + ?Sized>(cfg: &WorldConfig, group: Option<Scene>, rng: &mut R) -> WorldItem {
+    let scene = world_scene(cfg, group, rng);
     let image = render_scene(&scene, &cfg.render_options(), rng);
     let captions = scene_captions(&scene, rng);
     let qa = scene_qa(&scene, rng);
@@ -223,8 +207,8 @@ fn scene_item<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<GroupLayout>, r
 
 /// A scene with one object marked. The noise goes on last, over the marker too, so the marker
 /// is no cleaner than the rest of the picture.
-fn marked_item<R: Rng + ?Sized>(cfg: &WorldConfig, layout: Option<GroupLayout>, rng: &mut R) -> WorldItem {
-    let scene = world_scene(cfg, layout, rng);
+fn marked_item<R: Rng + ?Sized>(cfg: &WorldConfig, group: Option<Scene>, rng: &mut R) -> WorldItem {
+    let scene = world_scene(cfg, group, rng);
     let index = rng.random_range(0..scene.objects.len());
     let object = scene.objects[index];
     let kind = MarkerKind::ALL[rng.random_range(0..MarkerKind::ALL.len())];
