@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use crate::model::gpt::{Gpt, GptConfig};
+use crate::models::gpt::{Gpt, GptConfig};
 use crate::train::optim::{AdamW, AdamWConfig};
 
 /// Achieved TFLOP/s of a large square matmul in `kind`: the practical peak MFU is measured
@@ -63,7 +63,7 @@ pub fn bench_train(
     let vs = VarStore::new(device);
     let mut model = Gpt::new(cfg, vs.root())?;
     model.set_compute_kind(kind);
-    let mut opt = AdamW::new(&vs, AdamWConfig::default());
+    let mut opt = AdamW::new(&vs, AdamWConfig::default(), &[])?;
     let t = cfg.block_size;
     let x = Tensor::randint(cfg.vocab_size, [batch_size, t], (Kind::Int64, device));
     let y = Tensor::randint(cfg.vocab_size, [batch_size, t], (Kind::Int64, device));

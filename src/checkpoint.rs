@@ -1,5 +1,8 @@
-//! Checkpoints: a directory with `model.safetensors` (HF GPT-2 tensor names and layouts),
-//! `config.json`, and for training runs `optimizer.safetensors`, `state.json` and the tokenizer.
+//! Checkpoints: a directory with `model.safetensors` (HF tensor names and layouts), `config.json`
+//! (the model family's config, tagged `"family": "gpt" | "clip"`), and for training runs
+//! `optimizer.safetensors`, `state.json` and the tokenizer. [`load`] checks the family, so a
+//! command given the wrong kind of checkpoint says so; [`load_prefixed`] assembles a model from
+//! parts of other checkpoints.
 //!
 //! Written atomically: everything goes into `NAME.tmp`, is fsynced, then `NAME` moves to
 //! `NAME.old`, `NAME.tmp` moves to `NAME` and `NAME.old` is removed. A kill at any moment leaves
@@ -13,12 +16,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use gptlab_vision::clip::{Clip, ClipConfig};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use serde::Serialize;
+use serde_json::Value;
+use tch::{nn, nn::VarStore, Device, Kind, Tensor};
 
-use crate::data::sampler::SamplerState;
-use crate::model::gpt::{Gpt, GptConfig};
-use crate::train::schedule::LrSchedule;
+use crate::models::gpt::{Gpt, GptConfig};
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
@@ -26,28 +28,11 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "state.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// Where a training run stands; with the optimizer moments this is all that exact resume needs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainState {
-    /// Optimizer updates done.
-    pub step: u64,
-    /// Progress in the run's unit: tokens for a GPT, image-text pairs for CLIP.
-    pub units_seen: u64,
-    pub sampler: SamplerState,
-    /// Base of the per-step torch seed (dropout); see `train::step_seed`.
-    pub torch_seed: i64,
-    pub best_val_loss: Option<f64>,
-    /// What the batch stream and schedule were, so a resume can refuse a run that would
-    /// silently differ from a straight one.
-    pub batch_size: usize,
-    pub grad_accum: usize,
-    pub schedule: LrSchedule,
-}
-
 /// What [`save`] writes besides the model.
-pub struct TrainingParts<'a> {
+pub struct TrainingParts<'a, S: Serialize> {
     pub optimizer: Vec<(String, Tensor)>,
-    pub state: &'a TrainState,
+    /// The trainer's state, written as `state.json`.
+    pub state: &'a S,
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
@@ -122,25 +107,41 @@ pub fn model_tensors(vs: &VarStore) -> Vec<(String, Tensor)> {
     named
 }
 
-/// Writes a checkpoint to `dir` atomically (see the module docs).
-pub fn save<C: Serialize>(
+/// Writes a checkpoint to `dir` atomically (see the module docs). `config` is the tagged
+/// `config.json` of [`tagged_config`].
+pub fn save<S: Serialize>(
     dir: &Path,
     vs: &VarStore,
-    cfg: &C,
+    config: &Value,
     tokenizer: Option<&Path>,
-    training: Option<TrainingParts>,
+    training: Option<TrainingParts<S>>,
 ) -> Result<()> {
     let tmp = sibling(dir, ".tmp");
-    write_files(&tmp, vs, cfg, tokenizer, training).with_context(|| format!("writing checkpoint {}", tmp.display()))?;
+    write_files(&tmp, vs, config, tokenizer, training)
+        .with_context(|| format!("writing checkpoint {}", tmp.display()))?;
     commit(&tmp, dir)
 }
 
-fn write_files<C: Serialize>(
+/// A model's `config.json`: its family's config with the family tag beside it.
+pub fn tagged_config<C: ModelConfig>(cfg: &C) -> Result<Value> {
+    let mut v = serde_json::to_value(cfg)?;
+    v.as_object_mut()
+        .context("a model config must serialise to a JSON object")?
+        .insert("family".into(), C::FAMILY.into());
+    Ok(v)
+}
+
+/// Writes an inference-only checkpoint (weights, config, tokenizer) of a `C` model.
+pub fn save_model<C: ModelConfig>(dir: &Path, vs: &VarStore, cfg: &C, tokenizer: Option<&Path>) -> Result<()> {
+    save::<()>(dir, vs, &tagged_config(cfg)?, tokenizer, None)
+}
+
+fn write_files<S: Serialize>(
     tmp: &Path,
     vs: &VarStore,
-    cfg: &C,
+    config: &Value,
     tokenizer: Option<&Path>,
-    training: Option<TrainingParts>,
+    training: Option<TrainingParts<S>>,
 ) -> Result<()> {
     if tmp.exists() {
         std::fs::remove_dir_all(tmp)?;
@@ -151,7 +152,7 @@ fn write_files<C: Serialize>(
         Ok(())
     };
     write_safetensors(&model_tensors(vs), &tmp.join(MODEL_FILE))?;
-    write_json(CONFIG_FILE, serde_json::to_string_pretty(cfg)?)?;
+    write_json(CONFIG_FILE, serde_json::to_string_pretty(config)?)?;
     if let Some(tok) = tokenizer {
         std::fs::copy(tok, tmp.join(TOKENIZER_FILE)).with_context(|| format!("copying {}", tok.display()))?;
     }
@@ -205,32 +206,107 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
 
 /// A model family's `config.json`: what a checkpoint needs to rebuild its variables.
 pub trait ModelConfig: Serialize + DeserializeOwned {
+    /// The tag in `config.json`.
+    const FAMILY: &'static str;
+    /// How messages name the family.
+    const DISPLAY: &'static str;
     fn validate(&self) -> Result<()>;
 }
 
 impl ModelConfig for GptConfig {
+    const FAMILY: &'static str = "gpt";
+    const DISPLAY: &'static str = "GPT";
     fn validate(&self) -> Result<()> {
         GptConfig::validate(self)
     }
 }
 
 impl ModelConfig for ClipConfig {
+    const FAMILY: &'static str = "clip";
+    const DISPLAY: &'static str = "CLIP";
     fn validate(&self) -> Result<()> {
         ClipConfig::validate(self)
     }
 }
 
+/// A model a checkpoint can hold: its config type and how its variables are built.
+pub trait Family: Sized {
+    type Config: ModelConfig;
+    /// Builds the model's variables under `p`.
+    fn build(cfg: &Self::Config, p: nn::Path) -> Result<Self>;
+}
+
+impl Family for Gpt {
+    type Config = GptConfig;
+    fn build(cfg: &GptConfig, p: nn::Path) -> Result<Self> {
+        Gpt::new(cfg, p)
+    }
+}
+
+impl Family for Clip {
+    type Config = ClipConfig;
+    fn build(cfg: &ClipConfig, p: nn::Path) -> Result<Self> {
+        Clip::new(cfg, p)
+    }
+}
+
+/// Display names of the families a `config.json` tag may hold.
+fn display_name(family: &str) -> &str {
+    match family {
+        "gpt" => GptConfig::DISPLAY,
+        "clip" => ClipConfig::DISPLAY,
+        other => other,
+    }
+}
+
+/// The family tag of a `config.json`. Checkpoints written before the tag existed are told apart
+/// by their fields (only CLIP's config has `vision`).
+fn family_of(config: &Value) -> &str {
+    match config.get("family").and_then(Value::as_str) {
+        Some(f) => f,
+        None if config.get("vision").is_some() => "clip",
+        None => "gpt",
+    }
+}
+
+fn read_config_json(dir: &Path) -> Result<Value> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("checkpoint config {} is invalid (not JSON)", path.display()))
+}
+
 /// Whether `dir` holds a gptlab checkpoint of any model family: the only kind of directory a
 /// save may replace.
 pub fn is_checkpoint(dir: &Path) -> bool {
-    dir.join(MODEL_FILE).is_file() && (read_config::<GptConfig>(dir).is_ok() || read_config::<ClipConfig>(dir).is_ok())
+    dir.join(MODEL_FILE).is_file()
+        && read_config_json(dir).is_ok_and(|v| match family_of(&v) {
+            "gpt" => parse_config::<GptConfig>(v, dir).is_ok(),
+            "clip" => parse_config::<ClipConfig>(v, dir).is_ok(),
+            _ => false,
+        })
 }
 
+/// Reads a checkpoint's config as family `C`; a checkpoint of another family is a one-line
+/// error naming both.
 pub fn read_config<C: ModelConfig>(dir: &Path) -> Result<C> {
+    parse_config(read_config_json(dir)?, dir)
+}
+
+fn parse_config<C: ModelConfig>(mut v: Value, dir: &Path) -> Result<C> {
+    let family = family_of(&v).to_string();
+    ensure!(
+        family == C::FAMILY,
+        "{} is a {} checkpoint, not a {} checkpoint",
+        dir.display(),
+        display_name(&family),
+        C::DISPLAY
+    );
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("family");
+    }
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let cfg: C =
-        serde_json::from_str(&text).with_context(|| format!("checkpoint config {} is invalid", path.display()))?;
+        serde_json::from_value(v).with_context(|| format!("checkpoint config {} is invalid", path.display()))?;
     cfg.validate().with_context(|| format!("checkpoint config {}", path.display()))?;
     Ok(cfg)
 }
@@ -243,8 +319,14 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
 
 /// Copies `tensors` into the variables of `vs`, requiring the same names and shapes.
 pub fn fill(vs: &VarStore, tensors: Vec<(String, Tensor)>, source: &Path) -> Result<()> {
+    fill_under(vs, tensors, source, "")
+}
+
+/// Copies `tensors` into the variables of `vs` whose names start with `under`: every one of
+/// them must be given, with its shape, and every tensor must land somewhere.
+fn fill_under(vs: &VarStore, tensors: Vec<(String, Tensor)>, source: &Path, under: &str) -> Result<()> {
     let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(n, _)| n.starts_with(under)).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, mut var) in vars {
         let Some(t) = by_name.remove(&name) else {
@@ -265,39 +347,56 @@ pub fn fill(vs: &VarStore, tensors: Vec<(String, Tensor)>, source: &Path) -> Res
     Ok(())
 }
 
+/// Fills part of a model from a checkpoint: the checkpoint's tensors named `from*` go to the
+/// variables of `vs` named `to*` (the rest of the name kept), e.g. a GPT's `transformer.` as a
+/// VLM's `language_model.transformer.`. Every variable under `to` must be filled; the
+/// checkpoint's other tensors are left out. Returns how many tensors were copied.
+pub fn load_prefixed(vs: &VarStore, dir: &Path, from: &str, to: &str) -> Result<usize> {
+    let dir = resolve(dir)?;
+    let file = dir.join(MODEL_FILE);
+    let tensors: Vec<(String, Tensor)> = read_tensors(&file)?
+        .into_iter()
+        .filter_map(|(name, t)| name.strip_prefix(from).map(|rest| (format!("{to}{rest}"), t)))
+        .collect();
+    ensure!(!tensors.is_empty(), "{} has no tensor under {from:?}", file.display());
+    let n = tensors.len();
+    fill_under(vs, tensors, &file, to)?;
+    Ok(n)
+}
+
 /// A model loaded from a checkpoint, ready to run.
-pub struct LoadedModel {
+pub struct Loaded<M> {
     pub dir: PathBuf,
     pub vs: VarStore,
-    pub model: Gpt,
+    pub model: M,
 }
 
-pub fn load_model(dir: &Path, device: Device) -> Result<LoadedModel> {
+impl<M> Loaded<M> {
+    /// The checkpoint's tokenizer, which only text input needs: an HF model imported without
+    /// one still scores and embeds token ids.
+    pub fn tokenizer(&self) -> Result<crate::tokenizer::Tokenizer> {
+        let path = self.dir.join(TOKENIZER_FILE);
+        ensure!(
+            path.exists(),
+            "{} has no {TOKENIZER_FILE}: give token ids ({{\"tokens\": [...]}}) instead of text",
+            self.dir.display()
+        );
+        crate::tokenizer::Tokenizer::from_file(&path)
+    }
+}
+
+/// Loads a model of family `M` from checkpoint `dir` (or the `.old` an interrupted save left).
+pub fn load<M: Family>(dir: &Path, device: Device) -> Result<Loaded<M>> {
     let dir = resolve(dir)?;
-    let cfg = read_config(&dir)?;
+    let cfg: M::Config = read_config(&dir)?;
     let vs = VarStore::new(device);
-    let model = Gpt::new(&cfg, vs.root())?;
+    let model = M::build(&cfg, vs.root())?;
     fill(&vs, read_tensors(&dir.join(MODEL_FILE))?, &dir.join(MODEL_FILE))?;
-    Ok(LoadedModel { dir, vs, model })
+    Ok(Loaded { dir, vs, model })
 }
 
-/// A CLIP model loaded from a checkpoint.
-pub struct LoadedClip {
-    pub dir: PathBuf,
-    pub vs: VarStore,
-    pub model: Clip,
-}
-
-pub fn load_clip(dir: &Path, device: Device) -> Result<LoadedClip> {
-    let dir = resolve(dir)?;
-    let cfg: ClipConfig = read_config(&dir)?;
-    let vs = VarStore::new(device);
-    let model = Clip::new(&cfg, vs.root())?;
-    fill(&vs, read_tensors(&dir.join(MODEL_FILE))?, &dir.join(MODEL_FILE))?;
-    Ok(LoadedClip { dir, vs, model })
-}
-
-pub fn read_state(dir: &Path) -> Result<TrainState> {
+/// A checkpoint's `state.json` (a training run's [`crate::train::TrainState`]).
+pub fn read_state<S: DeserializeOwned>(dir: &Path) -> Result<S> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is invalid", path.display()))

@@ -6,34 +6,14 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader};
+
+use crate::data::split::in_val_split;
+use crate::jsonl::write_jsonl;
 use std::path::{Path, PathBuf};
 
 /// The `kind` of every imported document.
 const IMPORT_KIND: &str = "import";
-
-/// A fixed hash of `bytes` onto [0, 1) (FNV-1a, then the splitmix64 finaliser to spread short
-/// inputs). Splits and hold-outs are keyed on it, so unlike std's hasher it must never change
-/// between runs, platforms or Rust versions.
-pub fn unit_hash(bytes: &[u8]) -> f64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^= h >> 31;
-    (h >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Whether `text` belongs to the validation split: decided by its hash alone, so identical
-/// texts always land in the same split and the split does not depend on document order.
-pub fn in_val_split(text: &str, val_fraction: f64) -> bool {
-    unit_hash(text.as_bytes()) < val_fraction
-}
 
 /// The texts of `dir/{split}.jsonl`; a split without documents is an error, since nothing can
 /// train or evaluate on it.
@@ -69,18 +49,6 @@ fn text_field(line: &str) -> Result<String, String> {
         },
         Ok(_) => Err("expected a JSON object with a \"text\" field".to_string()),
     }
-}
-
-/// Writes one JSON object per line.
-pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
-    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut out = BufWriter::new(file);
-    let failed = || format!("cannot write {}", path.display());
-    for item in items {
-        serde_json::to_writer(&mut out, item).with_context(failed)?;
-        out.write_all(b"\n").with_context(failed)?;
-    }
-    out.flush().with_context(failed)
 }
 
 /// How a .txt file becomes documents.
@@ -324,14 +292,5 @@ mod tests {
         let docs = [ImportedDoc { kind: IMPORT_KIND, text: "a \"quoted\"\nline\twith ünïcode" }];
         write_jsonl(&path, &docs).unwrap();
         assert_eq!(read_jsonl_texts(&path).unwrap(), [docs[0].text]);
-    }
-
-    #[test]
-    fn unit_hash_is_fixed_and_spread() {
-        // Pinned: changing the hash would silently change every split and hold-out.
-        assert_eq!(unit_hash(b"stone"), 0.6895787613919714);
-        let below = (0..10_000).filter(|i| unit_hash(format!("doc {i}").as_bytes()) < 0.25).count();
-        assert!((2_200..2_800).contains(&below), "{below}");
-        assert!(!in_val_split("anything", 0.0));
     }
 }

@@ -1,28 +1,30 @@
 //! gptlab: the GPT series rebuilt at a scale one CPU can train and one GPU can scale.
 //!
 //! The pipeline: [`synth`] (or [`corpus`] import) → [`tokenizer`] → [`data`] shards →
-//! [`train`] a [`model::gpt::Gpt`] → [`checkpoint`] → [`generate`] / [`score`], with [`hf`] for
-//! Hugging Face GPT-2 weights in and out.
+//! [`train`] a [`models::gpt::Gpt`] → [`checkpoint`] → [`infer`] (generation, scoring), with
+//! [`hf`] for Hugging Face weights in and out. [`clip`] trains and evaluates the CLIP towers of
+//! `gptlab-vision`; [`scaling`] fits scaling laws over sweeps of runs. Layers every model family
+//! shares come from `gptlab-nn`, re-exported as [`nn`].
 
 pub mod bench;
 pub mod checkpoint;
 pub mod clip;
-pub mod clip_data;
-pub mod clip_eval;
 pub mod config;
 pub mod corpus;
 pub mod data;
 pub mod device;
-pub mod generate;
 pub mod hf;
+pub mod infer;
+pub mod jsonl;
 pub mod metrics;
-pub mod model;
+pub mod models;
 pub mod plot;
 pub mod quickstart;
 pub mod report;
 pub mod scaling;
-pub mod score;
 pub mod special;
 pub mod synth;
 pub mod tokenizer;
 pub mod train;
+
+pub use gptlab_nn as nn;

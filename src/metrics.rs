@@ -1,7 +1,7 @@
 //! Metrics as JSON lines, one object per logged step: easy to tail, plot, or load in pandas.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -47,20 +47,4 @@ impl MetricsLog {
         self.file.write_all(format!("{record}\n").as_bytes())?;
         Ok(())
     }
-}
-
-/// Every line of a JSONL file as a JSON value; errors name the file and line.
-pub fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}: unreadable line", path.display(), i + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v = serde_json::from_str(&line)
-            .map_err(|e| anyhow::anyhow!("{}:{}: malformed JSON: {e}", path.display(), i + 1))?;
-        out.push(v);
-    }
-    Ok(out)
 }

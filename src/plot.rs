@@ -191,7 +191,7 @@ pub fn human(x: f64) -> String {
 /// `baseline`, when given, is drawn as a flat labelled line (e.g. the unigram entropy).
 /// `x_key` names the metrics field on the x axis (the run's unit: tokens, pairs).
 pub fn loss_plot(metrics: &Path, stem: &Path, title: &str, x_key: &str, baseline: Option<(&str, f64)>) -> Result<()> {
-    let records = crate::metrics::read_jsonl(metrics)?;
+    let records = crate::jsonl::read_jsonl(metrics)?;
     let series = |key: &str| -> Vec<(f64, f64)> {
         records.iter().filter_map(|r| Some((r[x_key].as_f64()?, r[key].as_f64()?))).collect()
     };

@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use tch::Device;
 
 use crate::checkpoint;
+use crate::clip::eval::ClipEvalResults;
 use crate::clip::{ClipDataSpec, ClipModelSpec, ClipTrainConfig};
-use crate::clip_eval::ClipEvalResults;
 use crate::data::shards::ShardMeta;
-use crate::generate::{self, SampleOptions};
+use crate::infer::generate::{self, SampleOptions};
 use crate::report::Report;
 use crate::synth::SynthConfig;
 use crate::tokenizer::Tokenizer;
@@ -112,7 +112,8 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
     let summary = train::train(&cfg, false)?;
 
     step("sampling");
-    let loaded = checkpoint::load_model(&cfg.checkpoint_dir(), crate::device::parse_device(&opts.device)?)?;
+    let loaded =
+        checkpoint::load::<crate::models::gpt::Gpt>(&cfg.checkpoint_dir(), crate::device::parse_device(&opts.device)?)?;
     let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
     let sample_opts = SampleOptions {
         temperature: 0.0,
@@ -169,11 +170,11 @@ fn run_clip(opts: &QuickstartOptions, steps: u64) -> Result<(TrainSummary, ClipE
             threads: opts.threads,
             ..TrainSection::default()
         },
-        optim: crate::clip::clip_adamw(),
+        optim: crate::clip::train::clip_adamw(),
     };
     let summary = crate::clip::train(&cfg, false)?;
     let device = crate::device::parse_device(&opts.device)?;
-    let eval = crate::clip_eval::evaluate(&summary.checkpoint, &cfg.out_dir.join("eval"), device, 200)?;
+    let eval = crate::clip::eval::evaluate(&summary.checkpoint, &cfg.out_dir.join("eval"), device, 200)?;
     Ok((summary, eval))
 }
 
@@ -181,7 +182,7 @@ fn run_clip(opts: &QuickstartOptions, steps: u64) -> Result<(TrainSummary, ClipE
 fn probe_tokens_per_s(cfg: &TrainConfig, meta: &ShardMeta) -> Result<f64> {
     let device = crate::device::parse_device(&cfg.train.device)?;
     crate::device::set_threads(cfg.train.threads)?;
-    let kind = train::compute_kind(&cfg.train.dtype, device)?;
+    let kind = cfg.train.dtype.compute_kind(device);
     let gpt = cfg.model.resolve(meta.vocab_size)?;
     let b = crate::bench::bench_train(&gpt, device, kind, cfg.train.batch_size as i64, 5, 2, Some(1.0))?;
     Ok(b.tokens_per_s)

@@ -2,6 +2,7 @@
 
 pub mod sampler;
 pub mod shards;
+pub mod split;
 
 use std::path::{Path, PathBuf};
 

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use super::RunRow;
 use crate::checkpoint;
 use crate::data::shards::ShardMeta;
-use crate::generate::{self, SampleOptions};
-use crate::model::gpt::{Gpt, GptConfig};
+use crate::infer::generate::{self, SampleOptions};
+use crate::models::gpt::{Gpt, GptConfig};
 use crate::synth::arithmetic::{ArithFamily, ArithFormat, ArithProblem};
 use crate::synth::{Holdout, Mixture, SynthConfig};
 use crate::tokenizer::Tokenizer;
@@ -334,7 +334,7 @@ pub fn write_results(out: &Path, results: &[RunResult]) -> Result<()> {
 
 /// Reads a sweep's `runs.jsonl`.
 pub fn read_results(path: &Path) -> Result<Vec<RunResult>> {
-    crate::metrics::read_jsonl(path)?
+    crate::jsonl::read_jsonl(path)?
         .into_iter()
         .enumerate()
         .map(|(i, v)| {
@@ -351,12 +351,12 @@ pub fn run_one(dir: &Path, threads: Option<usize>, problems: usize) -> Result<Ru
     cfg.train.threads = threads.or(cfg.train.threads);
     let saved = checkpoint::resolve(&cfg.checkpoint_dir()).ok();
     let done = match &saved {
-        Some(dir) => checkpoint::read_state(dir)?.step >= cfg.train.max_steps,
+        Some(dir) => checkpoint::read_state::<crate::train::TrainState>(dir)?.step >= cfg.train.max_steps,
         None => false,
     };
     // A run killed after its last checkpoint but before its result has nothing left to train.
     let trained = if done { None } else { Some(train::train(&cfg, saved.is_some())?) };
-    let metrics = crate::metrics::read_jsonl(&cfg.out_dir.join("metrics.jsonl"))?;
+    let metrics = crate::jsonl::read_jsonl(&cfg.out_dir.join("metrics.jsonl"))?;
     let (steps, tokens, train_loss, val_loss, elapsed_s) = match trained {
         Some(s) => (s.steps, s.units_seen as f64, s.final_train_loss, s.final_val_loss, s.elapsed_s),
         None => {
@@ -372,7 +372,7 @@ pub fn run_one(dir: &Path, threads: Option<usize>, problems: usize) -> Result<Ru
     };
     let val_curve = metrics.iter().filter_map(|r| Some((r["tokens"].as_f64()?, r["val_loss"].as_f64()?))).collect();
     let device = crate::device::parse_device(&cfg.train.device)?;
-    let loaded = checkpoint::load_model(&cfg.checkpoint_dir(), device)?;
+    let loaded = checkpoint::load::<Gpt>(&cfg.checkpoint_dir(), device)?;
     let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
     let gpt: &GptConfig = &loaded.model.cfg;
     let counts = gpt.param_counts();

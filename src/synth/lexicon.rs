@@ -4,7 +4,7 @@
 //! corpus holds out exactly the same words and pairs and a later evaluation can probe them as
 //! items the model never saw in training.
 
-use crate::corpus::unit_hash;
+use crate::data::split::unit_hash;
 use rand::Rng;
 
 /// Common English words (lowercase, 3 to 9 letters) that icl episodes and instruct tasks draw

@@ -13,7 +13,8 @@ pub mod instruct;
 pub mod lexicon;
 pub mod scene;
 
-use crate::corpus::{in_val_split, write_jsonl};
+use crate::data::split::in_val_split;
+use crate::jsonl::write_jsonl;
 use anyhow::{ensure, Context, Result};
 use instruct::InstructTask;
 use rand::distr::weighted::WeightedIndex;

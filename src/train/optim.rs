@@ -1,5 +1,6 @@
-//! AdamW (Loshchilov & Hutter) over a VarStore's variables, written here rather than taken from
-//! `tch::nn::AdamW` because its moments must be saved and restored for exact resume.
+//! AdamW (Loshchilov & Hutter) over a VarStore's variables, with parameter groups, written here
+//! rather than taken from `tch::nn::AdamW` because its moments must be saved and restored for
+//! exact resume.
 
 use std::collections::HashMap;
 
@@ -23,13 +24,51 @@ impl Default for AdamWConfig {
     }
 }
 
+/// Parameters whose names start with `prefix` train with their own settings, e.g.
+/// `[[train.groups]] prefix = "multi_modal_projector." lr_scale = 10` or
+/// `prefix = "vision_tower." frozen = true`. The first group whose prefix matches wins.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamGroup {
+    pub prefix: String,
+    /// Multiplies the schedule's learning rate.
+    #[serde(default = "one")]
+    pub lr_scale: f64,
+    /// Replaces `optim.weight_decay` (still only on tensors of dim >= 2).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    /// No gradient, no optimizer state, never changed.
+    #[serde(default)]
+    pub frozen: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl ParamGroup {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.lr_scale.is_finite() && self.lr_scale >= 0.0,
+            "train.groups: lr_scale of {:?} must be a non-negative number, got {}",
+            self.prefix,
+            self.lr_scale
+        );
+        if let Some(wd) = self.weight_decay {
+            ensure!(wd.is_finite() && wd >= 0.0, "train.groups: weight_decay of {:?} must be >= 0", self.prefix);
+        }
+        Ok(())
+    }
+}
+
 struct Param {
     name: String,
     value: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    /// Decay only matrices and embeddings (dim >= 2), never biases or LayerNorm gains.
-    decay: bool,
+    lr_scale: f64,
+    /// Decoupled weight decay of this tensor: 0 for biases and LayerNorm gains (dim < 2).
+    weight_decay: f64,
 }
 
 pub struct AdamW {
@@ -41,21 +80,37 @@ pub struct AdamW {
 
 impl AdamW {
     /// Optimises every trainable variable of `vs`, in name order so that state files and
-    /// reductions are deterministic.
-    pub fn new(vs: &VarStore, cfg: AdamWConfig) -> Self {
+    /// reductions are deterministic. Variables of a frozen group stop requiring gradients and
+    /// get no state; a group that matches no variable is an error (a typo would otherwise
+    /// silently train what was meant to be frozen).
+    pub fn new(vs: &VarStore, cfg: AdamWConfig, groups: &[ParamGroup]) -> Result<Self> {
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        let params = named
-            .into_iter()
-            .map(|(name, value)| Param {
+        for g in groups {
+            ensure!(
+                named.iter().any(|(name, _)| name.starts_with(&g.prefix)),
+                "train.groups: prefix {:?} matches no parameter of the model",
+                g.prefix
+            );
+        }
+        let mut params = Vec::with_capacity(named.len());
+        for (name, mut value) in named {
+            let group = groups.iter().find(|g| name.starts_with(&g.prefix));
+            if group.is_some_and(|g| g.frozen) {
+                let _ = value.requires_grad_(false);
+                continue;
+            }
+            let decay = group.and_then(|g| g.weight_decay).unwrap_or(cfg.weight_decay);
+            params.push(Param {
                 exp_avg: value.zeros_like(),
                 exp_avg_sq: value.zeros_like(),
-                decay: value.dim() >= 2,
+                lr_scale: group.map_or(1.0, |g| g.lr_scale),
+                weight_decay: if value.dim() >= 2 { decay } else { 0.0 },
                 name,
                 value,
-            })
-            .collect();
-        Self { cfg, params, steps: 0 }
+            });
+        }
+        Ok(Self { cfg, params, steps: 0 })
     }
 
     pub fn zero_grad(&mut self) {
@@ -79,11 +134,11 @@ impl AdamW {
         total
     }
 
-    /// One update with learning rate `lr`:
+    /// One update with learning rate `lr` (times each group's `lr_scale`):
     /// p -= lr * (wd * p + m_hat / (sqrt(v_hat) + eps)), m and v the bias-corrected moments.
     pub fn step(&mut self, lr: f64) {
         self.steps += 1;
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.cfg;
+        let AdamWConfig { beta1, beta2, eps, .. } = self.cfg;
         let bc1 = 1.0 - beta1.powi(self.steps as i32);
         let bc2 = 1.0 - beta2.powi(self.steps as i32);
         tch::no_grad(|| {
@@ -92,8 +147,9 @@ impl AdamW {
                 if !g.defined() {
                     continue;
                 }
-                if p.decay && weight_decay > 0.0 {
-                    p.value *= 1.0 - lr * weight_decay;
+                let lr = lr * p.lr_scale;
+                if p.weight_decay > 0.0 {
+                    p.value *= 1.0 - lr * p.weight_decay;
                 }
                 p.exp_avg *= beta1;
                 p.exp_avg += &g * (1.0 - beta1);

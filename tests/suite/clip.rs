@@ -6,8 +6,8 @@ use crate::common;
 use std::path::Path;
 
 use gptlab::checkpoint;
-use gptlab::clip::encode_caption;
-use gptlab::clip_data::TextSide;
+use gptlab::clip::data::encode_caption;
+use gptlab::clip::data::TextSide;
 use gptlab::tokenizer::Tokenizer;
 use gptlab_vision::clip::{contrastive_loss, Clip, ClipConfig, MAX_LOGIT_SCALE};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -57,7 +57,7 @@ fn imported_hf_clip_matches_transformers_features() {
     )
     .unwrap();
     common::run_ok(&["import", "hf-clip", "--from", dir.path().to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
-    let model = checkpoint::load_clip(&ckpt, Device::Cpu).unwrap().model;
+    let model = checkpoint::load::<Clip>(&ckpt, Device::Cpu).unwrap().model;
     assert_eq!(model.cfg.text.eot_token_id, 5);
     let pre = model.cfg.preprocess();
     assert_eq!((pre.mean, pre.std), ([0.5; 3], [0.25; 3]), "the checkpoint keeps the model's normalisation");
@@ -162,20 +162,20 @@ fn clip_checkpoints_round_trip_and_are_never_confused_with_gpt() {
     let cfg = ClipConfig::preset("tiny", 64, 0).unwrap();
     let model = Clip::new(&cfg, vs.root()).unwrap();
     let ckpt = dir.path().join("clip");
-    checkpoint::save(&ckpt, &vs, &cfg, None, None).unwrap();
+    checkpoint::save_model(&ckpt, &vs, &cfg, None).unwrap();
     assert!(checkpoint::is_checkpoint(&ckpt));
-    let loaded = checkpoint::load_clip(&ckpt, Device::Cpu).unwrap();
+    let loaded = checkpoint::load::<Clip>(&ckpt, Device::Cpu).unwrap();
     assert_eq!(loaded.model.cfg, cfg);
     let pixels = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
     let (a, b) = (model.image_features(&pixels).unwrap(), loaded.model.image_features(&pixels).unwrap());
     assert!(a.equal(&b));
-    let err = checkpoint::load_model(&ckpt, Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("invalid"), "{err}");
+    let err = checkpoint::load::<gptlab::models::gpt::Gpt>(&ckpt, Device::Cpu).err().unwrap().to_string();
+    assert!(err.ends_with("is a CLIP checkpoint, not a GPT checkpoint"), "{err}");
     // Saving over itself is fine (a checkpoint); over another directory it is refused.
-    checkpoint::save(&ckpt, &vs, &cfg, None, None).unwrap();
+    checkpoint::save_model(&ckpt, &vs, &cfg, None).unwrap();
     let other = dir.path().join("photos");
     std::fs::create_dir_all(&other).unwrap();
-    let err = checkpoint::save(&other, &vs, &cfg, None, None).unwrap_err().to_string();
+    let err = checkpoint::save_model(&other, &vs, &cfg, None).unwrap_err().to_string();
     assert!(err.contains("not a gptlab checkpoint"), "{err}");
 }
 
@@ -228,10 +228,10 @@ fn clip_training_resumes_exactly() {
             assert!(d <= 1e-6, "{file}: {na} differs by {d}");
         }
     }
-    let ckpt = checkpoint::load_clip(&straight.path().join("run/checkpoint"), Device::Cpu).unwrap();
+    let ckpt = checkpoint::load::<Clip>(&straight.path().join("run/checkpoint"), Device::Cpu).unwrap();
     let scale = ckpt.model.logit_scale.double_value(&[]);
     assert!((0.0..=MAX_LOGIT_SCALE).contains(&scale));
-    let metrics = gptlab::metrics::read_jsonl(&straight.path().join("run/metrics.jsonl")).unwrap();
+    let metrics = gptlab::jsonl::read_jsonl(&straight.path().join("run/metrics.jsonl")).unwrap();
     assert_eq!(metrics.last().unwrap()["pairs"].as_u64(), Some(16));
     let logged = metrics.last().unwrap()["logit_scale"].as_f64().unwrap();
     assert!((logged.ln() - scale).abs() < 1e-5, "the metrics log exp(logit_scale)");
@@ -285,7 +285,7 @@ fn clip_eval_writes_results_and_report() {
 fn recall_counts_ranks_by_hand() {
     // Query 0's match is best, query 1's match is third of three.
     let sim = Tensor::from_slice(&[0.9f32, 0.1, 0.2, 0.5, 0.1, 0.7, 0.3, 0.2, 0.8]).view([3, 3]);
-    let r = gptlab::clip_eval::recalls(&sim).unwrap();
+    let r = gptlab::clip::eval::recalls(&sim).unwrap();
     assert!((r[0] - 2.0 / 3.0).abs() < 1e-12, "{r:?}"); // queries 0 and 2 rank their match first
     assert_eq!(r[1], 1.0);
 }
@@ -302,7 +302,7 @@ fn clip_embed_matches_the_model_and_skips_nothing_silently() {
     let out = common::run_ok(&["clip", "embed", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
-    let loaded = checkpoint::load_clip(&ckpt, Device::Cpu).unwrap();
+    let loaded = checkpoint::load::<Clip>(&ckpt, Device::Cpu).unwrap();
     let pre = gptlab_vision::transform::Preprocess::clip(32);
     let pixels = pre.eval(&gptlab_vision::transform::load_image(&img).unwrap()).unsqueeze(0);
     let expect = loaded.model.image_features(&pixels).unwrap();
@@ -369,7 +369,7 @@ fn clip_trains_on_an_image_folder_and_skips_images_that_do_not_decode() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("warning: skipping an image") && stderr.contains(".png"), "{stderr}");
-    let metrics = gptlab::metrics::read_jsonl(&dir.path().join("run/metrics.jsonl")).unwrap();
+    let metrics = gptlab::jsonl::read_jsonl(&dir.path().join("run/metrics.jsonl")).unwrap();
     assert!(metrics.last().unwrap()["skipped_images"].as_u64().unwrap() > 0);
     // A captions file with a missing field is a configuration error, named by file and line.
     std::fs::write(data.join("captions.jsonl"), "{\"image\": \"images/000001.png\"}\n").unwrap();
@@ -393,13 +393,13 @@ fn coco_captions_pair_each_caption_with_its_image() {
                             {"image_id": 7, "caption": "A brown dog."}]}"#,
     )
     .unwrap();
-    let pairs = gptlab::clip_data::read_coco(&ann, Path::new("/imgs")).unwrap();
+    let pairs = gptlab::clip::data::read_coco(&ann, Path::new("/imgs")).unwrap();
     assert_eq!(pairs.len(), 3);
     assert_eq!(pairs[0].image, Path::new("/imgs/a.jpg"));
     assert_eq!(pairs[0].caption, "A dog.");
     assert_eq!(pairs[2].image, Path::new("/imgs/a.jpg"));
     std::fs::write(&ann, r#"{"images": [], "annotations": [{"image_id": 1, "caption": "x"}]}"#).unwrap();
-    assert!(gptlab::clip_data::read_coco(&ann, Path::new("/imgs")).unwrap_err().to_string().contains("image id 1"));
+    assert!(gptlab::clip::data::read_coco(&ann, Path::new("/imgs")).unwrap_err().to_string().contains("image id 1"));
 }
 
 #[test]
@@ -409,7 +409,7 @@ fn clip_trains_on_coco_captions_skips_missing_files_and_counts_skips_across_resu
     let args = ["data", "synth-images", "--out", data.to_str().unwrap(), "--n", "12", "--seed", "3", "--side", "40"];
     common::run_ok(&args);
     // COCO captions for the rendered images; then half the image files go missing.
-    let lines = gptlab::metrics::read_jsonl(&data.join("captions.jsonl")).unwrap();
+    let lines = gptlab::jsonl::read_jsonl(&data.join("captions.jsonl")).unwrap();
     let mut files: Vec<&str> = lines.iter().map(|l| l["image"].as_str().unwrap()).collect();
     files.dedup();
     let images: Vec<serde_json::Value> =
@@ -444,7 +444,7 @@ fn clip_trains_on_coco_captions_skips_missing_files_and_counts_skips_across_resu
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("warning: skipping an image") && stderr.contains("cannot open"), "{stderr}");
     let skipped = |step: u64| {
-        let metrics = gptlab::metrics::read_jsonl(&dir.path().join("run/metrics.jsonl")).unwrap();
+        let metrics = gptlab::jsonl::read_jsonl(&dir.path().join("run/metrics.jsonl")).unwrap();
         metrics.iter().rev().find(|r| r["step"] == step).unwrap()["skipped_images"].as_u64().unwrap()
     };
     let before = skipped(2);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::common::{run_ok, run_python};
 use gptlab::checkpoint;
-use gptlab::model::gpt::{Gelu, Gpt, GptConfig, Input};
+use gptlab::models::gpt::{Gelu, Gpt, GptConfig, Input, Pass};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/hf_gpt2.py");
@@ -19,7 +19,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> T {
 fn logits(model: &Gpt, ids: &[Vec<i64>]) -> Tensor {
     let flat: Vec<i64> = ids.concat();
     let x = Tensor::from_slice(&flat).view([ids.len() as i64, -1]);
-    tch::no_grad(|| model.forward(Input::Tokens(&x), None, None, false)).unwrap()
+    tch::no_grad(|| model.forward(Input::Tokens(&x), Pass::default())).unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &[Vec<Vec<f64>>]) -> f64 {
@@ -39,7 +39,7 @@ fn imported_hf_gpt2_matches_transformers_logits() {
     assert!(hf.join("model.safetensors").exists());
     let ckpt = dir.path().join("ckpt");
     run_ok(&["import", "hf-gpt2", "--from", hf.to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
-    let loaded = checkpoint::load_model(&ckpt, Device::Cpu).unwrap();
+    let loaded = checkpoint::load::<gptlab::models::gpt::Gpt>(&ckpt, Device::Cpu).unwrap();
     assert_eq!(loaded.model.cfg.gelu, Gelu::Tanh, "HF GPT-2 uses gelu_new");
     let ids: Vec<Vec<i64>> = read_json(&hf.join("ids.json"));
     let reference: Vec<Vec<Vec<f64>>> = read_json(&hf.join("logits.json"));
@@ -66,7 +66,7 @@ fn exported_checkpoint_loads_in_transformers_with_the_same_logits() {
     let vs = VarStore::new(Device::Cpu);
     let model = Gpt::new(&cfg, vs.root()).unwrap();
     let ckpt = dir.path().join("ckpt");
-    checkpoint::save(&ckpt, &vs, &cfg, None, None).unwrap();
+    checkpoint::save_model(&ckpt, &vs, &cfg, None).unwrap();
     let hf = dir.path().join("hf");
     run_ok(&["export", "hf-gpt2", "--ckpt", ckpt.to_str().unwrap(), "--out", hf.to_str().unwrap()]);
     let ids: Vec<Vec<i64>> = vec![(0..10).collect(), (20..30).collect()];

@@ -1,7 +1,7 @@
 //! The GPT decoder: parameter counts and FLOPs against hand-computed values, KV-cache and
 //! embedding-input equivalence with a full forward pass.
 
-use gptlab::model::gpt::{Gpt, GptConfig, Input, KvCache};
+use gptlab::models::gpt::{Gpt, GptConfig, Input, KvCache, Pass};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 fn nano() -> (VarStore, Gpt) {
@@ -56,14 +56,24 @@ fn n_embd_must_divide_by_n_head() {
 fn kv_cache_prefill_and_decode_equal_one_full_forward() {
     let (_vs, model) = nano();
     let ids = Tensor::randint(512, [2, 20], (Kind::Int64, Device::Cpu));
-    let full = model.forward(Input::Tokens(&ids), None, None, false).unwrap(); // [2, 20, V]
+    let full = model.forward(Input::Tokens(&ids), Pass::default()).unwrap(); // [2, 20, V]
     let mut cache = KvCache::new();
-    let mut pieces = vec![model.forward(Input::Tokens(&ids.narrow(1, 0, 12)), None, Some(&mut cache), false).unwrap()];
+    let mut pieces = vec![model
+        .forward(Input::Tokens(&ids.narrow(1, 0, 12)), Pass { cache: Some(&mut cache), ..Default::default() })
+        .unwrap()];
     for t in 12..17 {
-        pieces.push(model.forward(Input::Tokens(&ids.narrow(1, t, 1)), None, Some(&mut cache), false).unwrap());
+        pieces.push(
+            model
+                .forward(Input::Tokens(&ids.narrow(1, t, 1)), Pass { cache: Some(&mut cache), ..Default::default() })
+                .unwrap(),
+        );
     }
     // Several new tokens after a past: the explicit-mask path.
-    pieces.push(model.forward(Input::Tokens(&ids.narrow(1, 17, 3)), None, Some(&mut cache), false).unwrap());
+    pieces.push(
+        model
+            .forward(Input::Tokens(&ids.narrow(1, 17, 3)), Pass { cache: Some(&mut cache), ..Default::default() })
+            .unwrap(),
+    );
     assert_eq!(cache.len(), 20);
     let cached = Tensor::cat(&pieces, 1);
     let diff = (&cached - &full).abs().max().double_value(&[]);
@@ -74,16 +84,16 @@ fn kv_cache_prefill_and_decode_equal_one_full_forward() {
 fn embeddings_input_equals_token_input() {
     let (_vs, model) = nano();
     let ids = Tensor::randint(512, [1, 10], (Kind::Int64, Device::Cpu));
-    let a = model.forward(Input::Tokens(&ids), None, None, false).unwrap();
+    let a = model.forward(Input::Tokens(&ids), Pass::default()).unwrap();
     let emb = model.embed_tokens(&ids);
-    let b = model.forward(Input::Embeddings(&emb), None, None, false).unwrap();
+    let b = model.forward(Input::Embeddings(&emb), Pass::default()).unwrap();
     assert_eq!(a.size(), b.size());
     assert!((&a - &b).abs().max().double_value(&[]) == 0.0);
     // Explicit position ids equal to the defaults change nothing; shifted ones do.
     let pos = Tensor::arange(10, (Kind::Int64, Device::Cpu));
-    let c = model.forward(Input::Tokens(&ids), Some(&pos), None, false).unwrap();
+    let c = model.forward(Input::Tokens(&ids), Pass { pos: Some(&pos), ..Default::default() }).unwrap();
     assert!((&a - &c).abs().max().double_value(&[]) == 0.0);
-    let d = model.forward(Input::Tokens(&ids), Some(&(pos + 3)), None, false).unwrap();
+    let d = model.forward(Input::Tokens(&ids), Pass { pos: Some(&(pos + 3)), ..Default::default() }).unwrap();
     assert!((&a - &d).abs().max().double_value(&[]) > 1e-4);
 }
 
@@ -91,7 +101,7 @@ fn embeddings_input_equals_token_input() {
 fn sequences_longer_than_the_context_are_rejected() {
     let (_vs, model) = nano();
     let ids = Tensor::zeros([1, 65], (Kind::Int64, Device::Cpu));
-    let err = model.forward(Input::Tokens(&ids), None, None, false).unwrap_err().to_string();
+    let err = model.forward(Input::Tokens(&ids), Pass::default()).unwrap_err().to_string();
     assert!(err.contains("exceeds the model's context of 64"), "{err}");
 }
 

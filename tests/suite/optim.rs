@@ -11,7 +11,7 @@ fn adamw_first_steps_match_hand_computation() {
     let w = root.var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0, 0.5, 3.0]).view([2, 2]));
     let b = root.var_copy("b", &Tensor::from_slice(&[0.5f32, -0.5]));
     let cfg = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
-    let mut opt = AdamW::new(&vs, cfg);
+    let mut opt = AdamW::new(&vs, cfg, &[]).unwrap();
     // loss = sum(w * g_w) + sum(b * g_b) gives gradients g_w and g_b exactly.
     let g_w = Tensor::from_slice(&[0.1f32, -0.2, 0.3, 0.0]).view([2, 2]);
     let g_b = Tensor::from_slice(&[1.0f32, 2.0]);
@@ -49,7 +49,7 @@ fn adamw_first_steps_match_hand_computation() {
 fn gradient_clipping_scales_to_the_max_norm() {
     let vs = VarStore::new(Device::Cpu);
     let w = vs.root().var_copy("w", &Tensor::zeros([2], (Kind::Float, Device::Cpu)));
-    let mut opt = AdamW::new(&vs, AdamWConfig::default());
+    let mut opt = AdamW::new(&vs, AdamWConfig::default(), &[]).unwrap();
     (&w * Tensor::from_slice(&[3.0f32, 4.0])).sum(Kind::Float).backward();
     let norm = opt.clip_grad_norm(1.0).double_value(&[]);
     assert!((norm - 5.0).abs() < 1e-6, "pre-clip norm {norm}");
@@ -61,11 +61,11 @@ fn gradient_clipping_scales_to_the_max_norm() {
 fn optimizer_state_round_trips() {
     let vs = VarStore::new(Device::Cpu);
     let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, 2.0]));
-    let mut opt = AdamW::new(&vs, AdamWConfig::default());
+    let mut opt = AdamW::new(&vs, AdamWConfig::default(), &[]).unwrap();
     (&w * &w).sum(Kind::Float).backward();
     opt.step(0.1);
     let saved = opt.state_tensors();
-    let mut other = AdamW::new(&vs, AdamWConfig::default());
+    let mut other = AdamW::new(&vs, AdamWConfig::default(), &[]).unwrap();
     other.load_state(saved.iter().map(|(n, t)| (n.clone(), t.copy())).collect(), opt.steps).unwrap();
     for ((n1, a), (n2, b)) in saved.iter().zip(other.state_tensors()) {
         assert_eq!(n1, &n2);

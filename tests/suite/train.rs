@@ -28,17 +28,20 @@ fn resume_continues_exactly() {
     let split = tempfile::tempdir().unwrap();
     run_ok(&["train", "--config", write_config(straight.path(), 8, "").to_str().unwrap()]);
     run_ok(&["train", "--config", write_config(split.path(), 4, "").to_str().unwrap()]);
-    let half = checkpoint::read_state(&split.path().join("run/checkpoint")).unwrap();
+    let half = checkpoint::read_state::<gptlab::train::TrainState>(&split.path().join("run/checkpoint")).unwrap();
     assert_eq!(half.step, 4);
     assert_eq!(half.sampler.next_batch, 4);
     run_ok(&["train", "--config", write_config(split.path(), 8, "").to_str().unwrap(), "--resume"]);
     let (a, b) = (straight.path().join("run/checkpoint"), split.path().join("run/checkpoint"));
     assert_same(&a.join("model.safetensors"), &b.join("model.safetensors"));
     assert_same(&a.join("optimizer.safetensors"), &b.join("optimizer.safetensors"));
-    assert_eq!(checkpoint::read_state(&a).unwrap(), checkpoint::read_state(&b).unwrap());
+    assert_eq!(
+        checkpoint::read_state::<gptlab::train::TrainState>(&a).unwrap(),
+        checkpoint::read_state::<gptlab::train::TrainState>(&b).unwrap()
+    );
     // The resumed log holds each step once, as the straight run's does.
     let steps = |dir: &Path| -> Vec<u64> {
-        gptlab::metrics::read_jsonl(&dir.join("run/metrics.jsonl"))
+        gptlab::jsonl::read_jsonl(&dir.join("run/metrics.jsonl"))
             .unwrap()
             .iter()
             .map(|r| r["step"].as_u64().unwrap())
@@ -53,7 +56,7 @@ fn resume_continues_exactly() {
 fn metrics_record_losses_and_throughput() {
     let dir = tempfile::tempdir().unwrap();
     run_ok(&["train", "--config", write_config(dir.path(), 8, "").to_str().unwrap()]);
-    let records = gptlab::metrics::read_jsonl(&dir.path().join("run/metrics.jsonl")).unwrap();
+    let records = gptlab::jsonl::read_jsonl(&dir.path().join("run/metrics.jsonl")).unwrap();
     let last = records.last().unwrap();
     for key in ["step", "tokens", "lr", "train_loss", "val_loss", "grad_norm", "tokens_per_s", "mfu"] {
         assert!(last[key].is_number(), "{key} missing in {last}");
@@ -81,12 +84,12 @@ fn interrupted_saves_leave_the_previous_checkpoint_loadable() {
     let tmp = dir.path().join("run/checkpoint.tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::write(tmp.join("model.safetensors"), b"partial").unwrap();
-    let loaded = checkpoint::load_model(&ckpt, tch::Device::Cpu).unwrap();
+    let loaded = checkpoint::load::<gptlab::models::gpt::Gpt>(&ckpt, tch::Device::Cpu).unwrap();
     assert_eq!(loaded.dir, ckpt);
 
     // Killed between the two renames: only checkpoint.old is complete.
     std::fs::rename(&ckpt, dir.path().join("run/checkpoint.old")).unwrap();
-    let loaded = checkpoint::load_model(&ckpt, tch::Device::Cpu).unwrap();
+    let loaded = checkpoint::load::<gptlab::models::gpt::Gpt>(&ckpt, tch::Device::Cpu).unwrap();
     assert!(loaded.dir.ends_with("checkpoint.old"));
     let after = checkpoint::model_tensors(&loaded.vs);
     for ((n1, a), (n2, b)) in before.iter().zip(&after) {
@@ -105,7 +108,7 @@ fn interrupted_saves_leave_the_previous_checkpoint_loadable() {
     assert!(run_err(&["train", "--config", &other, "--resume"]).contains("batch_size 4"));
     // Resuming from there works and publishes a fresh checkpoint, clearing the leftovers.
     run_ok(&["train", "--config", write_config(dir.path(), 8, "").to_str().unwrap(), "--resume"]);
-    assert_eq!(checkpoint::read_state(&ckpt).unwrap().step, 8);
+    assert_eq!(checkpoint::read_state::<gptlab::train::TrainState>(&ckpt).unwrap().step, 8);
     assert!(!dir.path().join("run/checkpoint.old").exists());
     assert!(!tmp.exists());
 }
@@ -165,8 +168,9 @@ fn kill_9_during_training_leaves_a_loadable_checkpoint() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let loaded = checkpoint::load_model(&ckpt, tch::Device::Cpu).expect("a checkpoint survives kill -9");
-        let state = checkpoint::read_state(&loaded.dir).unwrap();
+        let loaded = checkpoint::load::<gptlab::models::gpt::Gpt>(&ckpt, tch::Device::Cpu)
+            .expect("a checkpoint survives kill -9");
+        let state = checkpoint::read_state::<gptlab::train::TrainState>(&loaded.dir).unwrap();
         assert!(state.step > 0, "round {i}: training made progress before the kill");
     }
 }

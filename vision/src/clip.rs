@@ -7,6 +7,7 @@
 //! length, P patch side.
 
 use anyhow::{bail, ensure, Result};
+use gptlab_nn::{LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -199,45 +200,6 @@ impl ClipConfig {
     }
 }
 
-#[derive(Debug)]
-struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    fn new(p: nn::Path, n_in: i64, n_out: i64, std: f64, bias: bool) -> Self {
-        let weight = p.var("weight", &[n_out, n_in], nn::Init::Randn { mean: 0.0, stdev: std });
-        let bias = bias.then(|| p.var("bias", &[n_out], nn::Init::Const(0.0)));
-        Self { weight, bias }
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
-    }
-}
-
-#[derive(Debug)]
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl LayerNorm {
-    fn new(p: nn::Path, width: i64, eps: f64) -> Self {
-        Self {
-            weight: p.var("weight", &[width], nn::Init::Const(1.0)),
-            bias: p.var("bias", &[width], nn::Init::Const(0.0)),
-            eps,
-        }
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.layer_norm([self.weight.size()[0]], Some(&self.weight), Some(&self.bias), self.eps, true)
-    }
-}
-
 /// Multi-head self-attention with HF CLIP's separate q/k/v projections.
 #[derive(Debug)]
 struct Attention {
@@ -270,7 +232,7 @@ impl EncoderLayer {
         let a = &p / "self_attn";
         let m = &p / "mlp";
         Self {
-            layer_norm1: LayerNorm::new(&p / "layer_norm1", width, eps),
+            layer_norm1: LayerNorm::new(&p / "layer_norm1", width, true, eps),
             self_attn: Attention {
                 q_proj: Linear::new(&a / "q_proj", width, width, attn_std, true),
                 k_proj: Linear::new(&a / "k_proj", width, width, attn_std, true),
@@ -278,26 +240,27 @@ impl EncoderLayer {
                 out_proj: Linear::new(&a / "out_proj", width, width, proj_std, true),
                 heads,
             },
-            layer_norm2: LayerNorm::new(&p / "layer_norm2", width, eps),
+            layer_norm2: LayerNorm::new(&p / "layer_norm2", width, true, eps),
             fc1: Linear::new(&m / "fc1", width, 4 * width, fc_std, true),
             fc2: Linear::new(&m / "fc2", 4 * width, width, proj_std, true),
             act,
         }
     }
 
-    /// x: [B, T, W] -> [B, T, W]; `causal` for the text tower.
-    pub fn forward(&self, x: &Tensor, causal: bool) -> Tensor {
+    /// x: [B, T, W] fp32 -> [B, T, W] fp32; `causal` for the text tower. The residual stream
+    /// stays fp32; both branches compute in `kind`.
+    pub fn forward(&self, x: &Tensor, causal: bool, kind: Kind) -> Tensor {
         let (b, t, w) = x.size3().expect("[B, T, W]");
         let a = &self.self_attn;
         let d = w / a.heads;
         let h = self.layer_norm1.forward(x);
-        let split = |lin: &Linear| lin.forward(&h).view([b, t, a.heads, d]).transpose(1, 2); // [B, H, T, D]
+        let split = |lin: &Linear| lin.forward(&h, kind).view([b, t, a.heads, d]).transpose(1, 2); // [B, H, T, D]
         let (q, k, v) = (split(&a.q_proj), split(&a.k_proj), split(&a.v_proj));
         let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, causal, None::<f64>, false);
-        let y = a.out_proj.forward(&y.transpose(1, 2).contiguous().view([b, t, w]));
-        let x = x + y;
-        let h = self.fc2.forward(&self.act.apply(&self.fc1.forward(&self.layer_norm2.forward(&x))));
-        x + h
+        let y = a.out_proj.forward(&y.transpose(1, 2).contiguous().view([b, t, w]), kind);
+        let x = x + y.to_kind(Kind::Float);
+        let h = self.fc2.forward(&self.act.apply(&self.fc1.forward(&self.layer_norm2.forward(&x), kind)), kind);
+        x + h.to_kind(Kind::Float)
     }
 }
 
@@ -325,6 +288,8 @@ pub struct VisionTransformer {
     layers: Vec<EncoderLayer>,
     post_layernorm: LayerNorm,
     patch_size: i64,
+    /// Matmuls, the patch convolution and attention run in this kind (bf16 under mixed precision).
+    pub compute_kind: Kind,
 }
 
 impl VisionTransformer {
@@ -346,10 +311,11 @@ impl VisionTransformer {
                 &[n, w],
                 nn::Init::Randn { mean: 0.0, stdev: scale },
             ),
-            pre_layrnorm: LayerNorm::new(&p / "pre_layrnorm", w, cfg.layer_norm_eps),
+            pre_layrnorm: LayerNorm::new(&p / "pre_layrnorm", w, true, cfg.layer_norm_eps),
             layers: encoder(&p / "encoder", w, cfg.heads, cfg.layers, cfg.act, cfg.layer_norm_eps),
-            post_layernorm: LayerNorm::new(&p / "post_layernorm", w, cfg.layer_norm_eps),
+            post_layernorm: LayerNorm::new(&p / "post_layernorm", w, true, cfg.layer_norm_eps),
             patch_size: cfg.patch_size,
+            compute_kind: Kind::Float,
         }
     }
 
@@ -358,7 +324,16 @@ impl VisionTransformer {
         let (b, c, _, _) = pixels.size4()?;
         ensure!(c == 3, "expected 3-channel images, got {c} channels");
         let w = self.class_embedding.size()[0];
-        let patches = pixels.f_conv2d(&self.patch_embedding, None::<Tensor>, [self.patch_size], [0], [1], 1)?; // [B, W, S/P, S/P]
+        let kind = self.compute_kind;
+        let patches = pixels.to_kind(kind).f_conv2d(
+            &self.patch_embedding.to_kind(kind),
+            None::<Tensor>,
+            [self.patch_size],
+            [0],
+            [1],
+            1,
+        )?; // [B, W, S/P, S/P]
+        let patches = patches.to_kind(Kind::Float);
         let patches = patches.flatten(2, 3).transpose(1, 2); // [B, N, W]
         let n = patches.size()[1] + 1;
         ensure!(
@@ -372,7 +347,7 @@ impl VisionTransformer {
         let mut x = self.pre_layrnorm.forward(&x);
         let mut hidden_states = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            x = layer.forward(&x, false);
+            x = layer.forward(&x, false, kind);
             hidden_states.push(x.shallow_clone());
         }
         let pooled = self.post_layernorm.forward(&x.select(1, 0)); // [B, W]
@@ -388,6 +363,8 @@ pub struct TextTransformer {
     layers: Vec<EncoderLayer>,
     final_layer_norm: LayerNorm,
     eot_token_id: i64,
+    /// Matmuls and attention run in this kind (bf16 under mixed precision).
+    pub compute_kind: Kind,
 }
 
 impl TextTransformer {
@@ -405,8 +382,9 @@ impl TextTransformer {
                 nn::Init::Randn { mean: 0.0, stdev: 0.01 },
             ),
             layers: encoder(&p / "encoder", cfg.width, cfg.heads, cfg.layers, cfg.act, cfg.layer_norm_eps),
-            final_layer_norm: LayerNorm::new(&p / "final_layer_norm", cfg.width, cfg.layer_norm_eps),
+            final_layer_norm: LayerNorm::new(&p / "final_layer_norm", cfg.width, true, cfg.layer_norm_eps),
             eot_token_id: cfg.eot_token_id,
+            compute_kind: Kind::Float,
         }
     }
 
@@ -430,7 +408,7 @@ impl TextTransformer {
         let pos = self.position_embedding.narrow(0, 0, l);
         let mut x = Tensor::embedding(&self.token_embedding, tokens, -1, false, false) + pos; // [B, L, W]
         for layer in &self.layers {
-            x = layer.forward(&x, true);
+            x = layer.forward(&x, true, self.compute_kind);
         }
         let x = self.final_layer_norm.forward(&x);
         let at = is_eot.to_kind(Kind::Int).argmax(1, false); // first end-of-text per row: [B]
@@ -476,17 +454,26 @@ impl Clip {
 
     /// Projected image features before normalisation (HF's `get_image_features`): [B, E].
     pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor> {
-        Ok(self.vision_model.forward(pixels)?.pooled.linear(&self.visual_projection, None::<Tensor>))
+        let pooled = self.vision_model.forward(pixels)?.pooled;
+        Ok(project(&pooled, &self.visual_projection, self.vision_model.compute_kind))
     }
 
     /// Projected text features before normalisation (HF's `get_text_features`): [B, E].
     pub fn text_features(&self, tokens: &Tensor) -> Result<Tensor> {
-        Ok(self.text_model.forward(tokens)?.linear(&self.text_projection, None::<Tensor>))
+        let pooled = self.text_model.forward(tokens)?;
+        Ok(project(&pooled, &self.text_projection, self.text_model.compute_kind))
     }
 
     /// The contrastive loss of a batch of matching image-text pairs.
     pub fn loss(&self, pixels: &Tensor, tokens: &Tensor) -> Result<Tensor> {
         Ok(contrastive_loss(&self.image_features(pixels)?, &self.text_features(tokens)?, &self.logit_scale))
+    }
+
+    /// Matmuls, convolution and attention of both towers in `kind`; LayerNorms, the residual
+    /// streams and the loss stay fp32.
+    pub fn set_compute_kind(&mut self, kind: Kind) {
+        self.vision_model.compute_kind = kind;
+        self.text_model.compute_kind = kind;
     }
 
     /// Keeps the temperature in CLIP's range: logit_scale in [0, ln 100].
@@ -495,6 +482,11 @@ impl Clip {
             let _ = self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE);
         });
     }
+}
+
+/// `x @ weight^T` in `kind`, back in fp32.
+fn project(x: &Tensor, weight: &Tensor, kind: Kind) -> Tensor {
+    x.to_kind(kind).linear(&weight.to_kind(kind), None::<Tensor>).to_kind(Kind::Float)
 }
 
 /// open_clip's loss: L2-normalise both sides, logits = exp(logit_scale) * img @ txt^T, and the

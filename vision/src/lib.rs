@@ -1,8 +1,9 @@
-//! gptlab-vision: everything on the CLIP side, images in and embeddings out. The scene graph
-//! lives here because both the renderer (pixels) and gptlab's text corpus (descriptions) use it.
+//! gptlab-vision: pixels and image models. The synthetic image world, image I/O and
+//! transforms, and the ViT/CLIP towers; it never trains and never reads foreign checkpoint
+//! formats (training, evaluation, HF interop and the CLI live in the `gptlab` crate). The scene
+//! graph lives here because both the renderer (pixels) and gptlab's text corpus use it.
 
 pub mod clip;
-pub mod hf_clip;
 pub mod render;
 pub mod scene;
 pub mod transform;

@@ -1,6 +1,6 @@
 //! CLIP pretraining on image-caption pairs: `gptlab clip train --config FILE.toml [--resume]`,
-//! through the shared training loop (so the same guarantees: exact resume, atomic checkpoints,
-//! NaN stops, metrics, plots).
+//! through the shared [`Trainer`] (so the same guarantees: exact resume, atomic checkpoints,
+//! NaN stops, metrics, plots, mixed precision).
 //!
 //! Data: the synthetic image world, rendered on the fly. Batch `i` is a pure function of
 //! (seed, i), like the GPT's windows, so the sampler state is the index of the next batch.
@@ -13,14 +13,14 @@ use anyhow::{ensure, Context, Result};
 use gptlab_vision::clip::{Clip, ClipConfig};
 use gptlab_vision::world::{generate_item, WorldConfig};
 use serde::{Deserialize, Serialize};
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use tch::{nn::VarStore, Device, Tensor};
 
+use super::data::{read_captions_jsonl, read_coco, CaptionedImage, FilePairs, PairStream, TextSide, WorldPairs};
 use crate::checkpoint;
-use crate::clip_data::{read_captions_jsonl, read_coco, CaptionedImage, FilePairs, PairStream, TextSide, WorldPairs};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamW, AdamWConfig};
-use crate::train::run::{self, Objective, RunSpec, TrainSummary};
-use crate::train::TrainSection;
+use crate::train::trainer::{self, Evaluate, Objective, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::{TrainSection, TrainSummary};
 
 /// The model section: a preset of [`ClipConfig::preset`]; the text vocabulary comes from the
 /// tokenizer.
@@ -121,21 +121,6 @@ fn world_captions(world: &WorldConfig, seed: u64, n: u64) -> Vec<String> {
     (0..n).flat_map(|i| generate_item(world, seed, i).captions).collect()
 }
 
-/// Token ids of `caption`, cut to `context - 1` tokens, then end-of-text, then padding.
-pub fn encode_caption(tok: &Tokenizer, caption: &str, context: usize) -> Result<Vec<i64>> {
-    let mut ids = caption_ids(tok, caption, context)?;
-    ids.resize(context, tok.pad() as i64);
-    Ok(ids)
-}
-
-/// Token ids of `caption`, cut to `context - 1` tokens, then end-of-text (no padding).
-pub fn caption_ids(tok: &Tokenizer, caption: &str, context: usize) -> Result<Vec<i64>> {
-    let mut ids: Vec<i64> = tok.encode(caption)?.into_iter().map(i64::from).collect();
-    ids.truncate(context - 1);
-    ids.push(tok.eot() as i64);
-    Ok(ids)
-}
-
 /// The contrastive objective over a stream of image-caption pairs.
 struct Contrastive {
     model: Clip,
@@ -146,14 +131,8 @@ struct Contrastive {
     device: Device,
 }
 
-impl Objective for Contrastive {
-    type Batch = (Tensor, Tensor);
-
-    fn loss(&mut self, (pixels, tokens): (Tensor, Tensor)) -> Result<Tensor> {
-        self.model.loss(&pixels.to_device(self.device), &tokens.to_device(self.device))
-    }
-
-    fn validate(&mut self) -> Result<f64> {
+impl Evaluate for Contrastive {
+    fn validate(&mut self) -> Result<ValMetrics> {
         let (mut total, mut batches) = (0.0, 0);
         let len = self.source.val_len();
         for start in (0..len).step_by(self.batch_size as usize) {
@@ -167,11 +146,7 @@ impl Objective for Contrastive {
             total += loss.double_value(&[]);
             batches += 1;
         }
-        Ok(total / batches as f64)
-    }
-
-    fn after_step(&mut self) {
-        self.model.clamp_logit_scale();
+        Ok(ValMetrics::from([("val_loss".to_string(), total / batches as f64)]))
     }
 
     fn extra_metrics(&self) -> Vec<(&'static str, serde_json::Value)> {
@@ -180,12 +155,31 @@ impl Objective for Contrastive {
     }
 }
 
+impl Objective for Contrastive {
+    type Batch = (Tensor, Tensor);
+
+    fn loss(&mut self, (pixels, tokens): (Tensor, Tensor)) -> Result<Tensor> {
+        self.model.loss(&pixels.to_device(self.device), &tokens.to_device(self.device))
+    }
+
+    /// Every image is a full grid of patches; captions count only the positions the batch is
+    /// padded to (its longest caption).
+    fn flops(&self, (pixels, tokens): &(Tensor, Tensor)) -> f64 {
+        let (b, l) = (pixels.size()[0], tokens.size()[1]);
+        b as f64 * flops_per_pair(&self.model.cfg, l)
+    }
+
+    fn after_step(&mut self) {
+        self.model.clamp_logit_scale();
+    }
+}
+
 /// The last `skipped_images` logged at or before `step` (0 when none was).
 fn skips_logged_by(metrics: &Path, step: u64) -> Result<u64> {
     if !metrics.exists() {
         return Ok(0);
     }
-    Ok(crate::metrics::read_jsonl(metrics)?
+    Ok(crate::jsonl::read_jsonl(metrics)?
         .iter()
         .filter(|r| r["step"].as_u64().is_some_and(|s| s <= step))
         .filter_map(|r| r["skipped_images"].as_u64())
@@ -324,7 +318,8 @@ pub fn bench_loader(cfg: &ClipTrainConfig, batches: u64) -> Result<LoaderBench> 
     tch::manual_seed(t.seed as i64);
     let vs = VarStore::new(device);
     let mut model = Clip::new(&clip_cfg, vs.root())?;
-    let mut opt = AdamW::new(&vs, cfg.optim.clone());
+    model.set_compute_kind(t.dtype.compute_kind(device));
+    let mut opt = AdamW::new(&vs, cfg.optim.clone(), &t.groups)?;
     let mut step = |(pixels, tokens): &(Tensor, Tensor)| -> Result<f64> {
         let loss = model.loss(&pixels.to_device(device), &tokens.to_device(device))?;
         loss.backward();
@@ -355,71 +350,46 @@ pub fn bench_loader(cfg: &ClipTrainConfig, batches: u64) -> Result<LoaderBench> 
 /// Trains per `cfg`; with `resume`, continues from `out_dir/checkpoint` exactly where it stopped.
 pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
     let t = &cfg.train;
-    t.validate()?;
     ensure!(t.batch_size >= 2, "CLIP needs batch_size >= 2: the loss contrasts pairs within a batch");
     ensure!(cfg.data.val_pairs >= 2, "data.val_pairs must be at least 2");
-    let device = crate::device::parse_device(&t.device)?;
-    crate::device::set_threads(t.threads)?;
-    if !resume {
-        run::refuse_existing_checkpoint(&cfg.out_dir)?;
-    }
-    let resumed = match resume {
-        true => Some(
-            checkpoint::resolve(&cfg.out_dir.join("checkpoint")).context("--resume needs a checkpoint in out_dir")?,
-        ),
-        false => None,
-    };
-    std::fs::create_dir_all(&cfg.out_dir).with_context(|| format!("creating {}", cfg.out_dir.display()))?;
-    std::fs::write(cfg.out_dir.join("config.toml"), toml::to_string_pretty(cfg)?)?;
-
+    let setup = Setup::begin(t, &cfg.out_dir, resume, cfg)?;
     let tok_out = cfg.out_dir.join(checkpoint::TOKENIZER_FILE);
-    let Prepared { tok_path, tokenizer, clip_cfg, files } = prepare(cfg, resumed.as_deref(), &tok_out)?;
-
-    tch::manual_seed(t.seed as i64);
-    let vs = VarStore::new(device);
-    let model = Clip::new(&clip_cfg, vs.root())?;
-    let mut opt = AdamW::new(&vs, cfg.optim.clone());
-    let schedule = t.schedule();
-    let state = run::initial_state(resumed.as_deref(), t, &schedule, &vs, &mut opt)?;
-
-    let source = make_source(cfg, &clip_cfg, tokenizer, files, state.sampler.seed ^ VAL_SEED_SALT)?;
+    let Prepared { tok_path, tokenizer, clip_cfg, files } = prepare(cfg, setup.resumed.as_deref(), &tok_out)?;
+    let mut model = Clip::new(&clip_cfg, setup.vs.root())?;
+    model.set_compute_kind(setup.kind);
+    let resumed = setup.resumed.is_some();
     let pairs_per_batch = t.batch_size as u64;
-    let batches =
-        spawn_loader(Arc::clone(&source), state.sampler.seed, state.sampler.next_batch, pairs_per_batch, t.prefetch);
-    let peak_tflops = match t.peak_tflops {
-        Some(p) => p,
-        None => crate::bench::measure_peak_tflops(device, Kind::Float)?,
-    };
-    let flops_per_pair = flops_per_pair(&clip_cfg);
+    let trainer = Trainer::new(
+        setup,
+        RunParts {
+            model_config: &clip_cfg,
+            tokenizer: Some(tok_path),
+            optim: cfg.optim.clone(),
+            unit: "pairs",
+            units_per_step: pairs_per_batch * t.grad_accum as u64,
+            baseline: Some(("chance (ln batch)".into(), (t.batch_size as f64).ln())),
+        },
+    )?;
+    let sampler = trainer.state.sampler;
+    let source = make_source(cfg, &clip_cfg, tokenizer, files, sampler.seed ^ VAL_SEED_SALT)?;
+    let batches = spawn_loader(Arc::clone(&source), sampler.seed, sampler.next_batch, pairs_per_batch, t.prefetch);
     let skipped_before = match resumed {
-        Some(_) => skips_logged_by(&cfg.out_dir.join("metrics.jsonl"), state.step)?,
-        None => 0,
+        true => skips_logged_by(&cfg.out_dir.join("metrics.jsonl"), trainer.state.step)?,
+        false => 0,
     };
+    let device = trainer.device();
     let mut objective = Contrastive { model, source, skipped_before, batch_size: pairs_per_batch, device };
-    let spec = RunSpec {
-        section: t,
-        schedule,
-        out_dir: &cfg.out_dir,
-        vs: &vs,
-        model_config: &clip_cfg,
-        tokenizer: Some(&tok_path),
-        device,
-        unit: "pairs",
-        units_per_step: pairs_per_batch * t.grad_accum as u64,
-        flops_per_unit: flops_per_pair,
-        peak_tflops,
-        baseline: Some(("chance (ln batch)", (t.batch_size as f64).ln())),
-    };
-    run::run(spec, &mut objective, &mut opt, state, batches, resumed.is_some())
+    trainer::run(trainer, &mut objective, batches)
 }
 
-/// Training FLOPs of one image-text pair: 6 × parameters × positions for each tower's matmuls
-/// (attention scores are small at these lengths and left out).
-pub fn flops_per_pair(cfg: &ClipConfig) -> f64 {
+/// Training FLOPs of one image-text pair whose caption is padded to `text_len` positions:
+/// 6 × parameters × positions for each tower's matmuls (attention scores are small at these
+/// lengths and left out).
+pub fn flops_per_pair(cfg: &ClipConfig, text_len: i64) -> f64 {
     let tower = |width: i64, layers: i64| 12.0 * (layers * width * width) as f64;
     let patches = (cfg.grid() * cfg.grid() + 1) as f64;
     6.0 * (tower(cfg.vision.width, cfg.vision.layers) * patches
-        + tower(cfg.text.width, cfg.text.layers) * cfg.text.context_length as f64)
+        + tower(cfg.text.width, cfg.text.layers) * text_len as f64)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde_json::json;
 use tch::{nn::VarStore, Device, Tensor};
 
 use crate::checkpoint::{self, TOKENIZER_FILE};
-use crate::model::gpt::{Gelu, Gpt, GptConfig};
+use crate::models::gpt::{Gelu, Gpt, GptConfig};
 
 /// The fields of HF's `GPT2Config` that change the function the model computes.
 #[derive(Deserialize)]
@@ -104,14 +104,14 @@ pub fn import_gpt2(from: &Path, out: &Path) -> Result<GptConfig> {
     }
     checkpoint::fill(&vs, tensors, &weights)?;
     let tok = from.join(TOKENIZER_FILE);
-    checkpoint::save(out, &vs, &cfg, tok.exists().then_some(tok.as_path()), None)?;
+    checkpoint::save_model(out, &vs, &cfg, tok.exists().then_some(tok.as_path()))?;
     Ok(cfg)
 }
 
 /// Writes a gptlab checkpoint as a HF GPT-2 directory that `GPT2LMHeadModel.from_pretrained`
 /// loads. Bias-free models get zero biases, which computes the same function.
 pub fn export_gpt2(ckpt: &Path, out: &Path) -> Result<()> {
-    let loaded = checkpoint::load_model(ckpt, Device::Cpu)?;
+    let loaded = checkpoint::load::<Gpt>(ckpt, Device::Cpu)?;
     let cfg = &loaded.model.cfg;
     let c = cfg.n_embd;
     let mut tensors: Vec<(String, Tensor)> = checkpoint::model_tensors(&loaded.vs);
@@ -162,33 +162,4 @@ pub fn export_gpt2(ckpt: &Path, out: &Path) -> Result<()> {
         std::fs::copy(&tok, out.join(TOKENIZER_FILE))?;
     }
     Ok(())
-}
-
-/// Converts a HF `CLIPModel` directory (`config.json` + `model.safetensors`, and the pixel
-/// normalisation of `preprocessor_config.json` when present) into a gptlab CLIP checkpoint at
-/// `out`.
-pub fn import_clip(from: &Path, out: &Path) -> Result<gptlab_vision::clip::ClipConfig> {
-    let config_path = from.join("config.json");
-    let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
-    let mut cfg =
-        gptlab_vision::hf_clip::config_from_hf(&text).with_context(|| format!("{}", config_path.display()))?;
-    let preprocessor = from.join("preprocessor_config.json");
-    if preprocessor.exists() {
-        let text =
-            std::fs::read_to_string(&preprocessor).with_context(|| format!("reading {}", preprocessor.display()))?;
-        gptlab_vision::hf_clip::apply_hf_preprocessor(&text, &mut cfg)
-            .with_context(|| format!("{}", preprocessor.display()))?;
-    }
-    let weights = from.join("model.safetensors");
-    let tensors: Vec<(String, Tensor)> = checkpoint::read_tensors(&weights)?
-        .into_iter()
-        .filter(|(name, _)| !gptlab_vision::hf_clip::is_hf_buffer(name))
-        .map(|(name, t)| (name, t.to_kind(tch::Kind::Float)))
-        .collect();
-    let vs = VarStore::new(Device::Cpu);
-    gptlab_vision::clip::Clip::new(&cfg, vs.root())?;
-    checkpoint::fill(&vs, tensors, &weights)?;
-    let tok = from.join(TOKENIZER_FILE);
-    checkpoint::save(out, &vs, &cfg, tok.exists().then_some(tok.as_path()), None)?;
-    Ok(cfg)
 }

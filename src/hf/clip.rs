@@ -1,12 +1,17 @@
-//! Hugging Face `CLIPModel` interop: its `config.json` as a [`ClipConfig`]. The weights need no
+//! Hugging Face `CLIPModel` import: its `config.json` as a [`ClipConfig`], its weights into a
+//! gptlab CLIP checkpoint. The weights need no
 //! conversion (gptlab's CLIP uses HF's names and layouts) beyond dropping HF's `position_ids`
 //! buffers, which [`is_hf_buffer`] recognises.
 
-use anyhow::{bail, ensure, Context, Result};
-use serde::Deserialize;
+use std::path::Path;
 
-use crate::clip::{Activation, ClipConfig, TextConfig, VisionConfig};
-use crate::transform::{CLIP_MEAN, CLIP_STD};
+use anyhow::{bail, ensure, Context, Result};
+use gptlab_vision::clip::{Activation, Clip, ClipConfig, TextConfig, VisionConfig};
+use gptlab_vision::transform::{CLIP_MEAN, CLIP_STD};
+use serde::Deserialize;
+use tch::{nn::VarStore, Device, Tensor};
+
+use crate::checkpoint::{self, TOKENIZER_FILE};
 
 #[derive(Deserialize)]
 struct HfTower {
@@ -123,4 +128,31 @@ pub fn apply_hf_preprocessor(text: &str, cfg: &mut ClipConfig) -> Result<()> {
 /// HF buffers that are not parameters.
 pub fn is_hf_buffer(name: &str) -> bool {
     name.ends_with("position_ids")
+}
+
+/// Converts a HF `CLIPModel` directory (`config.json` + `model.safetensors`, and the pixel
+/// normalisation of `preprocessor_config.json` when present) into a gptlab CLIP checkpoint at
+/// `out`.
+pub fn import_clip(from: &Path, out: &Path) -> Result<ClipConfig> {
+    let config_path = from.join("config.json");
+    let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    let mut cfg = config_from_hf(&text).with_context(|| format!("{}", config_path.display()))?;
+    let preprocessor = from.join("preprocessor_config.json");
+    if preprocessor.exists() {
+        let text =
+            std::fs::read_to_string(&preprocessor).with_context(|| format!("reading {}", preprocessor.display()))?;
+        apply_hf_preprocessor(&text, &mut cfg).with_context(|| format!("{}", preprocessor.display()))?;
+    }
+    let weights = from.join("model.safetensors");
+    let tensors: Vec<(String, Tensor)> = checkpoint::read_tensors(&weights)?
+        .into_iter()
+        .filter(|(name, _)| !is_hf_buffer(name))
+        .map(|(name, t)| (name, t.to_kind(tch::Kind::Float)))
+        .collect();
+    let vs = VarStore::new(Device::Cpu);
+    Clip::new(&cfg, vs.root())?;
+    checkpoint::fill(&vs, tensors, &weights)?;
+    let tok = from.join(TOKENIZER_FILE);
+    checkpoint::save_model(out, &vs, &cfg, tok.exists().then_some(tok.as_path()))?;
+    Ok(cfg)
 }

@@ -1,11 +1,12 @@
 //! GPT-2's decoder in one file: pre-LN blocks, fused q/k/v, SDPA causal attention, learned
 //! positions, tied LM head. Parameter names and layouts are GPT-2's own (`transformer.h.0.attn.
-//! c_attn.weight`, Conv1D weights stored `[in, out]`), so a checkpoint's `model.safetensors` is a
+//! c_attn.weight`, Linear weights stored `[in, out]`), so a checkpoint's `model.safetensors` is a
 //! Hugging Face GPT-2 state dict and weights port 1:1.
 //!
 //! Shapes: B batch, T time, C = n_embd, H = n_head, D = C / H, V = vocab_size.
 
 use anyhow::{bail, ensure, Result};
+use gptlab_nn::{causal_padding_mask, positions_from_mask, LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -142,52 +143,6 @@ impl GptConfig {
     }
 }
 
-/// GPT-2's Conv1D: a Linear whose weight is stored `[in, out]`.
-#[derive(Debug)]
-struct Conv1D {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Conv1D {
-    fn new(p: nn::Path, n_in: i64, n_out: i64, std: f64, bias: bool) -> Self {
-        let weight = p.var("weight", &[n_in, n_out], nn::Init::Randn { mean: 0.0, stdev: std });
-        let bias = bias.then(|| p.var("bias", &[n_out], nn::Init::Const(0.0)));
-        Self { weight, bias }
-    }
-
-    /// x: [.., in] -> [.., out], computed in `kind` (bf16 under mixed precision).
-    fn forward(&self, x: &Tensor, kind: Kind) -> Tensor {
-        let w = self.weight.to_kind(kind);
-        let y = x.to_kind(kind).matmul(&w);
-        match &self.bias {
-            Some(b) => y + b.to_kind(kind),
-            None => y,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct LayerNorm {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    eps: f64,
-}
-
-impl LayerNorm {
-    fn new(p: nn::Path, c: i64, bias: bool, eps: f64) -> Self {
-        let weight = p.var("weight", &[c], nn::Init::Const(1.0));
-        let bias = bias.then(|| p.var("bias", &[c], nn::Init::Const(0.0)));
-        Self { weight, bias, eps }
-    }
-
-    /// Always in fp32, as autocast does.
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let c = self.weight.size()[0];
-        x.to_kind(Kind::Float).layer_norm([c], Some(&self.weight), self.bias.as_ref(), self.eps, true)
-    }
-}
-
 /// Keys and values of the positions seen so far, one entry per layer, each [B, H, T_past, D].
 #[derive(Debug, Default)]
 pub struct KvCache {
@@ -214,8 +169,8 @@ impl KvCache {
 
 #[derive(Debug)]
 struct CausalSelfAttention {
-    c_attn: Conv1D,
-    c_proj: Conv1D,
+    c_attn: Linear,
+    c_proj: Linear,
     n_head: i64,
     dropout: f64,
 }
@@ -224,14 +179,22 @@ impl CausalSelfAttention {
     fn new(p: nn::Path, cfg: &GptConfig) -> Self {
         let c = cfg.n_embd;
         Self {
-            c_attn: Conv1D::new(&p / "c_attn", c, 3 * c, 0.02, cfg.bias),
-            c_proj: Conv1D::new(&p / "c_proj", c, c, cfg.residual_init_std(), cfg.bias),
+            c_attn: Linear::conv1d(&p / "c_attn", c, 3 * c, 0.02, cfg.bias),
+            c_proj: Linear::conv1d(&p / "c_proj", c, c, cfg.residual_init_std(), cfg.bias),
             n_head: cfg.n_head,
             dropout: cfg.dropout,
         }
     }
 
-    fn forward(&self, x: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>, train: bool, kind: Kind) -> Tensor {
+    /// x: [B, T, C]; `key_mask` [B, T_past + T] marks real (1) and padding (0) positions.
+    fn forward(
+        &self,
+        x: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        key_mask: Option<&Tensor>,
+        train: bool,
+        kind: Kind,
+    ) -> Tensor {
         let (b, t, c) = x.size3().unwrap();
         let d = c / self.n_head;
         let qkv = self.c_attn.forward(x, kind); // [B, T, 3C]
@@ -252,8 +215,12 @@ impl CausalSelfAttention {
         };
         let p = if train { self.dropout } else { 0.0 };
         // SDPA's is_causal aligns the mask top-left, which is only right without a past; one new
-        // token may attend to everything; several new tokens after a past need an explicit mask.
-        let y = if t_past == 0 {
+        // token may attend to everything; several new tokens after a past, or padding, need an
+        // explicit mask.
+        let y = if let Some(key_mask) = key_mask {
+            let mask = causal_padding_mask(key_mask, t_past, t); // [B, 1, T, T_past + T]
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None::<f64>, false)
+        } else if t_past == 0 {
             Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, true, None::<f64>, false)
         } else if t == 1 {
             Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, false, None::<f64>, false)
@@ -269,8 +236,8 @@ impl CausalSelfAttention {
 
 #[derive(Debug)]
 struct Mlp {
-    c_fc: Conv1D,
-    c_proj: Conv1D,
+    c_fc: Linear,
+    c_proj: Linear,
     gelu: Gelu,
     dropout: f64,
 }
@@ -279,8 +246,8 @@ impl Mlp {
     fn new(p: nn::Path, cfg: &GptConfig) -> Self {
         let c = cfg.n_embd;
         Self {
-            c_fc: Conv1D::new(&p / "c_fc", c, 4 * c, 0.02, cfg.bias),
-            c_proj: Conv1D::new(&p / "c_proj", 4 * c, c, cfg.residual_init_std(), cfg.bias),
+            c_fc: Linear::conv1d(&p / "c_fc", c, 4 * c, 0.02, cfg.bias),
+            c_proj: Linear::conv1d(&p / "c_proj", 4 * c, c, cfg.residual_init_std(), cfg.bias),
             gelu: cfg.gelu,
             dropout: cfg.dropout,
         }
@@ -312,8 +279,15 @@ impl Block {
     }
 
     /// The residual stream stays fp32; branches compute in `kind`.
-    fn forward(&self, x: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>, train: bool, kind: Kind) -> Tensor {
-        let x = x + self.attn.forward(&self.ln_1.forward(x), cache, train, kind).to_kind(Kind::Float);
+    fn forward(
+        &self,
+        x: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        key_mask: Option<&Tensor>,
+        train: bool,
+        kind: Kind,
+    ) -> Tensor {
+        let x = x + self.attn.forward(&self.ln_1.forward(x), cache, key_mask, train, kind).to_kind(Kind::Float);
         &x + self.mlp.forward(&self.ln_2.forward(&x), train, kind).to_kind(Kind::Float)
     }
 }
@@ -366,20 +340,21 @@ impl Gpt {
         Tensor::embedding(&self.wte, idx, -1, false, false)
     }
 
-    /// Logits [B, T, V] (fp32). `pos` defaults to positions following whatever `cache` holds;
-    /// with a cache, keys and values of these positions are appended to it.
-    pub fn forward(
-        &self,
-        input: Input,
-        pos: Option<&Tensor>,
-        mut cache: Option<&mut KvCache>,
-        train: bool,
-    ) -> Result<Tensor> {
+    /// Logits [B, T, V] (fp32): the LM head over [`Gpt::hidden`].
+    pub fn forward(&self, input: Input, pass: Pass) -> Result<Tensor> {
+        Ok(self.lm_head(&self.hidden(input, pass)?))
+    }
+
+    /// The final hidden states [B, T, C] (fp32, after `ln_f`): what reward, value and
+    /// classification heads read. Positions follow whatever `pass.cache` holds, or count the
+    /// real tokens of `pass.mask`; with a cache, keys and values of these positions are appended.
+    pub fn hidden(&self, input: Input, pass: Pass) -> Result<Tensor> {
+        let Pass { mask, pos, mut cache, train } = pass;
         let tok_emb = match input {
             Input::Tokens(idx) => self.embed_tokens(idx),
             Input::Embeddings(e) => e.to_kind(Kind::Float),
         }; // [B, T, C]
-        let (_, t, c) = tok_emb.size3()?;
+        let (b, t, c) = tok_emb.size3()?;
         ensure!(c == self.cfg.n_embd, "input embeddings have width {c}, the model expects {}", self.cfg.n_embd);
         let t_past = cache.as_ref().map_or(0, |c| c.len());
         ensure!(
@@ -388,9 +363,18 @@ impl Gpt {
             t_past + t,
             self.cfg.block_size
         );
-        let pos = match pos {
-            Some(p) => p.shallow_clone(),
-            None => Tensor::arange_start(t_past, t_past + t, (Kind::Int64, self.device())),
+        if let Some(m) = mask {
+            ensure!(
+                m.size() == [b, t_past + t],
+                "attention mask has shape {:?}, expected [{b}, {}] (cached plus new positions)",
+                m.size(),
+                t_past + t
+            );
+        }
+        let pos = match (pos, mask) {
+            (Some(p), _) => p.shallow_clone(),
+            (None, Some(m)) => positions_from_mask(m, t), // [B, T]
+            (None, None) => Tensor::arange_start(t_past, t_past + t, (Kind::Int64, self.device())), // [T]
         };
         let pos_emb = Tensor::embedding(&self.wpe, &pos, -1, false, false); // [T, C] or [B, T, C]
         let mut x = (tok_emb + pos_emb).dropout(self.cfg.dropout, train);
@@ -399,18 +383,49 @@ impl Gpt {
         }
         for (i, block) in self.h.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(&x, slot, train, self.compute_kind);
+            x = block.forward(&x, slot, mask, train, self.compute_kind);
         }
-        let x = self.ln_f.forward(&x);
-        let kind = self.compute_kind;
-        Ok(x.to_kind(kind).linear(&self.wte.to_kind(kind), None::<Tensor>).to_kind(Kind::Float))
-        // [B, T, V]
+        Ok(self.ln_f.forward(&x))
     }
 
-    /// Mean next-token cross-entropy of `idx` [B, T] against `targets` [B, T].
-    pub fn loss(&self, idx: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
-        let logits = self.forward(Input::Tokens(idx), None, None, train)?;
-        let v = logits.size()[2];
-        Ok(logits.reshape([-1, v]).cross_entropy_for_logits(&targets.reshape([-1])))
+    /// The tied LM head: hidden states [B, T, C] -> logits [B, T, V] (fp32).
+    pub fn lm_head(&self, h: &Tensor) -> Tensor {
+        let kind = self.compute_kind;
+        h.to_kind(kind).linear(&self.wte.to_kind(kind), None::<Tensor>).to_kind(Kind::Float)
     }
+
+    /// Mean next-token cross-entropy of `idx` [B, T] against `targets` [B, T] over the
+    /// positions whose target is not [`IGNORE_INDEX`] (PyTorch's `ignore_index`, HF's label
+    /// masking): SFT and VLM answers train on their answer tokens only.
+    pub fn loss(&self, idx: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
+        let logits = self.forward(Input::Tokens(idx), Pass { train, ..Default::default() })?;
+        Ok(lm_loss(&logits, targets))
+    }
+}
+
+/// Targets with this value are left out of the loss and of its mean.
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Mean cross-entropy of `logits` [B, T, V] against `targets` [B, T] over the positions whose
+/// target is not [`IGNORE_INDEX`].
+pub fn lm_loss(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let v = logits.size()[2];
+    // nll_loss's default ignore_index is -100: ignored positions count in neither sum nor mean.
+    logits.reshape([-1, v]).cross_entropy_for_logits(&targets.reshape([-1]))
+}
+
+/// The optional parts of a forward pass. `Pass::default()` is an inference pass over whole,
+/// unpadded rows.
+#[derive(Default)]
+pub struct Pass<'a> {
+    /// [B, T_past + T]: 1 for real tokens, 0 for padding (left or right). Padded keys are never
+    /// attended to and positions count real tokens only, so each row computes what it would
+    /// alone.
+    pub mask: Option<&'a Tensor>,
+    /// Explicit positions [T] or [B, T], overriding those from the cache or mask.
+    pub pos: Option<&'a Tensor>,
+    /// Keys and values of earlier positions; this pass appends its own.
+    pub cache: Option<&'a mut KvCache>,
+    /// Dropout on.
+    pub train: bool,
 }

@@ -20,8 +20,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
-use crate::clip::encode_caption;
-use crate::clip_data::TextSide;
+use crate::clip::data::{encode_caption, TextSide};
 use crate::report::Report;
 use crate::tokenizer::Tokenizer;
 
@@ -213,7 +212,7 @@ fn confusion_plot(r: &ZeroShotResult, stem: &Path) -> Result<()> {
 
 /// Runs every evaluation and writes `results.json`, confusion PNGs and `report.md` to `out`.
 pub fn evaluate(ckpt: &Path, out: &Path, device: Device, n: usize) -> Result<ClipEvalResults> {
-    let loaded = checkpoint::load_clip(ckpt, device)?;
+    let loaded = checkpoint::load::<Clip>(ckpt, device)?;
     let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
     let model = &loaded.model;
     let side = model.cfg.vision.image_size as u32;
@@ -401,14 +400,15 @@ fn write_report(ckpt: &Path, out: &Path, r: &ClipEvalResults) -> Result<()> {
 /// `get_image_features` / `get_text_features`) of each input line: `{"image": path}` (relative
 /// to the input file), `{"text": ...}` or `{"tokens": [ids]}`.
 pub fn embed_file(ckpt: &Path, input: &Path, device: Device) -> Result<Vec<Vec<f32>>> {
-    let loaded = checkpoint::load_clip(ckpt, device)?;
-    let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
+    let loaded = checkpoint::load::<Clip>(ckpt, device)?;
+    // Only text lines need the tokenizer: a checkpoint without one still embeds images and ids.
+    let tok = loaded.tokenizer();
     let model = &loaded.model;
     let preprocess = model.cfg.preprocess();
     let ctx = model.cfg.text.context_length as usize;
     let base = input.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
-    for (i, rec) in crate::metrics::read_jsonl(input)?.iter().enumerate() {
+    for (i, rec) in crate::jsonl::read_jsonl(input)?.iter().enumerate() {
         let at = || format!("{}: record {}", input.display(), i + 1);
         let feature = if let Some(path) = rec.get("image").and_then(|v| v.as_str()) {
             let img = gptlab_vision::transform::load_image(&base.join(path)).with_context(at)?;
@@ -416,9 +416,10 @@ pub fn embed_file(ckpt: &Path, input: &Path, device: Device) -> Result<Vec<Vec<f
             tch::no_grad(|| model.image_features(&pixels))?
         } else {
             let ids: Vec<i64> = if let Some(text) = rec.get("text").and_then(|v| v.as_str()) {
-                encode_caption(&tok, text, ctx)?
+                let tok = tok.as_ref().map_err(|e| anyhow::anyhow!("{}: {e:#}", at()))?;
+                encode_caption(tok, text, ctx)?
             } else if let Some(ids) = rec.get("tokens").and_then(|v| v.as_array()) {
-                crate::score::token_ids(ids).with_context(at)?
+                crate::infer::score::token_ids(ids).with_context(at)?
             } else {
                 anyhow::bail!("{}: expected \"image\", \"text\" or \"tokens\"", at());
             };

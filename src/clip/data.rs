@@ -20,8 +20,22 @@ use rayon::prelude::*;
 use serde::Deserialize;
 use tch::Tensor;
 
-use crate::clip::caption_ids;
 use crate::tokenizer::Tokenizer;
+
+/// Token ids of `caption`, cut to `context - 1` tokens, then end-of-text, then padding.
+pub fn encode_caption(tok: &Tokenizer, caption: &str, context: usize) -> Result<Vec<i64>> {
+    let mut ids = caption_ids(tok, caption, context)?;
+    ids.resize(context, tok.pad() as i64);
+    Ok(ids)
+}
+
+/// Token ids of `caption`, cut to `context - 1` tokens, then end-of-text (no padding).
+pub fn caption_ids(tok: &Tokenizer, caption: &str, context: usize) -> Result<Vec<i64>> {
+    let mut ids: Vec<i64> = tok.encode(caption)?.into_iter().map(i64::from).collect();
+    ids.truncate(context - 1);
+    ids.push(tok.eot() as i64);
+    Ok(ids)
+}
 
 /// A source of training and validation pairs, as tensors: pixels [n, 3, S, S], tokens [n, L].
 pub trait PairStream: Send + Sync {
@@ -177,7 +191,7 @@ impl FilePairs {
         text: TextSide,
     ) -> Result<Self> {
         let (val, train): (Vec<_>, Vec<_>) =
-            pairs.into_iter().partition(|p| crate::corpus::in_val_split(&p.image.to_string_lossy(), val_fraction));
+            pairs.into_iter().partition(|p| crate::data::split::in_val_split(&p.image.to_string_lossy(), val_fraction));
         ensure!(!train.is_empty(), "no training pairs left after the validation split");
         ensure!(val.len() >= 2, "the validation split has {} pairs; raise val_fraction or add data", val.len());
         Ok(Self { train, val, preprocess, hflip, text, skipped: AtomicU64::new(0) })

@@ -1,0 +1,63 @@
+//! `gptlab import` and `gptlab export`: Hugging Face checkpoints in and out.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use gptlab::hf;
+
+#[derive(Subcommand)]
+pub enum ImportCommand {
+    /// A Hugging Face GPT-2 directory (config.json + model.safetensors) to a gptlab checkpoint
+    HfGpt2 {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// A Hugging Face CLIPModel directory (config.json + model.safetensors) to a gptlab checkpoint
+    HfClip {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ExportCommand {
+    /// A gptlab checkpoint to a Hugging Face GPT-2 directory
+    HfGpt2 {
+        #[arg(long)]
+        ckpt: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub fn import(cmd: ImportCommand) -> Result<()> {
+    match cmd {
+        ImportCommand::HfGpt2 { from, out } => {
+            let cfg = hf::import_gpt2(&from, &out)?;
+            println!("imported GPT-2 ({} params) into {}", cfg.param_counts().total, out.display());
+        }
+        ImportCommand::HfClip { from, out } => {
+            let cfg = hf::import_clip(&from, &out)?;
+            println!(
+                "imported CLIP (ViT {}px/{} px patches, width {}) into {}",
+                cfg.vision.image_size,
+                cfg.vision.patch_size,
+                cfg.vision.width,
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn export(cmd: ExportCommand) -> Result<()> {
+    let ExportCommand::HfGpt2 { ckpt, out } = cmd;
+    hf::export_gpt2(&ckpt, &out)?;
+    println!("exported {} to {}", ckpt.display(), out.display());
+    Ok(())
+}

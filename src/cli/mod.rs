@@ -1,0 +1,112 @@
+//! The `gptlab` command line: one file per command group, each with its clap arguments, its
+//! run and its printed summary. This file only lists the groups and dispatches.
+
+mod bench;
+mod clip;
+mod data;
+mod infer;
+mod interop;
+mod quickstart;
+mod scaling;
+mod tokenizer;
+mod train;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "gptlab",
+    version,
+    about = "The GPT series rebuilt at a scale one CPU can train and one GPU can scale"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole text pipeline on synthetic data in about two minutes: corpus, tokenizer, training, samples, report
+    Quickstart(quickstart::QuickstartArgs),
+    /// Corpora: synthesise, import, tokenize
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Byte-level BPE tokenizers
+    #[command(subcommand)]
+    Tokenizer(tokenizer::TokenizerCommand),
+    /// Train a GPT from a TOML config
+    Train(train::TrainArgs),
+    /// CLIP: contrastive image-text pretraining
+    #[command(subcommand)]
+    Clip(clip::ClipCommand),
+    /// Complete a prompt, or every prompt of a JSONL file in batches, with a trained model
+    Sample(infer::SampleArgs),
+    /// Per-token log-probabilities of each line of a JSONL file ({"text"} or {"tokens"})
+    Score(infer::ScoreArgs),
+    /// Bring weights in from other formats
+    #[command(subcommand)]
+    Import(interop::ImportCommand),
+    /// Write weights out to other formats
+    #[command(subcommand)]
+    Export(interop::ExportCommand),
+    /// Model sizes: parameters and FLOPs per token
+    Info(infer::InfoArgs),
+    /// Throughput measurements
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Scaling laws: sweeps of GPT shapes x token budgets, and fits with bootstrap intervals
+    #[command(subcommand)]
+    Scaling(scaling::ScalingCommand),
+    /// Plot a run's train and validation loss (PNG and SVG)
+    Plot(train::PlotArgs),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Quickstart(args) => quickstart::run(args),
+        Command::Data(cmd) => data::run(cmd),
+        Command::Tokenizer(cmd) => tokenizer::run(cmd),
+        Command::Train(args) => train::run(args),
+        Command::Clip(cmd) => clip::run(cmd),
+        Command::Sample(args) => infer::sample(args),
+        Command::Score(args) => infer::score(args),
+        Command::Import(cmd) => interop::import(cmd),
+        Command::Export(cmd) => interop::export(cmd),
+        Command::Info(args) => infer::info(args),
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Scaling(cmd) => scaling::run(cmd),
+        Command::Plot(args) => train::plot(args),
+    }
+}
+
+/// Where and how libtorch runs.
+#[derive(Args, Clone)]
+struct DeviceArgs {
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// libtorch intra-op threads (default: libtorch's choice)
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl DeviceArgs {
+    fn resolve(&self) -> Result<tch::Device> {
+        gptlab::device::set_threads(self.threads)?;
+        gptlab::device::parse_device(&self.device)
+    }
+}
+
+/// JSONL results go to a file when one is named, else to stdout.
+fn write_or_print(out: Option<&Path>, lines: &str) -> Result<()> {
+    match out {
+        Some(path) => std::fs::write(path, lines).with_context(|| format!("writing {}", path.display())),
+        None => {
+            print!("{lines}");
+            Ok(())
+        }
+    }
+}
