@@ -353,6 +353,7 @@ impl Trainer {
             "val_loss": null,
             "grad_norm": self.grad_norm.double_value(&[]),
             "mfu": self.last_mfu,
+            "flops_per_step": self.interval_flops / steps as f64,
             "elapsed_s": self.run_start.elapsed().as_secs_f64(),
         });
         record[self.unit] = self.state.units_seen.into();

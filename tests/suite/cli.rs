@@ -324,3 +324,84 @@ fn synth_images_writes_a_deterministic_world() {
     ]);
     assert!(err.contains("max_objects"), "{err}");
 }
+
+#[test]
+fn a_checkpoint_of_the_wrong_family_is_named_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip_dir = dir.path().join("clip");
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let cfg = gptlab_vision::clip::ClipConfig::preset("tiny", 300, 0).unwrap();
+    gptlab_vision::clip::Clip::new(&cfg, vs.root()).unwrap();
+    checkpoint::save_model(&clip_dir, &vs, &cfg, None).unwrap();
+    let (clip, gpt) = (clip_dir.to_str().unwrap(), trained_ckpt().to_str().unwrap());
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"tokens\": [1, 2]}\n").unwrap();
+    let input = input.to_str().unwrap();
+    for args in [vec!["sample", "--ckpt", clip, "--prompt", "a"], vec!["score", "--ckpt", clip, "--input", input]] {
+        let err = run_err(&args);
+        assert!(err.ends_with("is a CLIP checkpoint, not a GPT checkpoint"), "{err}");
+    }
+    let err = run_err(&["clip", "embed", "--ckpt", gpt, "--input", input]);
+    assert!(err.ends_with("is a GPT checkpoint, not a CLIP checkpoint"), "{err}");
+    let tagged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(trained_ckpt().join("config.json")).unwrap()).unwrap();
+    assert_eq!(tagged["family"], "gpt");
+}
+
+#[test]
+fn token_ids_score_without_a_tokenizer_and_text_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = copy_ckpt(dir.path());
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"tokens\": [5, 9, 17, 3]}\n").unwrap();
+    let with = run_ok(&["score", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    std::fs::remove_file(ckpt.join("tokenizer.json")).unwrap();
+    let without = run_ok(&["score", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert_eq!(with, without);
+    std::fs::write(&input, "{\"tokens\": [5, 9]}\n{\"text\": \"the red circle\"}\n").unwrap();
+    let err = run_err(&["score", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert!(err.contains("record 2") && err.contains("tokenizer.json"), "{err}");
+    let err = run_err(&["sample", "--ckpt", ckpt.to_str().unwrap(), "--prompt", "a"]);
+    assert!(err.contains("no tokenizer.json"), "{err}");
+}
+
+#[test]
+fn batched_cli_sampling_and_scoring_equal_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = trained_ckpt().to_str().unwrap();
+    let prompts = ["the red circle", "Q: What is 12 plus 30? A:", "a", "there are 2 objects: a large blue square"];
+    let input = dir.path().join("prompts.jsonl");
+    let lines: String = prompts.iter().map(|p| serde_json::json!({ "prompt": p }).to_string() + "\n").collect();
+    std::fs::write(&input, lines).unwrap();
+    let greedy = ["--temperature", "0", "--max-new-tokens", "12", "--stop", "."];
+    let out = run_ok(
+        &[&["sample", "--ckpt", ckpt, "--input", input.to_str().unwrap(), "--batch-size", "3"][..], &greedy].concat(),
+    );
+    let batched: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(batched.len(), prompts.len());
+    for (p, b) in prompts.iter().zip(&batched) {
+        let alone = run_ok(&[&["sample", "--ckpt", ckpt, "--prompt", p][..], &greedy].concat());
+        assert_eq!(alone.strip_suffix('\n').unwrap(), b["completion"].as_str().unwrap(), "prompt {p:?}");
+    }
+    std::fs::write(&input, "{\"text\": \"the red circle\"}\n{\"tokens\": [5, 9, 17, 3]}\n{\"text\": \"a\"}\n").unwrap();
+    let score = |b: &str| -> Vec<Vec<f64>> {
+        run_ok(&["score", "--ckpt", ckpt, "--input", input.to_str().unwrap(), "--batch-size", b])
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["token_logprobs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let (one, three) = (score("1"), score("3"));
+    assert_eq!(one.len(), 3);
+    for (a, b) in one.iter().flatten().zip(three.iter().flatten()) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    std::fs::write(&input, "{\"text\": \"no prompt key\"}\n").unwrap();
+    assert!(run_err(&["sample", "--ckpt", ckpt, "--input", input.to_str().unwrap()]).contains("record 1"));
+}

@@ -236,6 +236,13 @@ fn clip_training_resumes_exactly() {
     let logged = metrics.last().unwrap()["logit_scale"].as_f64().unwrap();
     assert!((logged.ln() - scale).abs() < 1e-5, "the metrics log exp(logit_scale)");
     assert!(straight.path().join("run/loss.png").exists());
+    // FLOPs count each batch's captions at the length they are padded to, not the context:
+    // 4 pairs x 6 x (12 L W^2) x (17 image positions + L_text), tiny's towers both L = 2, W = 64.
+    let tower = 6.0 * 12.0 * 2.0 * 64.0 * 64.0;
+    for r in &metrics {
+        let text_len = (r["flops_per_step"].as_f64().unwrap() / 4.0 - tower * 17.0) / tower;
+        assert!(text_len.fract() == 0.0 && (2.0..=32.0).contains(&text_len), "{text_len} text positions in {r}");
+    }
     // The image size and the world's side must agree.
     let bad = write_clip_config(tempfile::tempdir().unwrap().keep().as_path(), 4);
     std::fs::write(&bad, std::fs::read_to_string(&bad).unwrap().replace("side = 32", "side = 48")).unwrap();

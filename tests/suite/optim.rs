@@ -1,6 +1,6 @@
 //! AdamW, clipping and the learning-rate schedule against hand-computed values.
 
-use gptlab::train::optim::{AdamW, AdamWConfig};
+use gptlab::train::optim::{AdamW, AdamWConfig, ParamGroup};
 use gptlab::train::schedule::LrSchedule;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -86,4 +86,67 @@ fn lr_schedule_warmup_cosine_floor() {
     close(s.at(35), 1e-4 + 0.5 * (1.0 + (std::f64::consts::PI * 0.25).cos()) * 9e-4);
     close(s.at(110), 1e-4);
     close(s.at(500), 1e-4);
+}
+
+/// Three tensors in three groups: a frozen embedding, a projector at 10x the learning rate
+/// with its own decay, and the rest at the schedule's rate.
+fn grouped() -> (VarStore, [Tensor; 3], AdamW) {
+    let vs = VarStore::new(Device::Cpu);
+    let root = vs.root();
+    let frozen = (&root / "vision_tower").var_copy("w", &Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([2, 2]));
+    let fast = (&root / "projector").var_copy("w", &Tensor::from_slice(&[1.0f32, -1.0, 0.5, 0.25]).view([2, 2]));
+    let base = (&root / "decoder").var_copy("w", &Tensor::from_slice(&[1.0f32, -1.0, 0.5, 0.25]).view([2, 2]));
+    let groups = [
+        ParamGroup { prefix: "vision_tower.".into(), lr_scale: 1.0, weight_decay: None, frozen: true },
+        ParamGroup { prefix: "projector.".into(), lr_scale: 10.0, weight_decay: Some(0.0), frozen: false },
+    ];
+    let cfg = AdamWConfig { weight_decay: 0.1, ..AdamWConfig::default() };
+    let opt = AdamW::new(&vs, cfg, &groups).unwrap();
+    (vs, [frozen, fast, base], opt)
+}
+
+#[test]
+fn frozen_groups_get_no_gradient_no_state_and_stay_bitwise_unchanged() {
+    let (_vs, [frozen, fast, base], mut opt) = grouped();
+    let before = frozen.copy();
+    assert!(!frozen.requires_grad(), "a frozen parameter must not require gradients");
+    for _ in 0..3 {
+        let loss = (&frozen * &fast).sum(Kind::Float) + (&frozen * &base).square().sum(Kind::Float);
+        loss.backward();
+        assert!(!frozen.grad().defined(), "no gradient reaches a frozen parameter");
+        let _ = opt.clip_grad_norm(1.0);
+        opt.step(1e-2);
+        opt.zero_grad();
+    }
+    assert!(frozen.equal(&before), "the frozen parameter changed");
+    let names: Vec<String> = opt.state_tensors().into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().all(|n| !n.contains("vision_tower")), "{names:?}");
+    assert_eq!(names.len(), 4, "moments for the two trained tensors only: {names:?}");
+}
+
+#[test]
+fn group_learning_rates_and_decay_are_applied() {
+    let (_vs, [_, fast, base], mut opt) = grouped();
+    let (fast0, base0) = (fast.copy(), base.copy());
+    // Gradient g = (1, -2, 3, 0.5) on both: Adam's first update is lr * sign(g).
+    let g = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5]).view([2, 2]);
+    ((&fast * &g).sum(Kind::Float) + (&base * &g).sum(Kind::Float)).backward();
+    let lr = 1e-3;
+    opt.step(lr);
+    let sign = g.sign();
+    // projector: lr_scale 10, weight decay 0 -> p - 10 lr sign(g).
+    let expect_fast = &fast0 - &sign * (10.0 * lr);
+    // decoder: the defaults -> p (1 - lr wd) - lr sign(g).
+    let expect_base = &base0 * (1.0 - lr * 0.1) - &sign * lr;
+    assert!((&fast - expect_fast).abs().max().double_value(&[]) < 1e-6);
+    assert!((&base - expect_base).abs().max().double_value(&[]) < 1e-6);
+}
+
+#[test]
+fn a_group_that_matches_nothing_is_an_error() {
+    let vs = VarStore::new(Device::Cpu);
+    let _ = (vs.root() / "decoder").var("w", &[2], tch::nn::Init::Const(0.0));
+    let groups = [ParamGroup { prefix: "visoin_tower.".into(), lr_scale: 1.0, weight_decay: None, frozen: true }];
+    let err = AdamW::new(&vs, AdamWConfig::default(), &groups).err().unwrap().to_string();
+    assert!(err.contains("matches no parameter"), "{err}");
 }

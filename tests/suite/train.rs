@@ -62,6 +62,11 @@ fn metrics_record_losses_and_throughput() {
         assert!(last[key].is_number(), "{key} missing in {last}");
     }
     assert_eq!(last["tokens"].as_u64(), Some(8 * 4 * 32));
+    // FLOPs of the positions processed: 4 windows of 32 tokens, each token
+    // 6 (N_total - wpe) + 12 L H D T = 6 * (3 * 28272 + 96 + 448 * 48) + 12 * 3 * 4 * 12 * 32
+    // (nano with the 400-token tokenizer's vocab padded to 448 and a 32-token context).
+    let per_token = 6.0 * (3.0 * 28272.0 + 96.0 + 448.0 * 48.0) + 12.0 * 3.0 * 4.0 * 12.0 * 32.0;
+    assert_eq!(last["flops_per_step"].as_f64(), Some(4.0 * 32.0 * per_token));
     assert!(records[0]["val_loss"].is_null(), "val loss only on eval steps");
     let ckpt = dir.path().join("run/checkpoint");
     for f in ["model.safetensors", "config.json", "optimizer.safetensors", "state.json", "tokenizer.json"] {
@@ -173,4 +178,27 @@ fn kill_9_during_training_leaves_a_loadable_checkpoint() {
         let state = checkpoint::read_state::<gptlab::train::TrainState>(&loaded.dir).unwrap();
         assert!(state.step > 0, "round {i}: training made progress before the kill");
     }
+}
+
+#[test]
+fn bf16_on_cpu_trains_saves_its_dtype_and_resumes_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = tempfile::tempdir().unwrap();
+    run_ok(&["train", "--config", write_config(fp32.path(), 4, "").to_str().unwrap()]);
+    let out = run_ok(&["train", "--config", write_config(dir.path(), 4, "").to_str().unwrap(), "--dtype", "bf16"]);
+    assert!(out.contains("bf16"), "{out}");
+    let state = |d: &Path| checkpoint::read_state::<gptlab::train::TrainState>(&d.join("run/checkpoint")).unwrap();
+    assert_eq!(state(dir.path()).dtype.as_deref(), Some("bf16"));
+    assert_eq!(state(fp32.path()).dtype.as_deref(), Some("fp32"));
+    let val = |d: &Path| {
+        gptlab::jsonl::read_jsonl(&d.join("run/metrics.jsonl")).unwrap().last().unwrap()["val_loss"].as_f64().unwrap()
+    };
+    let (b, f) = (val(dir.path()), val(fp32.path()));
+    assert!((b - f).abs() < 0.02 * f, "bf16 val loss {b} vs fp32 {f}");
+    // The config says auto (fp32 on CPU); the resume keeps the checkpoint's bf16 and says so.
+    let out =
+        crate::common::gptlab(&["train", "--config", write_config(dir.path(), 8, "").to_str().unwrap(), "--resume"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming in bf16"));
+    assert_eq!(state(dir.path()).dtype.as_deref(), Some("bf16"));
 }
