@@ -14,8 +14,8 @@ use crate::data::shards::ShardMeta;
 use crate::infer::generate::{self, SampleOptions};
 use crate::report::Report;
 use crate::synth::SynthConfig;
-use crate::tokenizer::Tokenizer;
 use crate::train::{self, ModelSpec, TrainConfig, TrainSection, TrainSummary};
+use gptlab_vision::clip::ClipConfig;
 use gptlab_vision::world::WorldConfig;
 
 #[derive(Clone, Debug)]
@@ -114,7 +114,7 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
     step("sampling");
     let loaded =
         checkpoint::load::<crate::models::gpt::Gpt>(&cfg.checkpoint_dir(), crate::device::parse_device(&opts.device)?)?;
-    let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
+    let tok = loaded.tokenizer()?;
     let sample_opts = SampleOptions {
         temperature: 0.0,
         max_new_tokens: 48,
@@ -147,8 +147,17 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
     Ok(())
 }
 
+/// What the quickstart's CLIP part trained and measured.
+struct ClipPart {
+    summary: TrainSummary,
+    eval: ClipEvalResults,
+    /// The trained model's config, as its checkpoint holds it.
+    model: ClipConfig,
+    batch_size: usize,
+}
+
 /// Trains the small CLIP preset on the synthetic image world and evaluates it zero-shot.
-fn run_clip(opts: &QuickstartOptions, steps: u64) -> Result<(TrainSummary, ClipEvalResults)> {
+fn run_clip(opts: &QuickstartOptions, steps: u64) -> Result<ClipPart> {
     eprintln!("[quickstart] training a small CLIP on the synthetic image world for {steps} steps");
     let world =
         WorldConfig { side: 64, max_objects: 4, gauge_fraction: 0.0, marked_fraction: 0.0, ..Default::default() };
@@ -175,7 +184,8 @@ fn run_clip(opts: &QuickstartOptions, steps: u64) -> Result<(TrainSummary, ClipE
     let summary = crate::clip::train(&cfg, false)?;
     let device = crate::device::parse_device(&opts.device)?;
     let eval = crate::clip::eval::evaluate(&summary.checkpoint, &cfg.out_dir.join("eval"), device, 200)?;
-    Ok((summary, eval))
+    let model = checkpoint::read_config(&checkpoint::resolve(&summary.checkpoint)?)?;
+    Ok(ClipPart { summary, eval, model, batch_size: cfg.train.batch_size })
 }
 
 /// Tokens/s of this run's model and batch on random tokens, to size the step count.
@@ -194,7 +204,7 @@ fn write_report(
     meta: &ShardMeta,
     s: &train::TrainSummary,
     samples: &[(String, String)],
-    clip: Option<&(TrainSummary, ClipEvalResults)>,
+    clip: Option<&ClipPart>,
 ) -> Result<()> {
     let device = crate::device::parse_device(&cfg.train.device).unwrap_or(Device::Cpu);
     let params = cfg.model.resolve(meta.vocab_size)?.param_counts();
@@ -236,27 +246,43 @@ fn write_report(
             vec!["unigram-entropy baseline (context ignored)".into(), format!("{:.4}", meta.train_unigram_entropy)],
         ],
     );
-    r.paragraph(&format!(
-        "The model's validation loss is {:.2} nats/token below the unigram baseline: it uses context, \
-         not just token frequencies.",
-        meta.train_unigram_entropy - s.final_val_loss
-    ));
+    let margin = meta.train_unigram_entropy - s.final_val_loss;
+    r.paragraph(&if margin > 0.0 {
+        format!(
+            "The model's validation loss is {margin:.2} nats/token below the unigram baseline: it uses \
+             context, not just token frequencies."
+        )
+    } else {
+        format!(
+            "The model's validation loss is {:.2} nats/token above the unigram baseline: it has not yet \
+             learned to use context. Train longer (`--minutes`, `--steps`).",
+            -margin
+        )
+    });
     r.image("train and validation loss against tokens", "loss.png");
     r.heading("Samples (greedy)");
     for (p, c) in samples {
         r.code(&format!("{p}{c}"));
     }
-    if let Some((c, e)) = clip {
+    if let Some(ClipPart { summary: c, eval: e, model, batch_size }) = clip {
         r.heading("CLIP on the synthetic image world");
+        let v = &model.vision;
         r.paragraph(&format!(
-            "A small CLIP (64 px ViT, 8 px patches) trained contrastively for {} steps ({} image-caption pairs, \
-             {:.0} s): validation loss {:.3} against {:.3} for chance (ln of the batch size). Zero-shot \
-             classification of held-out rendered images, with prompts phrased like the training captions:",
+            "A CLIP ({} px ViT with {} px patches, {} layers of width {}; text tower {} layers of width {}) \
+             trained contrastively for {} steps ({} image-caption pairs, {:.0} s): validation loss {:.3} \
+             against {:.3} for chance (ln of the batch size, {batch_size}). Zero-shot classification of \
+             held-out rendered images, with prompts phrased like the training captions:",
+            v.image_size,
+            v.patch_size,
+            v.layers,
+            v.width,
+            model.text.layers,
+            model.text.width,
             c.steps,
             c.units_seen,
             c.elapsed_s,
             c.final_val_loss,
-            64f64.ln()
+            (*batch_size as f64).ln()
         ));
         let rows: Vec<Vec<String>> = e
             .zero_shot

@@ -25,6 +25,27 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         batches: u64,
     },
+    /// CLIP training pairs/s of a preset on random pixels and captions of --text-len tokens
+    ClipTrain {
+        #[arg(long, default_value = "small")]
+        preset: String,
+        #[arg(long, default_value_t = 32)]
+        batch_size: i64,
+        /// Caption length in tokens, end-of-text included
+        #[arg(long, default_value_t = 20)]
+        text_len: i64,
+        /// Text vocabulary (the tokenizer's size)
+        #[arg(long, default_value_t = 512)]
+        vocab_size: i64,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value = "auto")]
+        dtype: String,
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+        #[command(flatten)]
+        dev: DeviceArgs,
+    },
     /// Training tokens/s and MFU of a preset on random tokens
     Train {
         #[arg(long, default_value = "micro")]
@@ -58,6 +79,16 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::ClipLoader { config, batches } => {
             let cfg = clip::ClipTrainConfig::from_file(&config)?;
             println!("{}", serde_json::to_string(&clip::bench_loader(&cfg, batches)?)?);
+        }
+        BenchCommand::ClipTrain { preset, batch_size, text_len, vocab_size, steps, dtype, seed, dev } => {
+            let device = dev.resolve()?;
+            let kind = Dtype::parse(&dtype)?.compute_kind(device);
+            tch::manual_seed(seed as i64);
+            // gptlab's tokenizers put end-of-text at id 0.
+            let cfg = gptlab_vision::clip::ClipConfig::preset(&preset, vocab_size, 0)?;
+            let mut b = bench::bench_clip_train(&cfg, device, kind, batch_size, text_len, steps, 3)?;
+            b.preset = preset;
+            println!("{}", serde_json::to_string(&b)?);
         }
         BenchCommand::Train { preset, batch_size, steps, dtype, peak_tflops, seed, dev } => {
             let device = dev.resolve()?;

@@ -7,22 +7,12 @@ use clap::Subcommand;
 use gptlab::clip::{self, eval};
 
 use super::train::{print_summary, TrainArgs};
-use super::{write_or_print, DeviceArgs};
+use super::{write_or_print, DeviceArgs, JsonlJob};
 
 #[derive(Subcommand)]
 pub enum ClipCommand {
     /// Projected features of images and texts, one JSONL line each ({"image"}, {"text"} or {"tokens"})
-    Embed {
-        #[arg(long)]
-        ckpt: PathBuf,
-        #[arg(long)]
-        input: PathBuf,
-        /// Output JSONL (default: stdout)
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[command(flatten)]
-        dev: DeviceArgs,
-    },
+    Embed(JsonlJob),
     /// Zero-shot shape/colour/count accuracy and retrieval recall on held-out synthetic images
     Eval {
         #[arg(long)]
@@ -48,7 +38,7 @@ pub fn run(cmd: ClipCommand) -> Result<()> {
             print_summary("CLIP ", &s);
             Ok(())
         }
-        ClipCommand::Embed { ckpt, input, out, dev } => {
+        ClipCommand::Embed(JsonlJob { ckpt, input, out, dev }) => {
             let features = eval::embed_file(&ckpt, &input, dev.resolve()?)?;
             let lines: String =
                 features.iter().map(|f| serde_json::json!({ "embedding": f }).to_string() + "\n").collect();

@@ -8,7 +8,7 @@ use gptlab::checkpoint;
 use gptlab::infer::{generate, score};
 use gptlab::models::gpt::{Gpt, GptConfig};
 
-use super::{write_or_print, DeviceArgs};
+use super::{write_or_print, DeviceArgs, JsonlJob};
 
 #[derive(Args)]
 pub struct SampleArgs {
@@ -85,26 +85,20 @@ pub fn sample(args: SampleArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct ScoreArgs {
-    #[arg(long)]
-    ckpt: PathBuf,
-    #[arg(long)]
-    input: PathBuf,
-    /// Output JSONL (default: stdout)
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    job: JsonlJob,
     /// Lines scored per forward pass
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    #[command(flatten)]
-    dev: DeviceArgs,
 }
 
 pub fn score(args: ScoreArgs) -> Result<()> {
-    let loaded = checkpoint::load::<Gpt>(&args.ckpt, args.dev.resolve()?)?;
+    let JsonlJob { ckpt, input, out, dev } = args.job;
+    let loaded = checkpoint::load::<Gpt>(&ckpt, dev.resolve()?)?;
     let tok = loaded.tokenizer().ok();
-    let scored = score::score_file(&loaded.model, tok.as_ref(), &args.input, args.batch_size)?;
+    let scored = score::score_file(&loaded.model, tok.as_ref(), &input, args.batch_size)?;
     let lines: String = scored.iter().map(|s| serde_json::to_string(s).map(|l| l + "\n")).collect::<Result<_, _>>()?;
-    write_or_print(args.out.as_deref(), &lines)
+    write_or_print(out.as_deref(), &lines)
 }
 
 #[derive(Args)]

@@ -100,6 +100,20 @@ impl DeviceArgs {
     }
 }
 
+/// A checkpoint applied to every line of a JSONL file, with JSONL results.
+#[derive(Args)]
+struct JsonlJob {
+    #[arg(long)]
+    ckpt: std::path::PathBuf,
+    #[arg(long)]
+    input: std::path::PathBuf,
+    /// Output JSONL (default: stdout)
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    dev: DeviceArgs,
+}
+
 /// JSONL results go to a file when one is named, else to stdout.
 fn write_or_print(out: Option<&Path>, lines: &str) -> Result<()> {
     match out {

@@ -220,7 +220,8 @@ fn batched_greedy_generation_equals_one_prompt_at_a_time() {
         let opts = SampleOptions { kv_cache, ..opts.clone() };
         let batch = generate_batch(&model, &prompts, 512, Some(17), &opts, stop).unwrap();
         for (i, p) in prompts.iter().enumerate() {
-            let alone = generate_batch(&model, std::slice::from_ref(p), 512, Some(17), &opts, |_, new| stop(i, new)).unwrap();
+            let alone =
+                generate_batch(&model, std::slice::from_ref(p), 512, Some(17), &opts, |_, new| stop(i, new)).unwrap();
             assert_eq!(batch[i], alone[0], "row {i} with kv_cache = {kv_cache}");
         }
         assert_eq!(batch[1].len(), 5);
@@ -230,13 +231,14 @@ fn batched_greedy_generation_equals_one_prompt_at_a_time() {
 
 #[test]
 fn batched_sampling_gives_each_row_its_own_tokens() {
+    // (Seeded reproducibility is tested through the CLI: tests in this binary share libtorch's
+    // global generator across threads.)
     let (_vs, model) = nano();
     let prompts = vec![vec![5i64, 6, 7]; 3];
     let opts = SampleOptions { temperature: 1.0, max_new_tokens: 12, seed: 4, ..SampleOptions::default() };
     let out = generate_batch(&model, &prompts, 512, None, &opts, |_, _| true).unwrap();
     assert!(out.iter().all(|r| r.len() == 12));
     assert!(out[0] != out[1] || out[1] != out[2], "three samples of one prompt all equal: {out:?}");
-    assert_eq!(out, generate_batch(&model, &prompts, 512, None, &opts, |_, _| true).unwrap(), "seeded");
 }
 
 #[test]
