@@ -11,32 +11,6 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::train::optim::{AdamW, AdamWConfig};
 
-/// Achieved TFLOP/s of a large square matmul in `kind`: the practical peak MFU is measured
-/// against (vendor peaks are rarely reachable). 1024² on CPU, 8192² on CUDA.
-pub fn measure_peak_tflops(device: Device, kind: Kind) -> Result<f64> {
-    let n: i64 = if device.is_cuda() { 8192 } else { 1024 };
-    let a = Tensor::randn([n, n], (kind, device));
-    let b = Tensor::randn([n, n], (kind, device));
-    let run = |reps: usize| {
-        let mut c = a.matmul(&b);
-        for _ in 1..reps {
-            c = a.matmul(&b);
-        }
-        c.sum(Kind::Float).double_value(&[]) // forces completion on CUDA
-    };
-    run(2);
-    let reps = if device.is_cuda() { 50 } else { 5 };
-    // Best of five timings: the peak is what the device can do, not what a noisy moment gave.
-    let secs = (0..5)
-        .map(|_| {
-            let start = Instant::now();
-            run(reps);
-            start.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min);
-    Ok(2.0 * (n as f64).powi(3) * reps as f64 / secs / 1e12)
-}
-
 /// Seconds for `steps` calls of `step` (one training step returning its loss) after `warmup`
 /// untimed ones; reading the last loss waits for queued device work.
 fn time_steps(warmup: usize, steps: usize, mut step: impl FnMut() -> Result<Tensor>) -> Result<f64> {
@@ -96,7 +70,7 @@ pub fn bench_train(
     let tokens_per_s = (steps as i64 * batch_size * t) as f64 / secs;
     let peak = match peak_tflops {
         Some(p) => p,
-        None => measure_peak_tflops(device, kind)?,
+        None => crate::device::measure_peak_tflops(device, kind)?,
     };
     Ok(TrainBench {
         preset: String::new(),

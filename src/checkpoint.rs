@@ -395,7 +395,7 @@ pub fn load<M: Family>(dir: &Path, device: Device) -> Result<Loaded<M>> {
     Ok(Loaded { dir, vs, model })
 }
 
-/// A checkpoint's `state.json` (a training run's [`crate::train::TrainState`]).
+/// A checkpoint's `state.json`: the training state its trainer saved.
 pub fn read_state<S: DeserializeOwned>(dir: &Path) -> Result<S> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;

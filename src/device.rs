@@ -1,7 +1,10 @@
-//! `--device auto|cpu|cuda[:N]`, resolved against what this machine has.
+//! `--device auto|cpu|cuda[:N]`, resolved against what this machine has, and the matmul peak
+//! of a device that MFU is measured against.
+
+use std::time::Instant;
 
 use anyhow::{bail, Result};
-use tch::Device;
+use tch::{Device, Kind, Tensor};
 
 /// Parses a device name; asking for CUDA where there is none is an error, not a silent CPU run.
 pub fn parse_device(name: &str) -> Result<Device> {
@@ -42,4 +45,30 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
         tch::set_num_threads(n as i32);
     }
     Ok(())
+}
+
+/// Achieved TFLOP/s of a large square matmul in `kind`: the practical peak MFU is measured
+/// against (vendor peaks are rarely reachable). 1024² on CPU, 8192² on CUDA.
+pub fn measure_peak_tflops(device: Device, kind: Kind) -> Result<f64> {
+    let n: i64 = if device.is_cuda() { 8192 } else { 1024 };
+    let a = Tensor::randn([n, n], (kind, device));
+    let b = Tensor::randn([n, n], (kind, device));
+    let run = |reps: usize| {
+        let mut c = a.matmul(&b);
+        for _ in 1..reps {
+            c = a.matmul(&b);
+        }
+        c.sum(Kind::Float).double_value(&[]) // forces completion on CUDA
+    };
+    run(2);
+    let reps = if device.is_cuda() { 50 } else { 5 };
+    // Best of five timings: the peak is what the device can do, not what a noisy moment gave.
+    let secs = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            run(reps);
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    Ok(2.0 * (n as f64).powi(3) * reps as f64 / secs / 1e12)
 }

@@ -1,6 +1,6 @@
 //! gptlab: the GPT series rebuilt at a scale one CPU can train and one GPU can scale.
 //!
-//! The pipeline: [`synth`] (or [`corpus`] import) → [`tokenizer`] → [`data`] shards →
+//! The pipeline: [`synth`] (or [`data::corpus`] import) → [`tokenizer`] → [`data`] shards →
 //! [`train`] a [`models::gpt::Gpt`] → [`checkpoint`] → [`infer`] (generation, scoring), with
 //! [`hf`] for Hugging Face weights in and out. [`clip`] trains and evaluates the CLIP towers of
 //! `gptlab-vision`; [`scaling`] fits scaling laws over sweeps of runs. Layers every model family
@@ -10,7 +10,6 @@ pub mod bench;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
-pub mod corpus;
 pub mod data;
 pub mod device;
 pub mod hf;

@@ -187,6 +187,21 @@ pub fn human(x: f64) -> String {
     format!("{s}{suffix}")
 }
 
+/// One logged metric (e.g. a validation accuracy) against the run's unit, from its metrics JSONL.
+pub fn metric_plot(metrics: &Path, stem: &Path, title: &str, x_key: &str, key: &str) -> Result<()> {
+    let records = crate::jsonl::read_jsonl(metrics)?;
+    let points = records.iter().filter_map(|r| Some((r[x_key].as_f64()?, r[key].as_f64()?))).collect();
+    LinePlot {
+        title: title.to_string(),
+        x_label: x_key.into(),
+        y_label: key.into(),
+        series: vec![Series::line(key, points)],
+        log_x: false,
+        log_y: false,
+    }
+    .save(stem)
+}
+
 /// Train and validation loss against tokens, from a run's metrics JSONL.
 /// `baseline`, when given, is drawn as a flat labelled line (e.g. the unigram entropy).
 /// `x_key` names the metrics field on the x axis (the run's unit: tokens, pairs).

@@ -77,7 +77,7 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
     let step = |msg: &str| eprintln!("[quickstart] {msg}");
 
     let synth_cfg = SynthConfig { docs: opts.docs, seed: opts.seed, ..SynthConfig::default() };
-    let (shard_dir, meta) = crate::data::prepare_synthetic(&data, &synth_cfg, opts.vocab_size)?;
+    let (shard_dir, meta) = crate::synth::prepare_synthetic(&data, &synth_cfg, opts.vocab_size)?;
 
     let mut cfg = TrainConfig {
         out_dir: out.clone(),

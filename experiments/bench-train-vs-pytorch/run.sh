@@ -26,7 +26,7 @@ ratios=()
 for r in $(seq "$rounds"); do
     ours=$($g bench train --preset "$preset" --batch-size "$batch" --steps "$steps" --device "$device" --dtype "$dtype" --peak-tflops 1 \
         | $py -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_s"])')
-    peer=$($py experiments/bench-train-vs-pytorch/nanogpt_peer.py $nanogpt "$cfg" "$batch" "$steps" "$device" "$dtype" \
+    peer=$($py experiments/bench-train-vs-pytorch/nanogpt_peer.py $nanogpt "$cfg" "$batch" "$steps" "$device" "$dtype" 2>/dev/null \
         | $py -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_s"])')
     ratio=$($py -c "print(f'{$ours/$peer:.3f}')")
     ratios+=("$ratio")

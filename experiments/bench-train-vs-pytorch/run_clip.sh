@@ -17,7 +17,7 @@ ratios=()
 for r in $(seq "$rounds"); do
     ours=$($g bench clip-train --preset small --batch-size "$batch" --text-len "$text_len" --steps "$steps" --device "$device" --dtype "$dtype" \
         | $py -c 'import json,sys; print(json.load(sys.stdin)["pairs_per_s"])')
-    peer=$($py experiments/bench-train-vs-pytorch/hf_clip_peer.py "$batch" "$text_len" "$steps" "$device" "$dtype" \
+    peer=$($py experiments/bench-train-vs-pytorch/hf_clip_peer.py "$batch" "$text_len" "$steps" "$device" "$dtype" 2>/dev/null \
         | $py -c 'import json,sys; print(json.load(sys.stdin)["pairs_per_s"])')
     ratio=$($py -c "print(f'{$ours/$peer:.3f}')")
     ratios+=("$ratio")

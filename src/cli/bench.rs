@@ -72,7 +72,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             let device = dev.resolve()?;
             let mut peaks = serde_json::Map::new();
             for kind in [tch::Kind::Float, tch::Kind::BFloat16] {
-                peaks.insert(Dtype::name_of(kind).into(), bench::measure_peak_tflops(device, kind)?.into());
+                peaks.insert(Dtype::name_of(kind).into(), gptlab::device::measure_peak_tflops(device, kind)?.into());
             }
             println!("{}", serde_json::json!({ "device": format!("{device:?}"), "peak_tflops": peaks }));
         }

@@ -33,7 +33,7 @@ pub fn run(cmd: ClipCommand) -> Result<()> {
     match cmd {
         ClipCommand::Train(args) => {
             let mut cfg = clip::ClipTrainConfig::from_file(args.config())?;
-            args.apply(&mut cfg.train)?;
+            args.apply(&mut cfg.train, &mut cfg.out_dir)?;
             let s = clip::train(&cfg, args.resume)?;
             print_summary("CLIP ", &s);
             Ok(())

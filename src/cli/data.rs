@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
-use gptlab::{config, corpus, data, synth};
+use gptlab::data::corpus;
+use gptlab::{config, data, synth};
 
 #[derive(Subcommand)]
 pub enum DataCommand {

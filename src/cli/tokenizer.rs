@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
-use gptlab::{corpus, tokenizer::Tokenizer};
+use gptlab::{data::corpus, tokenizer::Tokenizer};
 
 #[derive(Subcommand)]
 pub enum TokenizerCommand {

@@ -28,6 +28,9 @@ pub struct TrainArgs {
     /// Overrides train.dtype: auto (fp32 on CPU, bf16 on CUDA), fp32 or bf16
     #[arg(long)]
     dtype: Option<String>,
+    /// Overrides out_dir
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -36,9 +39,12 @@ impl TrainArgs {
         &self.config
     }
 
-    /// `--device`, `--threads`, `--seed` and `--dtype` given on the command line win over the
-    /// config file.
-    pub fn apply(&self, t: &mut train::TrainSection) -> Result<()> {
+    /// `--device`, `--threads`, `--seed`, `--dtype` and `--out-dir` given on the command line win
+    /// over the config file.
+    pub fn apply(&self, t: &mut train::TrainSection, out_dir: &mut PathBuf) -> Result<()> {
+        if let Some(o) = &self.out_dir {
+            out_dir.clone_from(o);
+        }
         if let Some(d) = &self.device {
             t.device = d.clone();
         }
@@ -73,7 +79,7 @@ pub fn print_summary(what: &str, s: &train::TrainSummary) {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let mut cfg = train::TrainConfig::from_file(&args.config)?;
-    args.apply(&mut cfg.train)?;
+    args.apply(&mut cfg.train, &mut cfg.out_dir)?;
     let s = train::train(&cfg, args.resume)?;
     print_summary("", &s);
     Ok(())

@@ -149,8 +149,8 @@ pub fn unigram_entropy(counts: &[u64]) -> f64 {
 pub fn tokenize_corpus(corpus_dir: &Path, tokenizer: &Path, out: &Path, shard_tokens: usize) -> Result<ShardMeta> {
     ensure!(shard_tokens > 0, "shard size must be positive");
     let tok = Tokenizer::from_file(tokenizer)?;
-    let train = crate::corpus::read_split(corpus_dir, "train")?;
-    let val = crate::corpus::read_split(corpus_dir, "val")?;
+    let train = crate::data::corpus::read_split(corpus_dir, "train")?;
+    let val = crate::data::corpus::read_split(corpus_dir, "val")?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let dtype = TokenDtype::for_vocab(tok.vocab_size());
     let (train_meta, counts) = write_split(out, "train", &train, &tok, dtype, shard_tokens)?;

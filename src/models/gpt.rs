@@ -287,8 +287,8 @@ impl Block {
         train: bool,
         kind: Kind,
     ) -> Tensor {
-        let x = x + self.attn.forward(&self.ln_1.forward(x), cache, key_mask, train, kind).to_kind(Kind::Float);
-        &x + self.mlp.forward(&self.ln_2.forward(&x), train, kind).to_kind(Kind::Float)
+        let x = x + self.attn.forward(&self.ln_1.forward(x), cache, key_mask, train, kind);
+        &x + self.mlp.forward(&self.ln_2.forward(&x), train, kind)
     }
 }
 

@@ -238,7 +238,7 @@ pub fn sweep(cfg: &SweepConfig, out: &Path, jobs: usize, threads: Option<usize>)
                 mix: cfg.data.mix.clone(),
                 ..SynthConfig::default()
             };
-            crate::data::prepare_synthetic(&out.join("data"), &synth_cfg, cfg.data.vocab_size)?.1
+            crate::synth::prepare_synthetic(&out.join("data"), &synth_cfg, cfg.data.vocab_size)?.1
         }
     };
     let shards = std::fs::canonicalize(&shards)?;

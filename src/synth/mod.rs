@@ -13,8 +13,10 @@ pub mod instruct;
 pub mod lexicon;
 pub mod scene;
 
+use crate::data::shards;
 use crate::data::split::in_val_split;
 use crate::jsonl::write_jsonl;
+use crate::tokenizer::Tokenizer;
 use anyhow::{ensure, Context, Result};
 use instruct::InstructTask;
 use rand::distr::weighted::WeightedIndex;
@@ -25,7 +27,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Largest hold-out fraction: training draws reject held-out items, so a larger fraction would
 /// make them slow and could leave too few training words and pairs.
@@ -227,6 +229,31 @@ pub fn write_corpus(dir: &Path, corpus: &Corpus, cfg: &SynthConfig) -> Result<()
 /// A uniformly random element of a constant table or of a list known to be non-empty.
 fn any<T: Copy, R: Rng + ?Sized>(items: &[T], rng: &mut R) -> T {
     items[rng.random_range(0..items.len())]
+}
+
+/// The embedded default data set under `dir`: a synthetic corpus, a byte-level BPE trained on
+/// it, and its token shards. Returns the shard directory and its metadata.
+pub fn prepare_synthetic(
+    dir: &Path,
+    synth_cfg: &SynthConfig,
+    vocab_size: usize,
+) -> Result<(PathBuf, shards::ShardMeta)> {
+    let step = |msg: &str| eprintln!("[data] {msg}");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    step(&format!("synthesising {} documents", synth_cfg.docs));
+    let corpus = generate(synth_cfg)?;
+    let corpus_dir = dir.join("corpus");
+    write_corpus(&corpus_dir, &corpus, synth_cfg)?;
+
+    step(&format!("training a {vocab_size}-token byte-level BPE tokenizer"));
+    let tok_path = dir.join("tokenizer.json");
+    Tokenizer::train(corpus.train.iter().map(|d| d.text.as_str()), vocab_size, &tok_path)?;
+
+    step("tokenizing into shards");
+    let shard_dir = dir.join("shards");
+    let meta = shards::tokenize_corpus(&corpus_dir, &tok_path, &shard_dir, shards::DEFAULT_SHARD_TOKENS)?;
+    step(&format!("{} train / {} val tokens", meta.train.tokens, meta.val.tokens));
+    Ok((shard_dir, meta))
 }
 
 #[cfg(test)]

@@ -219,6 +219,8 @@ pub struct Trainer {
     last_mfu: f64,
     last_flops_per_unit: f64,
     saved_at: u64,
+    /// Validation metrics besides `val_loss` this run has logged; each gets its own plot.
+    val_keys: std::collections::BTreeSet<String>,
 }
 
 impl Trainer {
@@ -233,7 +235,7 @@ impl Trainer {
         state.dtype = Some(Dtype::name_of(kind).to_string());
         let peak_tflops = match section.peak_tflops {
             Some(p) => p,
-            None => crate::bench::measure_peak_tflops(device, kind)?,
+            None => crate::device::measure_peak_tflops(device, kind)?,
         };
         eprintln!(
             "training in {} on {device:?}; MFU against a measured {peak_tflops:.3} TFLOP/s {} peak",
@@ -273,6 +275,7 @@ impl Trainer {
             last_rate: 0.0,
             last_mfu: 0.0,
             last_flops_per_unit: 0.0,
+            val_keys: Default::default(),
             saved_at: state.step,
             state,
             section,
@@ -366,6 +369,9 @@ impl Trainer {
             self.last_val = v;
             message += &format!(" val {v:.4}");
             for (key, value) in metrics {
+                if key != "val_loss" {
+                    self.val_keys.insert(key.clone());
+                }
                 record[key] = value.into();
             }
         }
@@ -399,7 +405,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// Saves what the last checkpoint missed, draws the loss plot, and reports.
+    /// Saves what the last checkpoint missed, draws the loss plot and one plot per other
+    /// validation metric (`{name}.png`), and reports.
     pub fn finish(mut self) -> Result<TrainSummary> {
         self.bar.finish_and_clear();
         if self.saved_at != self.state.step {
@@ -414,6 +421,15 @@ impl Trainer {
             self.unit,
             baseline,
         )?;
+        for key in &self.val_keys {
+            crate::plot::metric_plot(
+                &self.out_dir.join("metrics.jsonl"),
+                &self.out_dir.join(key),
+                &format!("{}: {key} vs {}", self.out_dir.display(), self.unit),
+                self.unit,
+                key,
+            )?;
+        }
         Ok(TrainSummary {
             steps: self.state.step,
             unit: self.unit,

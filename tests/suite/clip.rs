@@ -332,6 +332,15 @@ fn clip_embed_matches_the_model_and_skips_nothing_silently() {
             common::run_err(&["clip", "embed", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
         assert!(err.contains("record 1") && err.contains("token ids must lie in"), "{err}");
     }
+    // Without the checkpoint's tokenizer, token ids still embed; text says what is missing.
+    std::fs::remove_file(ckpt.join(checkpoint::TOKENIZER_FILE)).unwrap();
+    std::fs::write(&input, format!("{{\"tokens\": {ids:?}}}\n")).unwrap();
+    let out = common::run_ok(&["clip", "embed", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    let no_tok: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(no_tok["embedding"], from_ids["embedding"]);
+    std::fs::write(&input, "{\"text\": \"a red circle\"}\n").unwrap();
+    let err = common::run_err(&["clip", "embed", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert!(err.contains("record 1") && err.contains("tokenizer.json"), "{err}");
     std::fs::write(&input, "{\"image\": \"missing.png\"}\n").unwrap();
     let err = common::run_err(&["clip", "embed", "--ckpt", ckpt.to_str().unwrap(), "--input", input.to_str().unwrap()]);
     assert!(err.contains("record 1") && err.contains("missing.png"), "{err}");

@@ -1,10 +1,15 @@
-//! Training runs: exact resume, atomic checkpoints, NaN stops, metrics.
+//! Training runs: exact resume, atomic checkpoints, NaN stops, metrics, mixed precision, and the
+//! Trainer driven by an objective from outside the crate.
 
 use std::path::Path;
 
 use crate::common::{run_err, run_ok, write_config};
 use gptlab::checkpoint;
-use tch::Tensor;
+use gptlab::models::gpt::{lm_loss, GptConfig, Input, Pass};
+use gptlab::train::optim::AdamWConfig;
+use gptlab::train::trainer::{run, Evaluate, Objective, RunParts, Setup, Trainer, ValMetrics};
+use gptlab::train::TrainSection;
+use tch::{Kind, Tensor};
 
 fn tensors(path: &Path) -> Vec<(String, Tensor)> {
     let mut t = Tensor::read_safetensors(path).unwrap();
@@ -201,4 +206,92 @@ fn bf16_on_cpu_trains_saves_its_dtype_and_resumes_in_it() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming in bf16"));
     assert_eq!(state(dir.path()).dtype.as_deref(), Some("bf16"));
+}
+
+/// An objective outside the crate: next-token loss of a nano GPT on random tokens, validated with
+/// its loss and its next-token accuracy.
+struct RandomTokens {
+    model: gptlab::models::gpt::Gpt,
+    val: Tensor,
+}
+
+impl Evaluate for RandomTokens {
+    fn validate(&mut self) -> anyhow::Result<ValMetrics> {
+        let (x, y) = (self.val.narrow(1, 0, 16), self.val.narrow(1, 1, 16));
+        let logits = tch::no_grad(|| self.model.forward(Input::Tokens(&x), Pass::default()))?;
+        let accuracy = logits.argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float);
+        Ok(ValMetrics::from([
+            ("val_loss".to_string(), lm_loss(&logits, &y).double_value(&[])),
+            ("val_accuracy".to_string(), accuracy.double_value(&[])),
+        ]))
+    }
+}
+
+impl Objective for RandomTokens {
+    type Batch = Tensor;
+    fn loss(&mut self, batch: Tensor) -> anyhow::Result<Tensor> {
+        self.model.loss(&batch.narrow(1, 0, 16), &batch.narrow(1, 1, 16), true)
+    }
+    fn flops(&self, batch: &Tensor) -> f64 {
+        batch.size()[0] as f64 * 16.0 * self.model.cfg.flops_per_token(16)
+    }
+}
+
+fn random_tokens_trainer(dir: &Path, max_steps: u64) -> (Trainer, RandomTokens) {
+    let section = TrainSection {
+        batch_size: 2,
+        max_steps,
+        warmup_steps: 1,
+        eval_interval: 2,
+        log_interval: 1,
+        ckpt_interval: 100,
+        device: "cpu".into(),
+        peak_tflops: Some(1.0),
+        ..TrainSection::default()
+    };
+    let setup = Setup::begin(&section, dir, false, &section).unwrap();
+    let cfg = GptConfig { block_size: 16, ..GptConfig::preset("nano").unwrap() };
+    let model = gptlab::models::gpt::Gpt::new(&cfg, setup.vs.root()).unwrap();
+    let parts = RunParts {
+        model_config: &cfg,
+        tokenizer: None,
+        optim: AdamWConfig::default(),
+        unit: "tokens",
+        units_per_step: 2 * 16,
+        baseline: None,
+    };
+    let trainer = Trainer::new(setup, parts).unwrap();
+    let val = Tensor::randint(512, [4, 17], (Kind::Int64, tch::Device::Cpu));
+    (trainer, RandomTokens { model, val })
+}
+
+#[test]
+fn the_trainer_drives_an_outside_objective_and_logs_and_plots_its_named_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    // The supervised loop over a batch stream.
+    let (trainer, mut objective) = random_tokens_trainer(&dir.path().join("supervised"), 4);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..4 {
+        tx.send(Tensor::randint(512, [2, 17], (Kind::Int64, tch::Device::Cpu))).unwrap();
+    }
+    let summary = run(trainer, &mut objective, rx).unwrap();
+    assert_eq!(summary.steps, 4);
+    let run_dir = dir.path().join("supervised");
+    let metrics = gptlab::jsonl::read_jsonl(&run_dir.join("metrics.jsonl")).unwrap();
+    let accuracies: Vec<bool> = metrics.iter().map(|r| r["val_accuracy"].is_number()).collect();
+    assert_eq!(accuracies, [false, true, false, true], "the named metric lands on eval steps");
+    assert!(run_dir.join("val_accuracy.png").exists() && run_dir.join("val_accuracy.svg").exists());
+    assert_eq!(checkpoint::read_state::<gptlab::train::TrainState>(&run_dir.join("checkpoint")).unwrap().step, 4);
+    // A loop of its own (as PPO's, between rollouts): step from a loss, then end_step.
+    let (mut trainer, mut objective) = random_tokens_trainer(&dir.path().join("custom"), 3);
+    while !trainer.is_done() {
+        let batch = Tensor::randint(512, [2, 17], (Kind::Int64, tch::Device::Cpu));
+        trainer.step(|_| Ok((objective.loss(batch.shallow_clone())?, objective.flops(&batch)))).unwrap();
+        trainer.end_step(&mut objective).unwrap();
+    }
+    assert_eq!(trainer.finish().unwrap().steps, 3);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("custom/checkpoint/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["family"], "gpt");
 }

@@ -258,9 +258,9 @@ impl EncoderLayer {
         let (q, k, v) = (split(&a.q_proj), split(&a.k_proj), split(&a.v_proj));
         let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, causal, None::<f64>, false);
         let y = a.out_proj.forward(&y.transpose(1, 2).contiguous().view([b, t, w]), kind);
-        let x = x + y.to_kind(Kind::Float);
+        let x = x + y;
         let h = self.fc2.forward(&self.act.apply(&self.fc1.forward(&self.layer_norm2.forward(&x), kind)), kind);
-        x + h.to_kind(Kind::Float)
+        x + h
     }
 }
 
