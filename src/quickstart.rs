@@ -225,6 +225,7 @@ fn write_report(
             vec!["corpus tokens (train / val)".into(), format!("{} / {}", meta.train.tokens, meta.val.tokens)],
             vec!["steps × tokens per step".into(), format!("{} × {}", s.steps, s.units_seen / s.steps.max(1))],
             vec!["device".into(), format!("{device:?}")],
+            vec!["precision (matmuls)".into(), s.dtype.to_string()],
             vec!["wall time".into(), format!("{:.0} s", s.elapsed_s)],
             vec![
                 "throughput".into(),

@@ -9,10 +9,11 @@ import contextlib
 import json
 import math
 import sys
-import time
 
 import torch
 from transformers import CLIPConfig, CLIPModel
+
+from timing import time_steps
 
 # gptlab's `small` CLIP preset: 64 px images, 8 px patches, both towers 4 layers of width 128
 # with 4 heads, text context 64, embedding 128, exact GELU; a 512-token vocabulary, eot id 0.
@@ -54,18 +55,9 @@ def main():
             model.logit_scale.clamp_(0, math.log(100))
         return loss
 
-    for _ in range(3):
-        step()
-    if device_type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    loss.item()
-    secs = time.perf_counter() - start
+    secs = time_steps(step, steps, device_type)
     print(json.dumps({"peer": f"transformers CLIPModel, torch {torch.__version__}", "dtype": dtype,
                       "attn": model.config._attn_implementation, "pairs_per_s": steps * batch / secs}))
-
 
 if __name__ == "__main__":
     main()

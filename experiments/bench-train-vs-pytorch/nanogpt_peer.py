@@ -1,17 +1,21 @@
 """nanoGPT's own model.py as the peer of `gptlab bench train`: its GPT and its configure_optimizers
 (AdamW, decay on >= 2-D tensors), on the same config, batch and random tokens, timed the same way
 (3 untimed warm-up steps, then STEPS full steps: forward, backward, clip, AdamW, zero-grad). bf16
-is PyTorch's autocast, as nanoGPT's train.py runs it. Prints one JSON line on stdout.
+is PyTorch's autocast, as nanoGPT's train.py runs it. Prints one JSON line on stdout; with a
+last argument `profile`, PyTorch's profiler table of the timed steps instead (where the time goes,
+by operator: the kernels gptlab calls through libtorch are the same ones).
 
-usage: nanogpt_peer.py NANOGPT_DIR CONFIG_JSON BATCH STEPS DEVICE fp32|bf16
+usage: nanogpt_peer.py NANOGPT_DIR CONFIG_JSON BATCH STEPS DEVICE fp32|bf16 [profile]
        (CONFIG_JSON: the "config" of `gptlab info --preset P`)
 """
 import contextlib
 import json
 import sys
-import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
+
+from timing import time_steps
 
 
 def main():
@@ -41,18 +45,16 @@ def main():
         opt.zero_grad(set_to_none=True)
         return loss
 
-    for _ in range(3):
-        step()
-    if device_type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    loss.item()
-    secs = time.perf_counter() - start
+    if sys.argv[7:] == ["profile"]:
+        time_steps(step, 1, device_type)  # warm up outside the profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        return
+    secs = time_steps(step, steps, device_type)
     print(json.dumps({"peer": f"nanoGPT model.py, torch {torch.__version__}", "dtype": dtype,
                       "tokens_per_s": steps * batch * conf.block_size / secs, "threads": torch.get_num_threads()}))
-
 
 if __name__ == "__main__":
     main()
