@@ -60,8 +60,9 @@ pub struct Setup {
     pub device: Device,
     /// Matmul kind: the checkpoint's on resume, else the config's resolved for the device.
     pub kind: Kind,
-    /// The checkpoint a resumed run continues.
+    /// The checkpoint a resumed run continues, and the state it saved.
     pub resumed: Option<PathBuf>,
+    saved_state: Option<TrainState>,
     pub vs: VarStore,
 }
 
@@ -79,11 +80,10 @@ impl Setup {
             ),
             false => None,
         };
+        let saved_state: Option<TrainState> = resumed.as_deref().map(checkpoint::read_state).transpose()?;
         let mut kind = section.dtype.compute_kind(device);
-        if let Some(saved) =
-            resumed.as_deref().map(checkpoint::read_state::<TrainState>).transpose()?.and_then(|s| s.dtype)
-        {
-            let saved_kind = Dtype::parse(&saved)?.compute_kind(device);
+        if let Some(saved) = saved_state.as_ref().and_then(|s| s.dtype.as_deref()) {
+            let saved_kind = Dtype::parse(saved)?.compute_kind(device);
             if saved_kind != kind {
                 eprintln!("warning: the checkpoint trained in {saved}; resuming in {saved} (train.dtype is ignored)");
                 kind = saved_kind;
@@ -98,6 +98,7 @@ impl Setup {
             device,
             kind,
             resumed,
+            saved_state,
             vs: VarStore::new(device),
         })
     }
@@ -228,20 +229,18 @@ impl Trainer {
     /// weights, moments and state when resuming, measures the peak MFU is counted against
     /// (unless the config gives it), and opens the metrics log.
     pub fn new<C: ModelConfig>(setup: Setup, parts: RunParts<C>) -> Result<Self> {
-        let Setup { section, out_dir, device, kind, resumed, vs } = setup;
+        let Setup { section, out_dir, device, kind, resumed, saved_state, vs } = setup;
         let mut opt = AdamW::new(&vs, parts.optim, &section.groups)?;
         let schedule = section.schedule();
-        let mut state = initial_state(resumed.as_deref(), &section, &schedule, &vs, &mut opt)?;
+        let resumed_from = resumed.as_deref().zip(saved_state);
+        let mut state = initial_state(resumed_from, &section, &schedule, &vs, &mut opt)?;
         state.dtype = Some(Dtype::name_of(kind).to_string());
-        let peak_tflops = match section.peak_tflops {
-            Some(p) => p,
-            None => crate::device::measure_peak_tflops(device, kind)?,
+        let (peak_tflops, source) = match section.peak_tflops {
+            Some(p) => (p, "configured"),
+            None => (crate::device::measure_peak_tflops(device, kind)?, "measured"),
         };
-        eprintln!(
-            "training in {} on {device:?}; MFU against a measured {peak_tflops:.3} TFLOP/s {} peak",
-            Dtype::name_of(kind),
-            Dtype::name_of(kind)
-        );
+        let dtype = Dtype::name_of(kind);
+        eprintln!("training in {dtype} on {device:?}; MFU against a {source} {peak_tflops:.3} TFLOP/s {dtype} peak");
         let metrics = MetricsLog::open(&out_dir.join("metrics.jsonl"), resumed.is_some().then_some(state.step))?;
         let bar = ProgressBar::new(section.max_steps).with_position(state.step);
         bar.set_style(ProgressStyle::with_template(
@@ -463,16 +462,16 @@ pub fn run<O: Objective>(mut trainer: Trainer, objective: &mut O, batches: Recei
     trainer.finish()
 }
 
-/// A fresh run's state, or the checkpoint's after checking that resuming it with `section`
-/// continues the same run; restores `vs` and `opt` from the checkpoint.
+/// A fresh run's state, or the checkpoint's (its directory and saved state) after checking that
+/// resuming it with `section` continues the same run; restores `vs` and `opt` from the checkpoint.
 fn initial_state(
-    resumed: Option<&Path>,
+    resumed: Option<(&Path, TrainState)>,
     section: &TrainSection,
     schedule: &LrSchedule,
     vs: &VarStore,
     opt: &mut AdamW,
 ) -> Result<TrainState> {
-    let Some(dir) = resumed else {
+    let Some((dir, mut state)) = resumed else {
         return Ok(TrainState {
             step: 0,
             units_seen: 0,
@@ -487,7 +486,6 @@ fn initial_state(
     };
     let model_file = dir.join(checkpoint::MODEL_FILE);
     checkpoint::fill(vs, checkpoint::read_tensors(&model_file)?, &model_file)?;
-    let mut state: TrainState = checkpoint::read_state(dir)?;
     ensure!(
         (state.batch_size, state.grad_accum) == (section.batch_size, section.grad_accum),
         "{} was trained with batch_size {} and grad_accum {}; resuming with {} and {} would change the batch stream",
