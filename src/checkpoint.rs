@@ -234,6 +234,8 @@ pub trait Family: Sized {
     type Config: ModelConfig;
     /// Builds the model's variables under `p`.
     fn build(cfg: &Self::Config, p: nn::Path) -> Result<Self>;
+    /// Rows of the token embedding a tokenizer's ids index.
+    fn vocab_rows(&self) -> i64;
 }
 
 impl Family for Gpt {
@@ -241,12 +243,18 @@ impl Family for Gpt {
     fn build(cfg: &GptConfig, p: nn::Path) -> Result<Self> {
         Gpt::new(cfg, p)
     }
+    fn vocab_rows(&self) -> i64 {
+        self.cfg.vocab_size
+    }
 }
 
 impl Family for Clip {
     type Config = ClipConfig;
     fn build(cfg: &ClipConfig, p: nn::Path) -> Result<Self> {
         Clip::new(cfg, p)
+    }
+    fn vocab_rows(&self) -> i64 {
+        self.cfg.text.vocab_size
     }
 }
 
@@ -371,9 +379,13 @@ pub struct Loaded<M> {
     pub model: M,
 }
 
-impl<M> Loaded<M> {
+/// Training pads a GPT's embedding rows up to a multiple of this (faster matmuls).
+pub const VOCAB_PADDING: i64 = 64;
+
+impl<M: Family> Loaded<M> {
     /// The checkpoint's tokenizer, which only text input needs: an HF model imported without
-    /// one still scores and embeds token ids.
+    /// one still scores and embeds token ids. A tokenizer with more ids than the model has rows,
+    /// or with a whole padding multiple fewer, is not the one the model was trained with.
     pub fn tokenizer(&self) -> Result<crate::tokenizer::Tokenizer> {
         let path = self.dir.join(TOKENIZER_FILE);
         ensure!(
@@ -381,7 +393,14 @@ impl<M> Loaded<M> {
             "{} has no {TOKENIZER_FILE}: give token ids ({{\"tokens\": [...]}}) instead of text",
             self.dir.display()
         );
-        crate::tokenizer::Tokenizer::from_file(&path)
+        let tok = crate::tokenizer::Tokenizer::from_file(&path)?;
+        let (n, rows) = (tok.vocab_size() as i64, self.model.vocab_rows());
+        ensure!(
+            n <= rows && rows - n < VOCAB_PADDING,
+            "{}: the tokenizer does not belong to this model ({n} tokens for {rows} embedding rows)",
+            path.display()
+        );
+        Ok(tok)
     }
 }
 
@@ -391,8 +410,26 @@ pub fn load<M: Family>(dir: &Path, device: Device) -> Result<Loaded<M>> {
     let cfg: M::Config = read_config(&dir)?;
     let vs = VarStore::new(device);
     let model = M::build(&cfg, vs.root())?;
-    fill(&vs, read_tensors(&dir.join(MODEL_FILE))?, &dir.join(MODEL_FILE))?;
+    let file = dir.join(MODEL_FILE);
+    let tensors = read_tensors(&file)?;
+    check_finite(&tensors, &file)?;
+    fill(&vs, tensors, &file)?;
     Ok(Loaded { dir, vs, model })
+}
+
+/// Refuses weights holding NaN or infinity, naming the first such tensor: they would load and
+/// then score `null` or sample nonsense with exit 0.
+fn check_finite(tensors: &[(String, Tensor)], file: &Path) -> Result<()> {
+    let mut names: Vec<&(String, Tensor)> = tensors.iter().filter(|(_, t)| t.is_floating_point()).collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in names {
+        ensure!(
+            t.isfinite().all().int64_value(&[]) == 1,
+            "{}: tensor {name} holds NaN or infinite values",
+            file.display()
+        );
+    }
+    Ok(())
 }
 
 /// A checkpoint's `state.json`: the training state its trainer saved.

@@ -5,6 +5,12 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // Like every Unix tool, end quietly when a reader such as `head` closes the pipe, rather than
+    // failing on the next write (Rust ignores SIGPIPE by default).
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // Library panics (libtorch exceptions surface as panics) still end as one line, no backtrace.
     std::panic::set_hook(Box::new(|info| {
         let msg = info

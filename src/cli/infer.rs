@@ -15,7 +15,7 @@ pub struct SampleArgs {
     #[arg(long)]
     ckpt: PathBuf,
     /// One prompt; its completion is printed as text
-    #[arg(long, required_unless_present = "input", conflicts_with = "input")]
+    #[arg(long, required_unless_present = "input", conflicts_with = "input", allow_hyphen_values = true)]
     prompt: Option<String>,
     /// A JSONL file of {"prompt": ...} lines, completed in batches; one JSON completion per line out
     #[arg(long)]
@@ -27,7 +27,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
     /// 0 = greedy
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temperature: f64,
     #[arg(long)]
     top_k: Option<i64>,
@@ -36,7 +36,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
     /// Stop before this string (repeatable)
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     stop: Vec<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,

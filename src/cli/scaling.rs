@@ -33,12 +33,12 @@ pub enum ScalingCommand {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Predict the loss at this compute (FLOPs) with the L(C) law; repeatable
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         predict_compute: Vec<f64>,
         /// Predict the loss of N parameters trained on D tokens with Chinchilla's law
-        #[arg(long, requires = "predict_d")]
+        #[arg(long, requires = "predict_d", allow_negative_numbers = true)]
         predict_n: Option<f64>,
-        #[arg(long, requires = "predict_n")]
+        #[arg(long, requires = "predict_n", allow_negative_numbers = true)]
         predict_d: Option<f64>,
         /// Bootstrap resamples over runs
         #[arg(long, default_value_t = 1000)]

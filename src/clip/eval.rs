@@ -22,7 +22,6 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint;
 use crate::clip::data::{encode_caption, TextSide};
 use crate::report::Report;
-use crate::tokenizer::Tokenizer;
 
 /// A zero-shot task: class names and, per class, the prompts that describe it (phrased the way
 /// the training captions speak: prompt engineering, as in the CLIP paper).
@@ -212,8 +211,9 @@ fn confusion_plot(r: &ZeroShotResult, stem: &Path) -> Result<()> {
 
 /// Runs every evaluation and writes `results.json`, confusion PNGs and `report.md` to `out`.
 pub fn evaluate(ckpt: &Path, out: &Path, device: Device, n: usize) -> Result<ClipEvalResults> {
+    anyhow::ensure!(n >= 2, "--n must be at least 2 images per task, got {n}");
     let loaded = checkpoint::load::<Clip>(ckpt, device)?;
-    let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
+    let tok = loaded.tokenizer()?;
     let model = &loaded.model;
     let side = model.cfg.vision.image_size as u32;
     let text = TextSide { tokenizer: tok, context: model.cfg.text.context_length as usize };
@@ -410,6 +410,8 @@ pub fn embed_file(ckpt: &Path, input: &Path, device: Device) -> Result<Vec<Vec<f
     let mut out = Vec::new();
     for (i, rec) in crate::jsonl::read_jsonl(input)?.iter().enumerate() {
         let at = || format!("{}: record {}", input.display(), i + 1);
+        let given: Vec<&str> = ["image", "text", "tokens"].into_iter().filter(|k| rec.get(*k).is_some()).collect();
+        anyhow::ensure!(given.len() <= 1, "{}: has {}; give one of them", at(), given.join(" and "));
         let feature = if let Some(path) = rec.get("image").and_then(|v| v.as_str()) {
             let img = gptlab_vision::transform::load_image(&base.join(path)).with_context(at)?;
             let pixels = preprocess.eval(&img).unsqueeze(0).to_device(device);
@@ -417,8 +419,17 @@ pub fn embed_file(ckpt: &Path, input: &Path, device: Device) -> Result<Vec<Vec<f
         } else {
             let ids: Vec<i64> = if let Some(text) = rec.get("text").and_then(|v| v.as_str()) {
                 let tok = tok.as_ref().map_err(|e| anyhow::anyhow!("{}: {e:#}", at()))?;
-                encode_caption(tok, text, ctx)?
+                let ids = encode_caption(tok, text, ctx)?;
+                let full = tok.encode(text)?.len() + 1;
+                if full > ctx {
+                    eprintln!(
+                        "warning: {}: the text has {full} tokens with end-of-text; the model reads the first {ctx}",
+                        at()
+                    );
+                }
+                ids
             } else if let Some(ids) = rec.get("tokens").and_then(|v| v.as_array()) {
+                anyhow::ensure!(!ids.is_empty(), "{}: \"tokens\" is empty", at());
                 crate::infer::score::token_ids(ids).with_context(at)?
             } else {
                 anyhow::bail!("{}: expected \"image\", \"text\" or \"tokens\"", at());

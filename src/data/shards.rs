@@ -187,7 +187,27 @@ impl TokenShards {
             ensure!(map.len() % meta.dtype.bytes() == 0, "shard {} is truncated", path.display());
             maps.push(map);
         }
-        Ok(Self { dtype: meta.dtype, maps })
+        let shards = Self { dtype: meta.dtype, maps };
+        let held: usize = shards.shard_lens().iter().sum();
+        ensure!(
+            held as u64 == split_meta.tokens,
+            "the {split} shards in {} hold {held} tokens, meta.json says {} ({:?}): truncated shards, or a wrong dtype",
+            dir.display(),
+            split_meta.tokens,
+            meta.dtype
+        );
+        // One pass over the ids now rather than an index error deep inside a training step.
+        for (i, len) in shards.shard_lens().into_iter().enumerate() {
+            if let Some(bad) = shards.window(i, 0, len).into_iter().find(|&id| id < 0 || id as usize >= meta.vocab_size)
+            {
+                bail!(
+                    "shard {} holds token id {bad}, outside the tokenizer's {} ids (meta.json)",
+                    dir.join(&split_meta.shards[i]).display(),
+                    meta.vocab_size
+                );
+            }
+        }
+        Ok(shards)
     }
 
     /// Tokens in each shard.

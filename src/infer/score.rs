@@ -104,6 +104,11 @@ pub fn score_file(model: &Gpt, tok: Option<&Tokenizer>, input: &Path, batch_size
     let mut seqs = Vec::with_capacity(records.len());
     for (i, rec) in records.iter().enumerate() {
         let at = || format!("{}: record {}", input.display(), i + 1);
+        anyhow::ensure!(
+            !(rec.get("text").is_some() && rec.get("tokens").is_some()),
+            "{}: has both \"text\" and \"tokens\"; give one",
+            at()
+        );
         let tokens: Vec<i64> = if let Some(text) = rec.get("text").and_then(|t| t.as_str()) {
             let tok = tok.with_context(|| {
                 format!(

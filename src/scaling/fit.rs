@@ -281,6 +281,28 @@ pub struct FitOptions {
     pub predict_nd: Option<(f64, f64)>,
 }
 
+impl FitOptions {
+    /// Refuses settings that would write NaN: too few resamples for an interval, or a
+    /// prediction at a non-positive compute, size or token count.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.bootstrap >= 2,
+            "--bootstrap must be at least 2 resamples for an interval, got {}",
+            self.bootstrap
+        );
+        for &c in &self.predict_compute {
+            ensure!(c.is_finite() && c > 0.0, "--predict-compute must be a positive number of FLOPs, got {c}");
+        }
+        if let Some((n, d)) = self.predict_nd {
+            ensure!(
+                n.is_finite() && n > 0.0 && d.is_finite() && d > 0.0,
+                "--predict-n and --predict-d must be positive, got {n} and {d}"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for FitOptions {
     fn default() -> Self {
         FitOptions { bootstrap: 1000, seed: 0, predict_compute: Vec::new(), predict_nd: None }
@@ -455,6 +477,7 @@ pub fn fit_all(
     pass_rates: Option<&BTreeMap<String, BTreeMap<String, f64>>>,
     opts: &FitOptions,
 ) -> Result<Fit> {
+    opts.validate()?;
     crate::scaling::validate_rows(rows)?;
     let power = |t: &[f64]| power_params(t).to_vec();
     let chin = |t: &[f64]| chinchilla_params(t).to_vec();

@@ -49,7 +49,8 @@ impl Default for ModelSpec {
 impl ModelSpec {
     pub fn resolve(&self, tokenizer_vocab: usize) -> Result<GptConfig> {
         let mut cfg = GptConfig::preset(&self.preset)?;
-        cfg.vocab_size = (tokenizer_vocab as i64 + 63) / 64 * 64;
+        let pad = checkpoint::VOCAB_PADDING;
+        cfg.vocab_size = (tokenizer_vocab as i64 + pad - 1) / pad * pad;
         cfg.n_layer = self.n_layer.unwrap_or(cfg.n_layer);
         cfg.n_head = self.n_head.unwrap_or(cfg.n_head);
         cfg.n_embd = self.n_embd.unwrap_or(cfg.n_embd);
@@ -85,7 +86,8 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.train.validate()
+        self.train.validate()?;
+        self.optim.validate()
     }
 
     pub fn checkpoint_dir(&self) -> PathBuf {

@@ -64,6 +64,14 @@ impl TrainSection {
             "log, eval and checkpoint intervals must be positive"
         );
         ensure!(!self.lr.is_nan() && self.lr >= 0.0, "lr must be non-negative");
+        ensure!(
+            self.grad_clip.is_finite() && self.grad_clip >= 0.0,
+            "grad_clip must be >= 0 (0 disables clipping), got {}",
+            self.grad_clip
+        );
+        if let Some(min_lr) = self.min_lr {
+            ensure!(min_lr.is_finite() && min_lr >= 0.0, "min_lr must be non-negative, got {min_lr}");
+        }
         for g in &self.groups {
             g.validate()?;
         }

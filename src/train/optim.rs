@@ -18,6 +18,21 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
+impl AdamWConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            ensure!((0.0..1.0).contains(&b), "optim.{name} must be in [0, 1), got {b}");
+        }
+        ensure!(self.eps.is_finite() && self.eps > 0.0, "optim.eps must be positive, got {}", self.eps);
+        ensure!(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "optim.weight_decay must be >= 0, got {}",
+            self.weight_decay
+        );
+        Ok(())
+    }
+}
+
 impl Default for AdamWConfig {
     fn default() -> Self {
         Self { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
@@ -84,6 +99,7 @@ impl AdamW {
     /// get no state; a group that matches no variable is an error (a typo would otherwise
     /// silently train what was meant to be frozen).
     pub fn new(vs: &VarStore, cfg: AdamWConfig, groups: &[ParamGroup]) -> Result<Self> {
+        cfg.validate()?;
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         for g in groups {

@@ -7,6 +7,8 @@
 //! alternates rollouts and updates) calls [`Trainer::step`] and [`Trainer::end_step`] itself.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
@@ -64,6 +66,8 @@ pub struct Setup {
     pub resumed: Option<PathBuf>,
     saved_state: Option<TrainState>,
     pub vs: VarStore,
+    /// The advisory lock on `out_dir`, held for the whole run (the OS releases it on a crash).
+    lock: File,
 }
 
 impl Setup {
@@ -71,6 +75,8 @@ impl Setup {
         section.validate()?;
         let device = crate::device::parse_device(&section.device)?;
         crate::device::set_threads(section.threads)?;
+        std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        let lock = lock_out_dir(out_dir)?;
         if !resume {
             refuse_existing_checkpoint(out_dir)?;
         }
@@ -89,7 +95,6 @@ impl Setup {
                 kind = saved_kind;
             }
         }
-        std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
         std::fs::write(out_dir.join("config.toml"), toml::to_string_pretty(resolved)?)?;
         tch::manual_seed(section.seed as i64);
         Ok(Self {
@@ -100,8 +105,37 @@ impl Setup {
             resumed,
             saved_state,
             vs: VarStore::new(device),
+            lock,
         })
     }
+}
+
+/// Takes the run's lock on `out_dir` (`out_dir/.lock`, holding the owner's pid), so that two
+/// runs started into one directory cannot both write its checkpoint and metrics.
+fn lock_out_dir(out_dir: &Path) -> Result<File> {
+    let path = out_dir.join(".lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let owner = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "{} is in use by another gptlab run (pid {}); wait for it to end or choose another out_dir",
+                out_dir.display(),
+                owner.trim()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+    file.set_len(0)?;
+    file.write_all(std::process::id().to_string().as_bytes())?;
+    Ok(file)
 }
 
 /// The family-specific rest of a run's set-up, once the model is built in [`Setup::vs`].
@@ -222,6 +256,7 @@ pub struct Trainer {
     saved_at: u64,
     /// Validation metrics besides `val_loss` this run has logged; each gets its own plot.
     val_keys: std::collections::BTreeSet<String>,
+    _lock: File,
 }
 
 impl Trainer {
@@ -229,7 +264,7 @@ impl Trainer {
     /// weights, moments and state when resuming, measures the peak MFU is counted against
     /// (unless the config gives it), and opens the metrics log.
     pub fn new<C: ModelConfig>(setup: Setup, parts: RunParts<C>) -> Result<Self> {
-        let Setup { section, out_dir, device, kind, resumed, saved_state, vs } = setup;
+        let Setup { section, out_dir, device, kind, resumed, saved_state, vs, lock } = setup;
         let mut opt = AdamW::new(&vs, parts.optim, &section.groups)?;
         let schedule = section.schedule();
         let resumed_from = resumed.as_deref().zip(saved_state);
@@ -275,6 +310,7 @@ impl Trainer {
             last_mfu: 0.0,
             last_flops_per_unit: 0.0,
             val_keys: Default::default(),
+            _lock: lock,
             saved_at: state.step,
             state,
             section,
@@ -356,6 +392,8 @@ impl Trainer {
             "grad_norm": self.grad_norm.double_value(&[]),
             "mfu": self.last_mfu,
             "flops_per_step": self.interval_flops / steps as f64,
+            // How many steps train_loss averages: fewer than log_interval right after a resume.
+            "train_loss_steps": steps,
             "elapsed_s": self.run_start.elapsed().as_secs_f64(),
         });
         record[self.unit] = self.state.units_seen.into();

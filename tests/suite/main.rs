@@ -6,6 +6,7 @@ mod cli;
 mod clip;
 mod data;
 mod hf;
+mod hostile;
 mod model;
 mod optim;
 mod scaling;

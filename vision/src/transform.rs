@@ -84,7 +84,12 @@ pub fn load_image(path: &Path) -> Result<DynamicImage> {
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| anyhow!("cannot decode image {}: {e}", path.display()))?;
+    let img = reader.decode().map_err(|e| match (&e, image::image_dimensions(path)) {
+        (image::ImageError::Limits(_), Ok((w, h))) => {
+            anyhow!("image {} is {w}x{h} pixels, over the limit of {MAX_SIDE} pixels a side", path.display())
+        }
+        _ => anyhow!("cannot decode image {}: {e}", path.display()),
+    })?;
     ensure!(img.width() > 0 && img.height() > 0, "image {} is empty", path.display());
     Ok(img)
 }
