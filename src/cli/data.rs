@@ -61,6 +61,9 @@ pub enum DataCommand {
         out: PathBuf,
         #[arg(long, default_value_t = data::shards::DEFAULT_SHARD_TOKENS)]
         shard_tokens: usize,
+        /// Replace shards already in --out
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -111,8 +114,8 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             );
             Ok(())
         }
-        DataCommand::Tokenize { corpus: dir, tokenizer, out, shard_tokens } => {
-            let meta = data::shards::tokenize_corpus(&dir, &tokenizer, &out, shard_tokens)?;
+        DataCommand::Tokenize { corpus: dir, tokenizer, out, shard_tokens, force } => {
+            let meta = data::shards::tokenize_corpus(&dir, &tokenizer, &out, shard_tokens, force)?;
             println!(
                 "wrote {} train and {} val tokens ({:?}) to {}",
                 meta.train.tokens,

@@ -59,6 +59,16 @@ pub struct ShardMeta {
     /// Entropy (nats/token) of the train split's unigram distribution: the loss of a model that
     /// ignores context, the baseline a trained GPT must beat.
     pub train_unigram_entropy: f64,
+    /// [`tokenizer_hash`] of the tokenizer the shards were made with, so a resume can refuse a
+    /// checkpoint trained on another tokenizer's ids (absent in shards made before it existed).
+    #[serde(default)]
+    pub tokenizer_hash: Option<String>,
+}
+
+/// A fixed fingerprint of a `tokenizer.json` file's bytes.
+pub fn tokenizer_hash(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(format!("{:016x}", crate::data::split::fnv1a64(&bytes)))
 }
 
 impl ShardMeta {
@@ -145,18 +155,43 @@ pub fn unigram_entropy(counts: &[u64]) -> f64 {
 }
 
 /// Tokenizes the corpus in `corpus_dir` (train.jsonl, val.jsonl) into shards under `out`, with a
-/// copy of the tokenizer so the directory is self-contained.
-pub fn tokenize_corpus(corpus_dir: &Path, tokenizer: &Path, out: &Path, shard_tokens: usize) -> Result<ShardMeta> {
+/// copy of the tokenizer so the directory is self-contained. Shards already in `out` are
+/// replaced only with `force` (runs may be training on them).
+pub fn tokenize_corpus(
+    corpus_dir: &Path,
+    tokenizer: &Path,
+    out: &Path,
+    shard_tokens: usize,
+    force: bool,
+) -> Result<ShardMeta> {
     ensure!(shard_tokens > 0, "shard size must be positive");
     let tok = Tokenizer::from_file(tokenizer)?;
     let train = crate::data::corpus::read_split(corpus_dir, "train")?;
     let val = crate::data::corpus::read_split(corpus_dir, "val")?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let old: Vec<PathBuf> = std::fs::read_dir(out)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name == "meta.json" || (name.ends_with(".bin") && (name.starts_with("train_") || name.starts_with("val_")))
+        })
+        .collect();
+    ensure!(
+        old.is_empty() || force,
+        "{} already holds shards: pass --force to replace them (runs trained on them could no longer resume)",
+        out.display()
+    );
+    for path in old {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
     let dtype = TokenDtype::for_vocab(tok.vocab_size());
     let (train_meta, counts) = write_split(out, "train", &train, &tok, dtype, shard_tokens)?;
     let (val_meta, _) = write_split(out, "val", &val, &tok, dtype, shard_tokens)?;
     tok.save(&out.join("tokenizer.json"))?;
     let meta = ShardMeta {
+        tokenizer_hash: Some(tokenizer_hash(&out.join("tokenizer.json"))?),
         dtype,
         vocab_size: tok.vocab_size(),
         eot: tok.eot(),

@@ -5,17 +5,23 @@
 /// inputs). Splits and hold-outs are keyed on it, so unlike std's hasher it must never change
 /// between runs, platforms or Rust versions.
 pub fn unit_hash(bytes: &[u8]) -> f64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let mut h = fnv1a64(bytes);
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h ^= h >> 27;
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^= h >> 31;
     (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// FNV-1a, 64-bit: a fixed fingerprint of bytes (a tokenizer file, a split key).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// Whether `text` belongs to the validation split: decided by its hash alone, so identical

@@ -251,7 +251,7 @@ pub fn prepare_synthetic(
 
     step("tokenizing into shards");
     let shard_dir = dir.join("shards");
-    let meta = shards::tokenize_corpus(&corpus_dir, &tok_path, &shard_dir, shards::DEFAULT_SHARD_TOKENS)?;
+    let meta = shards::tokenize_corpus(&corpus_dir, &tok_path, &shard_dir, shards::DEFAULT_SHARD_TOKENS, true)?;
     step(&format!("{} train / {} val tokens", meta.train.tokens, meta.val.tokens));
     Ok((shard_dir, meta))
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -13,7 +13,7 @@ use super::trainer::{self, Evaluate, Objective, RunParts, Setup, Trainer, ValMet
 use super::{TrainSection, TrainSummary};
 use crate::checkpoint;
 use crate::data::sampler::WindowSampler;
-use crate::data::shards::{ShardMeta, TokenShards};
+use crate::data::shards::{tokenizer_hash, ShardMeta, TokenShards};
 use crate::models::gpt::{Gelu, Gpt, GptConfig};
 
 /// The model section of a training config: a preset plus optional overrides. The vocabulary
@@ -147,15 +147,55 @@ impl Objective for LanguageModeling {
 
 const VAL_SEED_SALT: u64 = 0x005e_ed0f_da7a;
 
+/// A resume continues the model it saved: a config whose `[model]` now resolves to another one
+/// (a changed preset, width, context, or a data vocabulary of another size) is refused, naming
+/// the first key that differs.
+fn refuse_another_model(trained: &GptConfig, wanted: &GptConfig, dir: &Path) -> Result<()> {
+    let (a, b) = (serde_json::to_value(trained)?, serde_json::to_value(wanted)?);
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        if let Some((key, old)) = a.iter().find(|(k, v)| b.get(*k) != Some(*v)) {
+            let new = b.get(key).cloned().unwrap_or_default();
+            bail!(
+                "{} was trained with {key} = {old}; the config now gives {key} = {new}: a resume cannot change \
+                 the model (vocab_size follows the data's tokenizer)",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A resume trains on the ids the checkpoint's tokenizer made: shards tokenized with another
+/// tokenizer are refused (checked where `meta.json` records its tokenizer).
+fn refuse_another_tokenizer(meta: &ShardMeta, dir: &Path, data: &Path) -> Result<()> {
+    let theirs = dir.join(checkpoint::TOKENIZER_FILE);
+    if let (Some(hash), true) = (&meta.tokenizer_hash, theirs.exists()) {
+        ensure!(
+            *hash == tokenizer_hash(&theirs)?,
+            "{} was tokenized with another tokenizer than the checkpoint's {}: resume on shards made with that \
+             tokenizer, or start a new run",
+            data.display(),
+            theirs.display()
+        );
+    }
+    Ok(())
+}
+
 /// Trains per `cfg`; with `resume`, continues from `out_dir/checkpoint` exactly where it stopped.
 pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     cfg.validate()?;
     let meta = ShardMeta::read(&cfg.data)?;
     let tokenizer_path = cfg.data.join(checkpoint::TOKENIZER_FILE);
     let setup = Setup::begin(&cfg.train, &cfg.out_dir, resume, cfg)?;
+    let wanted = cfg.model.resolve(meta.vocab_size)?;
     let gpt_cfg = match &setup.resumed {
-        Some(dir) => checkpoint::read_config(dir)?,
-        None => cfg.model.resolve(meta.vocab_size)?,
+        Some(dir) => {
+            let trained: GptConfig = checkpoint::read_config(dir)?;
+            refuse_another_model(&trained, &wanted, dir)?;
+            refuse_another_tokenizer(&meta, dir, &cfg.data)?;
+            trained
+        }
+        None => wanted,
     };
     ensure!(
         gpt_cfg.vocab_size as usize >= meta.vocab_size,

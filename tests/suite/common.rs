@@ -50,7 +50,7 @@ pub fn shard_dir() -> &'static Path {
         let tok = root.join("tokenizer.json");
         Tokenizer::train(corpus.train.iter().map(|d| d.text.as_str()), 400, &tok).unwrap();
         let out = root.join("shards");
-        shards::tokenize_corpus(&corpus_dir, &tok, &out, shards::DEFAULT_SHARD_TOKENS).unwrap();
+        shards::tokenize_corpus(&corpus_dir, &tok, &out, shards::DEFAULT_SHARD_TOKENS, false).unwrap();
         out
     })
 }

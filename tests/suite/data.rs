@@ -20,7 +20,7 @@ fn shards_are_little_endian_u16_with_eot_after_each_document() {
     let tok = Tokenizer::train(docs.iter().cycle().take(50), 280, &tok_path).unwrap();
     let out = root.path().join("shards");
     // Two tokens per shard file forces several shards.
-    let meta = shards::tokenize_corpus(&corpus, &tok_path, &out, 2).unwrap();
+    let meta = shards::tokenize_corpus(&corpus, &tok_path, &out, 2, false).unwrap();
     assert_eq!(meta.dtype, TokenDtype::U16);
     assert_eq!(meta.eot, tok.eot());
     let mut expected: Vec<u32> = Vec::new();

@@ -241,3 +241,78 @@ fn an_image_over_the_size_limit_is_named_with_its_size() {
     let err = gptlab_vision::transform::load_image(&png).unwrap_err().to_string();
     assert!(err.contains("10000x1 pixels") && err.contains("8192"), "{err}");
 }
+
+/// A corpus, two different tokenizers of it, and shards made with the first, in `dir`.
+fn corpus_and_tokenizers(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let corpus = dir.join("corpus");
+    run_ok(&["data", "synth", "--out", corpus.to_str().unwrap(), "--docs", "600", "--seed", "3"]);
+    let (tok_a, tok_b) = (dir.join("a.json"), dir.join("b.json"));
+    run_ok(&[
+        "tokenizer",
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--vocab-size",
+        "300",
+        "--out",
+        tok_a.to_str().unwrap(),
+    ]);
+    run_ok(&[
+        "tokenizer",
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--vocab-size",
+        "320",
+        "--out",
+        tok_b.to_str().unwrap(),
+    ]);
+    let shards = dir.join("shards");
+    run_ok(&[
+        "data",
+        "tokenize",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--tokenizer",
+        tok_a.to_str().unwrap(),
+        "--out",
+        shards.to_str().unwrap(),
+    ]);
+    (corpus, tok_a, tok_b, shards)
+}
+
+#[test]
+fn shards_are_not_overwritten_and_a_resume_refuses_another_tokenizer_or_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (corpus, _, tok_b, shards) = corpus_and_tokenizers(dir.path());
+    let (corpus, tok_b, out) = (corpus.to_str().unwrap(), tok_b.to_str().unwrap(), shards.to_str().unwrap());
+    let tokenize = ["data", "tokenize", "--corpus", corpus, "--tokenizer", tok_b, "--out", out];
+    let err = run_err(&tokenize);
+    assert!(err.contains("already holds shards") && err.contains("--force"), "{err}");
+    // Train 2 steps on the first tokenizer's shards.
+    let cfg = write_config(dir.path(), 2, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(&common::shard_dir().display().to_string(), out);
+    std::fs::write(&cfg, &text).unwrap();
+    run_ok(&["train", "--config", cfg.to_str().unwrap()]);
+    let cfg4 = dir.path().join("train_4.toml");
+    std::fs::write(&cfg4, text.replace("max_steps = 2", "max_steps = 4")).unwrap();
+    // Another preset on resume: refused, naming the key.
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        text.replace("max_steps = 2", "max_steps = 4").replace("preset = \"nano\"", "preset = \"nano\"\nn_layer = 2"),
+    )
+    .unwrap();
+    let err = run_err(&["train", "--config", other.to_str().unwrap(), "--resume"]);
+    assert!(
+        err.contains("n_layer = 3") && err.contains("n_layer = 2") && err.contains("cannot change the model"),
+        "{err}"
+    );
+    // Re-tokenized with another tokenizer (forced): the resume is refused, and the checkpoint's
+    // tokenizer is not replaced.
+    let before = std::fs::read(dir.path().join("run/checkpoint/tokenizer.json")).unwrap();
+    run_ok(&[&tokenize[..], &["--force"]].concat());
+    let err = run_err(&["train", "--config", cfg4.to_str().unwrap(), "--resume"]);
+    assert!(err.contains("another tokenizer"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("run/checkpoint/tokenizer.json")).unwrap(), before);
+}
