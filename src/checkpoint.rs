@@ -41,6 +41,19 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     dir.with_file_name(name)
 }
 
+/// The temporary sibling a directory is written into before [`commit`] publishes it.
+pub fn temp_sibling(dir: &Path) -> PathBuf {
+    sibling(dir, ".tmp")
+}
+
+/// Flushes a directory written file by file, then the directory entry itself.
+pub fn fsync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        File::open(entry?.path())?.sync_all()?;
+    }
+    fsync_dir(dir)
+}
+
 fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)?.sync_all()?;
     Ok(())
@@ -116,7 +129,7 @@ pub fn save<S: Serialize>(
     tokenizer: Option<&Path>,
     training: Option<TrainingParts<S>>,
 ) -> Result<()> {
-    let tmp = sibling(dir, ".tmp");
+    let tmp = temp_sibling(dir);
     write_files(&tmp, vs, config, tokenizer, training)
         .with_context(|| format!("writing checkpoint {}", tmp.display()))?;
     commit(&tmp, dir)
@@ -160,18 +173,31 @@ fn write_files<S: Serialize>(
         write_safetensors(&optimizer, &tmp.join(OPTIMIZER_FILE))?;
         write_json(STATE_FILE, serde_json::to_string_pretty(state)?)?;
     }
-    for entry in std::fs::read_dir(tmp)? {
-        File::open(entry?.path())?.sync_all()?;
-    }
-    fsync_dir(tmp)
+    fsync_tree(tmp)
 }
 
-/// The two renames that publish `tmp` as `dir`. Only a previous checkpoint is ever replaced:
-/// any other directory at `dir` (an HF download, a home folder) is refused.
+/// The two renames that publish `tmp` as `dir`. Only a previous checkpoint (or an empty
+/// directory) is ever replaced: any other directory at `dir` (an HF download, a home folder) is
+/// refused.
 pub fn commit(tmp: &Path, dir: &Path) -> Result<()> {
+    commit_replacing(tmp, dir, is_checkpoint, "a gptlab checkpoint")
+}
+
+/// Whether `dir` is a directory with nothing in it.
+pub fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// [`commit`] for outputs of another kind: an existing `dir` is replaced only when it is empty or
+/// `replaceable` says it is an earlier output of that kind (`kind` names it in the error).
+pub fn commit_replacing(tmp: &Path, dir: &Path, replaceable: impl Fn(&Path) -> bool, kind: &str) -> Result<()> {
     let old = sibling(dir, ".old");
     if dir.exists() {
-        ensure!(is_checkpoint(dir), "refusing to replace {}: it exists and is not a gptlab checkpoint", dir.display());
+        ensure!(
+            is_empty_dir(dir) || replaceable(dir),
+            "refusing to replace {}: it exists and is not {kind}",
+            dir.display()
+        );
         if old.exists() {
             std::fs::remove_dir_all(&old)?;
         }

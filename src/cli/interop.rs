@@ -14,6 +14,9 @@ pub enum ImportCommand {
         from: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Replace an earlier output of the same kind at --out
+        #[arg(long)]
+        force: bool,
     },
     /// A Hugging Face CLIPModel directory (config.json + model.safetensors) to a gptlab checkpoint
     HfClip {
@@ -21,6 +24,9 @@ pub enum ImportCommand {
         from: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Replace an earlier output of the same kind at --out
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -32,17 +38,20 @@ pub enum ExportCommand {
         ckpt: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Replace an earlier output of the same kind at --out
+        #[arg(long)]
+        force: bool,
     },
 }
 
 pub fn import(cmd: ImportCommand) -> Result<()> {
     match cmd {
-        ImportCommand::HfGpt2 { from, out } => {
-            let cfg = hf::import_gpt2(&from, &out)?;
+        ImportCommand::HfGpt2 { from, out, force } => {
+            let cfg = hf::import_gpt2(&from, &out, force)?;
             println!("imported GPT-2 ({} params) into {}", cfg.param_counts().total, out.display());
         }
-        ImportCommand::HfClip { from, out } => {
-            let cfg = hf::import_clip(&from, &out)?;
+        ImportCommand::HfClip { from, out, force } => {
+            let cfg = hf::import_clip(&from, &out, force)?;
             println!(
                 "imported CLIP (ViT {}px/{} px patches, width {}) into {}",
                 cfg.vision.image_size,
@@ -56,8 +65,8 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
 }
 
 pub fn export(cmd: ExportCommand) -> Result<()> {
-    let ExportCommand::HfGpt2 { ckpt, out } = cmd;
-    hf::export_gpt2(&ckpt, &out)?;
+    let ExportCommand::HfGpt2 { ckpt, out, force } = cmd;
+    hf::export_gpt2(&ckpt, &out, force)?;
     println!("exported {} to {}", ckpt.display(), out.display());
     Ok(())
 }

@@ -133,7 +133,8 @@ pub fn is_hf_buffer(name: &str) -> bool {
 /// Converts a HF `CLIPModel` directory (`config.json` + `model.safetensors`, and the pixel
 /// normalisation of `preprocessor_config.json` when present) into a gptlab CLIP checkpoint at
 /// `out`.
-pub fn import_clip(from: &Path, out: &Path) -> Result<ClipConfig> {
+pub fn import_clip(from: &Path, out: &Path, force: bool) -> Result<ClipConfig> {
+    super::check_output(from, out, force, "an imported CLIP checkpoint", super::is_imported::<ClipConfig>)?;
     let config_path = from.join("config.json");
     let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
     let mut cfg = config_from_hf(&text).with_context(|| format!("{}", config_path.display()))?;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tch::{nn::VarStore, Device, Tensor};
 
+use super::check_output;
 use crate::checkpoint::{self, TOKENIZER_FILE};
 use crate::models::gpt::{Gelu, Gpt, GptConfig};
 
@@ -75,7 +76,9 @@ impl HfGpt2Config {
 }
 
 /// Converts a HF GPT-2 directory into a gptlab checkpoint at `out`.
-pub fn import_gpt2(from: &Path, out: &Path) -> Result<GptConfig> {
+/// `out` must be new, empty, or (with `force`) an earlier import.
+pub fn import_gpt2(from: &Path, out: &Path, force: bool) -> Result<GptConfig> {
+    super::check_output(from, out, force, "an imported GPT checkpoint", super::is_imported::<GptConfig>)?;
     let config_path = from.join("config.json");
     let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
     let hf: HfGpt2Config =
@@ -110,7 +113,10 @@ pub fn import_gpt2(from: &Path, out: &Path) -> Result<GptConfig> {
 
 /// Writes a gptlab checkpoint as a HF GPT-2 directory that `GPT2LMHeadModel.from_pretrained`
 /// loads. Bias-free models get zero biases, which computes the same function.
-pub fn export_gpt2(ckpt: &Path, out: &Path) -> Result<()> {
+/// `out` must be new, empty, or (with `force`) an earlier GPT-2 export; it is written atomically
+/// (a temporary sibling, then a rename), never into the checkpoint itself.
+pub fn export_gpt2(ckpt: &Path, out: &Path, force: bool) -> Result<()> {
+    check_output(ckpt, out, force, "an HF GPT-2 export", is_gpt2_export)?;
     let loaded = checkpoint::load::<Gpt>(ckpt, Device::Cpu)?;
     let cfg = &loaded.model.cfg;
     let c = cfg.n_embd;
@@ -155,11 +161,24 @@ pub fn export_gpt2(ckpt: &Path, out: &Path) -> Result<()> {
         hf_config["eos_token_id"] = t.eot().into();
         hf_config["pad_token_id"] = t.pad().into();
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&hf_config)?)?;
-    checkpoint::write_safetensors(&tensors, &out.join("model.safetensors"))?;
-    if tok.exists() {
-        std::fs::copy(&tok, out.join(TOKENIZER_FILE))?;
+    let tmp = checkpoint::temp_sibling(out);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
     }
-    Ok(())
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&hf_config)?)?;
+    checkpoint::write_safetensors(&tensors, &tmp.join("model.safetensors"))?;
+    if tok.exists() {
+        std::fs::copy(&tok, tmp.join(TOKENIZER_FILE))?;
+    }
+    checkpoint::fsync_tree(&tmp)?;
+    checkpoint::commit_replacing(&tmp, out, is_gpt2_export, "an HF GPT-2 export")
+}
+
+/// Whether `dir` is a GPT-2 `save_pretrained` directory (an earlier export).
+fn is_gpt2_export(dir: &Path) -> bool {
+    let config = std::fs::read_to_string(dir.join("config.json")).ok();
+    let model_type =
+        config.and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok()).map(|v| v["model_type"].clone());
+    dir.join("model.safetensors").is_file() && model_type.is_some_and(|t| t == "gpt2")
 }

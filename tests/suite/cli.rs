@@ -337,12 +337,22 @@ fn a_checkpoint_of_the_wrong_family_is_named_in_one_line() {
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"tokens\": [1, 2]}\n").unwrap();
     let input = input.to_str().unwrap();
-    for args in [vec!["sample", "--ckpt", clip, "--prompt", "a"], vec!["score", "--ckpt", clip, "--input", input]] {
+    for args in [
+        vec!["sample", "--ckpt", clip, "--prompt", "a"],
+        vec!["score", "--ckpt", clip, "--input", input],
+        vec!["info", "--ckpt", clip],
+    ] {
         let err = run_err(&args);
         assert!(err.ends_with("is a CLIP checkpoint, not a GPT checkpoint"), "{err}");
     }
-    let err = run_err(&["clip", "embed", "--ckpt", gpt, "--input", input]);
-    assert!(err.ends_with("is a GPT checkpoint, not a CLIP checkpoint"), "{err}");
+    let eval_out = dir.path().join("eval");
+    for args in [
+        vec!["clip", "embed", "--ckpt", gpt, "--input", input],
+        vec!["clip", "eval", "--ckpt", gpt, "--out", eval_out.to_str().unwrap()],
+    ] {
+        let err = run_err(&args);
+        assert!(err.ends_with("is a GPT checkpoint, not a CLIP checkpoint"), "{err}");
+    }
     let tagged: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(trained_ckpt().join("config.json")).unwrap()).unwrap();
     assert_eq!(tagged["family"], "gpt");

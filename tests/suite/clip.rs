@@ -175,6 +175,7 @@ fn clip_checkpoints_round_trip_and_are_never_confused_with_gpt() {
     checkpoint::save_model(&ckpt, &vs, &cfg, None).unwrap();
     let other = dir.path().join("photos");
     std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("cat.jpg"), b"...").unwrap();
     let err = checkpoint::save_model(&other, &vs, &cfg, None).unwrap_err().to_string();
     assert!(err.contains("not a gptlab checkpoint"), "{err}");
 }
@@ -481,10 +482,10 @@ fn loader_benchmark_reports_both_rates() {
 fn flops_per_step_count_the_caption_positions_each_batch_is_padded_to() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("folder");
-    common::run_ok(&["data", "synth-images", "--out", data.to_str().unwrap(), "--n", "10", "--side", "32"]);
+    common::run_ok(&["data", "synth-images", "--out", data.to_str().unwrap(), "--n", "24", "--side", "32"]);
     // Every caption the same short text, so every batch is padded to its length plus end-of-text.
     let caption = "a red circle";
-    let lines: String = (0..10)
+    let lines: String = (0..24)
         .map(|i| serde_json::json!({ "image": format!("images/{i:06}.png"), "caption": caption }).to_string() + "\n")
         .collect();
     std::fs::write(data.join("captions.jsonl"), lines).unwrap();
@@ -492,7 +493,7 @@ fn flops_per_step_count_the_caption_positions_each_batch_is_padded_to() {
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         "[data]\n",
         &format!(
-            "[data]\nsource = \"captions\"\ncaptions = \"{}\"\nval_fraction = 0.3\n",
+            "[data]\nsource = \"captions\"\ncaptions = \"{}\"\nval_fraction = 0.5\n",
             data.join("captions.jsonl").display()
         ),
     );

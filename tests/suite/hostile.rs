@@ -316,3 +316,51 @@ fn shards_are_not_overwritten_and_a_resume_refuses_another_tokenizer_or_model() 
     assert!(err.contains("another tokenizer"), "{err}");
     assert_eq!(std::fs::read(dir.path().join("run/checkpoint/tokenizer.json")).unwrap(), before);
 }
+
+#[test]
+fn exports_and_imports_never_destroy_a_checkpoint_or_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    copy_dir(gpt_ckpt(), &ckpt);
+    let before: Vec<(String, Vec<u8>)> = std::fs::read_dir(&ckpt)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    let (c, hf) = (ckpt.to_str().unwrap(), dir.path().join("hf"));
+    let hf_s = hf.to_str().unwrap();
+    // Into itself, or a folder that holds it: refused.
+    for out in [c, dir.path().to_str().unwrap()] {
+        let err = run_err(&["export", "hf-gpt2", "--ckpt", c, "--out", out]);
+        assert!(err.contains("it is or holds the input"), "{err}");
+    }
+    // Into another trained checkpoint or an unrelated folder: refused, even with --force.
+    let other = dir.path().join("other");
+    copy_dir(gpt_ckpt(), &other);
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::write(photos.join("cat.jpg"), b"...").unwrap();
+    for out in [&other, &photos] {
+        let err = run_err(&["export", "hf-gpt2", "--ckpt", c, "--out", out.to_str().unwrap(), "--force"]);
+        assert!(err.contains("is not an HF GPT-2 export"), "{err}");
+        let err = run_err(&["import", "hf-gpt2", "--from", c, "--out", out.to_str().unwrap(), "--force"]);
+        assert!(err.contains("is not an imported GPT checkpoint"), "{err}");
+    }
+    assert!(other.join("optimizer.safetensors").exists() && photos.join("cat.jpg").exists());
+    // A second export over the first needs --force; so does a second import.
+    run_ok(&["export", "hf-gpt2", "--ckpt", c, "--out", hf_s]);
+    assert!(run_err(&["export", "hf-gpt2", "--ckpt", c, "--out", hf_s]).contains("pass --force"));
+    run_ok(&["export", "hf-gpt2", "--ckpt", c, "--out", hf_s, "--force"]);
+    assert!(!dir.path().join("hf.tmp").exists() && !dir.path().join("hf.old").exists());
+    let imported = dir.path().join("imported");
+    run_ok(&["import", "hf-gpt2", "--from", hf_s, "--out", imported.to_str().unwrap()]);
+    assert!(
+        run_err(&["import", "hf-gpt2", "--from", hf_s, "--out", imported.to_str().unwrap()]).contains("pass --force")
+    );
+    run_ok(&["import", "hf-gpt2", "--from", hf_s, "--out", imported.to_str().unwrap(), "--force"]);
+    // The source checkpoint is byte for byte what it was, and still samples.
+    for (name, bytes) in before {
+        assert_eq!(std::fs::read(ckpt.join(&name)).unwrap(), bytes, "{name} changed");
+    }
+    run_ok(&["sample", "--ckpt", c, "--prompt", "a", "--max-new-tokens", "2"]);
+}
