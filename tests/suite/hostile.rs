@@ -247,26 +247,10 @@ fn corpus_and_tokenizers(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
     let corpus = dir.join("corpus");
     run_ok(&["data", "synth", "--out", corpus.to_str().unwrap(), "--docs", "600", "--seed", "3"]);
     let (tok_a, tok_b) = (dir.join("a.json"), dir.join("b.json"));
-    run_ok(&[
-        "tokenizer",
-        "train",
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--vocab-size",
-        "300",
-        "--out",
-        tok_a.to_str().unwrap(),
-    ]);
-    run_ok(&[
-        "tokenizer",
-        "train",
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--vocab-size",
-        "320",
-        "--out",
-        tok_b.to_str().unwrap(),
-    ]);
+    for (tok, vocab) in [(&tok_a, "300"), (&tok_b, "320")] {
+        let (corpus, tok) = (corpus.to_str().unwrap(), tok.to_str().unwrap());
+        run_ok(&["tokenizer", "train", "--corpus", corpus, "--vocab-size", vocab, "--out", tok]);
+    }
     let shards = dir.join("shards");
     run_ok(&[
         "data",
