@@ -247,6 +247,14 @@ impl ModelConfig for GptConfig {
     }
 }
 
+impl ModelConfig for crate::models::vlm::VlmConfig {
+    const FAMILY: &'static str = "vlm";
+    const DISPLAY: &'static str = "VLM";
+    fn validate(&self) -> Result<()> {
+        crate::models::vlm::VlmConfig::validate(self)
+    }
+}
+
 impl ModelConfig for ClipConfig {
     const FAMILY: &'static str = "clip";
     const DISPLAY: &'static str = "CLIP";
@@ -274,6 +282,16 @@ impl Family for Gpt {
     }
 }
 
+impl Family for crate::models::vlm::Vlm {
+    type Config = crate::models::vlm::VlmConfig;
+    fn build(cfg: &Self::Config, p: nn::Path) -> Result<Self> {
+        crate::models::vlm::Vlm::new(cfg, p)
+    }
+    fn vocab_rows(&self) -> i64 {
+        self.cfg.text.vocab_size
+    }
+}
+
 impl Family for Clip {
     type Config = ClipConfig;
     fn build(cfg: &ClipConfig, p: nn::Path) -> Result<Self> {
@@ -289,6 +307,7 @@ fn display_name(family: &str) -> &str {
     match family {
         "gpt" => GptConfig::DISPLAY,
         "clip" => ClipConfig::DISPLAY,
+        "vlm" => crate::models::vlm::VlmConfig::DISPLAY,
         other => other,
     }
 }
@@ -316,6 +335,7 @@ pub fn is_checkpoint(dir: &Path) -> bool {
         && read_config_json(dir).is_ok_and(|v| match family_of(&v) {
             "gpt" => parse_config::<GptConfig>(v, dir).is_ok(),
             "clip" => parse_config::<ClipConfig>(v, dir).is_ok(),
+            "vlm" => parse_config::<crate::models::vlm::VlmConfig>(v, dir).is_ok(),
             _ => false,
         })
 }

@@ -1,3 +1,4 @@
 //! Model families. One file per model, one transformer block per family.
 
 pub mod gpt;
+pub mod vlm;

@@ -113,7 +113,7 @@ fn towers_give_the_shapes_the_vlm_needs() {
     let pixels = Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu));
     let out = model.vision_model.forward(&pixels).unwrap();
     assert_eq!(out.pooled.size(), [3, 64]);
-    assert_eq!(out.hidden_states.len(), 2);
+    assert_eq!(out.hidden_states.len(), 3, "the embedding output, then one per layer");
     assert_eq!(out.hidden_states[0].size(), [3, 17, 64]);
     assert_eq!(model.image_features(&pixels).unwrap().size(), [3, 64]);
     let tokens = Tensor::from_slice(&[5i64, 6, 0, 1, 7, 0, 1, 1]).view([2, 4]);

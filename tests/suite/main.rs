@@ -12,3 +12,4 @@ mod optim;
 mod scaling;
 mod tokenizer;
 mod train;
+mod vlm;

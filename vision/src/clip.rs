@@ -273,8 +273,9 @@ fn encoder(p: nn::Path, width: i64, heads: i64, layers: i64, act: Activation, ep
 pub struct VisionOutput {
     /// `post_layernorm` of the class token: [B, W].
     pub pooled: Tensor,
-    /// The residual stream after each layer, class token first: `layers` tensors of [B, N+1, W].
-    /// The VLM takes the penultimate one, without the class token.
+    /// HF's `hidden_states`: the embedding output (after `pre_layrnorm`) then the residual stream
+    /// after each layer, class token first: `layers + 1` tensors of [B, N+1, W]. The VLM takes
+    /// one of them (LLaVA: index -2, the penultimate layer), with or without the class token.
     pub hidden_states: Vec<Tensor>,
 }
 
@@ -293,7 +294,8 @@ pub struct VisionTransformer {
 }
 
 impl VisionTransformer {
-    fn new(p: nn::Path, cfg: &VisionConfig) -> Self {
+    /// Builds the tower's variables under `p` (HF: `vision_model`) with open_clip's init.
+    pub fn new(p: nn::Path, cfg: &VisionConfig) -> Self {
         let w = cfg.width;
         let scale = (w as f64).powf(-0.5);
         let e = &p / "embeddings";
@@ -345,7 +347,8 @@ impl VisionTransformer {
         let cls = self.class_embedding.view([1, 1, w]).expand([b, 1, w], false); // [B, 1, W]
         let x = Tensor::cat(&[cls, patches], 1) + &self.position_embedding; // [B, N+1, W]
         let mut x = self.pre_layrnorm.forward(&x);
-        let mut hidden_states = Vec::with_capacity(self.layers.len());
+        let mut hidden_states = Vec::with_capacity(self.layers.len() + 1);
+        hidden_states.push(x.shallow_clone());
         for layer in &self.layers {
             x = layer.forward(&x, false, kind);
             hidden_states.push(x.shallow_clone());
