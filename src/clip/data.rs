@@ -115,6 +115,9 @@ impl PairStream for WorldPairs {
 pub struct CaptionedImage {
     pub image: PathBuf,
     pub caption: String,
+    /// The image's path as the data names it (relative to the captions file or COCO's image
+    /// folder): the validation split is keyed on it, so moving the data keeps its split.
+    pub key: String,
 }
 
 /// Reads a captions JSONL; image paths are resolved against the file's directory. Lines with a
@@ -131,7 +134,7 @@ pub fn read_captions_jsonl(path: &Path) -> Result<Vec<CaptionedImage>> {
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let l: Line = serde_json::from_str(line)
             .map_err(|e| anyhow::anyhow!("{}:{}: expected {{\"image\", \"caption\"}}: {e}", path.display(), i + 1))?;
-        out.push(CaptionedImage { image: base.join(l.image), caption: l.caption });
+        out.push(CaptionedImage { image: base.join(&l.image), caption: l.caption, key: l.image });
     }
     ensure!(!out.is_empty(), "{} lists no image-caption pairs", path.display());
     Ok(out)
@@ -164,7 +167,8 @@ pub fn read_coco(annotations: &Path, images_dir: &Path) -> Result<Vec<CaptionedI
         let Some(file) = files.get(&a.image_id) else {
             bail!("{}: caption for image id {} that the file does not list", annotations.display(), a.image_id)
         };
-        out.push(CaptionedImage { image: images_dir.join(file), caption: a.caption.trim().to_string() });
+        let (image, key) = (images_dir.join(file), file.to_string());
+        out.push(CaptionedImage { image, caption: a.caption.trim().to_string(), key });
     }
     ensure!(!out.is_empty(), "{} holds no captions", annotations.display());
     Ok(out)
@@ -191,7 +195,7 @@ impl FilePairs {
         text: TextSide,
     ) -> Result<Self> {
         let (val, train): (Vec<_>, Vec<_>) =
-            pairs.into_iter().partition(|p| crate::data::split::in_val_split(&p.image.to_string_lossy(), val_fraction));
+            pairs.into_iter().partition(|p| crate::data::split::in_val_split(&p.key, val_fraction));
         ensure!(!train.is_empty(), "no training pairs left after the validation split");
         ensure!(val.len() >= 2, "the validation split has {} pairs; raise val_fraction or add data", val.len());
         Ok(Self { train, val, preprocess, hflip, text, skipped: AtomicU64::new(0) })
