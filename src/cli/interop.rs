@@ -3,31 +3,27 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use gptlab::hf;
+
+/// Where an import reads and writes.
+#[derive(Args)]
+pub struct ImportArgs {
+    #[arg(long)]
+    from: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an earlier import at --out
+    #[arg(long)]
+    force: bool,
+}
 
 #[derive(Subcommand)]
 pub enum ImportCommand {
     /// A Hugging Face GPT-2 directory (config.json + model.safetensors) to a gptlab checkpoint
-    HfGpt2 {
-        #[arg(long)]
-        from: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        /// Replace an earlier output of the same kind at --out
-        #[arg(long)]
-        force: bool,
-    },
+    HfGpt2(ImportArgs),
     /// A Hugging Face CLIPModel directory (config.json + model.safetensors) to a gptlab checkpoint
-    HfClip {
-        #[arg(long)]
-        from: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        /// Replace an earlier output of the same kind at --out
-        #[arg(long)]
-        force: bool,
-    },
+    HfClip(ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -46,11 +42,11 @@ pub enum ExportCommand {
 
 pub fn import(cmd: ImportCommand) -> Result<()> {
     match cmd {
-        ImportCommand::HfGpt2 { from, out, force } => {
+        ImportCommand::HfGpt2(ImportArgs { from, out, force }) => {
             let cfg = hf::import_gpt2(&from, &out, force)?;
             println!("imported GPT-2 ({} params) into {}", cfg.param_counts().total, out.display());
         }
-        ImportCommand::HfClip { from, out, force } => {
+        ImportCommand::HfClip(ImportArgs { from, out, force }) => {
             let cfg = hf::import_clip(&from, &out, force)?;
             println!(
                 "imported CLIP (ViT {}px/{} px patches, width {}) into {}",

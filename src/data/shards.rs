@@ -232,9 +232,8 @@ impl TokenShards {
             meta.dtype
         );
         // One pass over the ids now rather than an index error deep inside a training step.
-        for (i, len) in shards.shard_lens().into_iter().enumerate() {
-            if let Some(bad) = shards.window(i, 0, len).into_iter().find(|&id| id < 0 || id as usize >= meta.vocab_size)
-            {
+        for i in 0..shards.maps.len() {
+            if let Some(bad) = shards.ids(i).find(|&id| id as usize >= meta.vocab_size) {
                 bail!(
                     "shard {} holds token id {bad}, outside the tokenizer's {} ids (meta.json)",
                     dir.join(&split_meta.shards[i]).display(),
@@ -253,12 +252,19 @@ impl TokenShards {
     /// `len` tokens of shard `shard` starting at `start`, as i64 ids.
     pub fn window(&self, shard: usize, start: usize, len: usize) -> Vec<i64> {
         let b = self.dtype.bytes();
-        let bytes = &self.maps[shard][start * b..(start + len) * b];
-        match self.dtype {
-            TokenDtype::U16 => bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect(),
-            TokenDtype::U32 => {
-                bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()
-            }
-        }
+        decode(self.dtype, &self.maps[shard][start * b..(start + len) * b]).map(i64::from).collect()
     }
+
+    /// Every id of shard `shard`, read from the map without copying it.
+    fn ids(&self, shard: usize) -> impl Iterator<Item = u32> + '_ {
+        decode(self.dtype, &self.maps[shard])
+    }
+}
+
+/// The little-endian ids in `bytes`.
+fn decode(dtype: TokenDtype, bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    bytes.chunks_exact(dtype.bytes()).map(move |c| match dtype {
+        TokenDtype::U16 => u32::from(u16::from_le_bytes([c[0], c[1]])),
+        TokenDtype::U32 => u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+    })
 }

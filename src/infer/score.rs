@@ -50,6 +50,11 @@ fn scored(token_logprobs: Vec<f64>) -> Scored {
 /// last of them, so every token after the first window sees at least half a context.
 pub fn score_tokens(model: &Gpt, tokens: &[i64]) -> Result<Scored> {
     check_ids(model, tokens)?;
+    rolling(model, tokens)
+}
+
+/// [`score_tokens`] of ids already checked.
+fn rolling(model: &Gpt, tokens: &[i64]) -> Result<Scored> {
     let (n, block) = (tokens.len(), model.cfg.block_size as usize);
     if n == 1 {
         return Ok(scored(Vec::new()));
@@ -70,10 +75,15 @@ pub fn score_tokens(model: &Gpt, tokens: &[i64]) -> Result<Scored> {
 /// longer ones go through [`score_tokens`]'s rolling windows one by one. Equals scoring each
 /// alone (to float tolerance).
 pub fn score_batch(model: &Gpt, seqs: &[Vec<i64>], batch_size: usize) -> Result<Vec<Scored>> {
-    ensure!(batch_size > 0, "the batch size must be at least 1");
-    for s in seqs {
-        check_ids(model, s)?;
+    for (i, s) in seqs.iter().enumerate() {
+        check_ids(model, s).with_context(|| format!("sequence {}", i + 1))?;
     }
+    batched(model, seqs, batch_size)
+}
+
+/// [`score_batch`] of ids already checked.
+fn batched(model: &Gpt, seqs: &[Vec<i64>], batch_size: usize) -> Result<Vec<Scored>> {
+    ensure!(batch_size > 0, "the batch size must be at least 1");
     let block = model.cfg.block_size as usize;
     let mut out: Vec<Option<Scored>> = seqs.iter().map(|_| None).collect();
     let short: Vec<usize> = (0..seqs.len()).filter(|&i| (2..=block).contains(&seqs[i].len())).collect();
@@ -87,7 +97,7 @@ pub fn score_batch(model: &Gpt, seqs: &[Vec<i64>], batch_size: usize) -> Result<
         .zip(out)
         .map(|(s, done)| match done {
             Some(d) => Ok(d),
-            None => score_tokens(model, s),
+            None => rolling(model, s),
         })
         .collect()
 }
@@ -125,5 +135,5 @@ pub fn score_file(model: &Gpt, tok: Option<&Tokenizer>, input: &Path, batch_size
         check_ids(model, &tokens).with_context(at)?;
         seqs.push(tokens);
     }
-    score_batch(model, &seqs, batch_size)
+    batched(model, &seqs, batch_size)
 }
