@@ -7,6 +7,7 @@
 //! shares come from `gptlab-nn`, re-exported as [`nn`].
 
 pub mod bench;
+pub mod chat;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
@@ -25,5 +26,6 @@ pub mod special;
 pub mod synth;
 pub mod tokenizer;
 pub mod train;
+pub mod vlm;
 
 pub use gptlab_nn as nn;

@@ -57,7 +57,7 @@ const PROMPTS: [&str; 4] = [
     "Q: What is 23 plus 58? A:",
     "There are 2 objects: a large red circle",
     "enots -> stone\ntenalp -> planet\nnedrag ->",
-    "<|user|>\nSort these numbers from smallest to largest: 42, 7, 19\n<|assistant|>\n",
+    "<|user|>\nSort these numbers from smallest to largest: 42, 7, 19<|endoftext|><|assistant|>\n",
 ];
 
 pub fn run(opts: &QuickstartOptions) -> Result<()> {

@@ -38,6 +38,21 @@ pub enum DataCommand {
         #[arg(long)]
         side: Option<u32>,
     },
+    /// Write the synthetic multimodal data: align.jsonl (captions), train.jsonl and eval.jsonl
+    /// (VQA by type, two-image questions, in-context gauge episodes) as chat records, and images/
+    SynthVlm {
+        #[arg(long)]
+        out: PathBuf,
+        /// A TOML config (world, train_images, eval_images, train_pairs, eval_pairs,
+        /// train_episodes, eval_episodes_per_k, max_shots, holdout_combos, seed)
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Image side in pixels (overrides the config; must equal the vision tower's)
+        #[arg(long)]
+        side: Option<u32>,
+    },
     /// Import .txt and JSONL ({"text": ...}) files into a corpus directory
     Import {
         #[arg(long)]
@@ -100,6 +115,26 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 stats.qa,
                 out.display()
             );
+            Ok(())
+        }
+        DataCommand::SynthVlm { out, config, seed, side } => {
+            let mut cfg: synth::vlm::SynthVlmConfig = match config {
+                Some(path) => config::read_toml(&path)?,
+                None => Default::default(),
+            };
+            cfg.seed = seed.unwrap_or(cfg.seed);
+            cfg.world.side = side.unwrap_or(cfg.world.side);
+            let stats = synth::vlm::write_synth_vlm(&out, &cfg)?;
+            let total = |m: &std::collections::BTreeMap<String, usize>| m.values().sum::<usize>();
+            println!(
+                "wrote {} caption, {} train and {} eval records to {} ({} training images dropped for held-out combinations)",
+                stats.align,
+                total(&stats.train),
+                total(&stats.eval),
+                out.display(),
+                stats.train_images_dropped
+            );
+            println!("train: {:?}\neval: {:?}", stats.train, stats.eval);
             Ok(())
         }
         DataCommand::Import { out, inputs, val_fraction, txt_mode } => {

@@ -10,6 +10,7 @@ mod quickstart;
 mod scaling;
 mod tokenizer;
 mod train;
+mod vlm;
 
 use std::path::Path;
 
@@ -42,6 +43,9 @@ enum Command {
     /// CLIP: contrastive image-text pretraining
     #[command(subcommand)]
     Clip(clip::ClipCommand),
+    /// The multimodal GPT: train, ask, chat, score
+    #[command(subcommand)]
+    Vlm(vlm::VlmCommand),
     /// Complete a prompt, or every prompt of a JSONL file in batches, with a trained model
     Sample(infer::SampleArgs),
     /// Per-token log-probabilities of each line of a JSONL file ({"text"} or {"tokens"})
@@ -71,6 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokenizer(cmd) => tokenizer::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Clip(cmd) => clip::run(cmd),
+        Command::Vlm(cmd) => vlm::run(cmd),
         Command::Sample(args) => infer::sample(args),
         Command::Score(args) => infer::score(args),
         Command::Import(cmd) => interop::import(cmd),

@@ -101,16 +101,42 @@ pub fn generate_batch(
     vocab: i64,
     eot: Option<i64>,
     opts: &SampleOptions,
+    on_token: impl FnMut(usize, &[i64]) -> bool,
+) -> Result<Vec<Vec<i64>>> {
+    generate_batch_with(model, prompts, vocab, eot, opts, on_token, None)
+}
+
+/// Turns a left-padded batch of ids [B, T] into the decoder's input embeddings [B, T, C]: how
+/// the multimodal model puts its image tokens in place.
+pub type EmbedFn<'a> = &'a dyn Fn(&Tensor) -> Result<Tensor>;
+
+/// [`generate_batch`], where every full read of the sequences (the prefill, and each step
+/// without a cache) goes through `embed` when given. Such prompts are never cut to the context
+/// (that would cut an image): prompt and new tokens must fit it.
+pub fn generate_batch_with(
+    model: &Gpt,
+    prompts: &[Vec<i64>],
+    vocab: i64,
+    eot: Option<i64>,
+    opts: &SampleOptions,
     mut on_token: impl FnMut(usize, &[i64]) -> bool,
+    embed: Option<EmbedFn>,
 ) -> Result<Vec<Vec<i64>>> {
     opts.validate()?;
+    let block = model.cfg.block_size as usize;
     for ids in prompts {
         ensure!(!ids.is_empty(), "generation needs at least one prompt token");
         if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= model.cfg.vocab_size) {
             bail!("prompt token id {bad} is outside the vocabulary (0..{})", model.cfg.vocab_size);
         }
+        if embed.is_some() && ids.len() + opts.max_new_tokens > block {
+            bail!(
+                "{} prompt tokens (images included) and {} new ones exceed the context of {block}",
+                ids.len(),
+                opts.max_new_tokens
+            );
+        }
     }
-    let block = model.cfg.block_size as usize;
     tch::manual_seed(opts.seed as i64);
     let device = model.device();
     let rows = prompts.len();
@@ -159,7 +185,10 @@ pub fn generate_batch(
                 cache = KvCache::new();
                 let cache_ref = opts.kv_cache.then_some(&mut cache);
                 let pass = Pass { mask: masked.then_some(&m), cache: cache_ref, ..Default::default() };
-                let logits = model.forward(Input::Tokens(&x), pass)?;
+                let logits = match embed {
+                    Some(embed) => model.forward(Input::Embeddings(&embed(&x)?), pass)?,
+                    None => model.forward(Input::Tokens(&x), pass)?,
+                };
                 mask = m;
                 logits // [B, T, V]
             };

@@ -5,7 +5,8 @@ use super::arithmetic::{ArithFamily, ArithProblem};
 use super::lexicon::random_train_word;
 use super::scene::{list_objects, Color, Scene, Shape, MAX_DESCRIBED_OBJECTS};
 use super::{any, Holdout};
-use crate::special::{ASSISTANT, USER};
+use crate::chat::{self, Role, Turn};
+use crate::special::EOT;
 use rand::Rng;
 
 /// Fewest and most numbers in a sorting task, and their range [0, MAX_SORT_VALUE].
@@ -125,9 +126,13 @@ impl InstructTask {
         response.trim() == self.reference_answer()
     }
 
-    /// The supervised fine-tuning document: user turn, then the assistant's reference answer.
+    /// The supervised fine-tuning document in the chat template: the user turn, then the
+    /// assistant's reference answer, whose closing end-of-text the shard writer appends (as it
+    /// does to every document).
     pub fn document(&self) -> String {
-        format!("{USER}\n{}\n{ASSISTANT}\n{}", self.prompt(), self.reference_answer())
+        let turns = [Turn::new(Role::User, self.prompt()), Turn::new(Role::Assistant, self.reference_answer())];
+        let text = chat::render(&turns);
+        text.strip_suffix(EOT).unwrap_or(&text).to_string()
     }
 }
 
@@ -191,7 +196,7 @@ mod tests {
     #[test]
     fn documents_wrap_prompt_and_answer_in_chat_markers() {
         let task = InstructTask::ReverseWord("stone".into());
-        assert_eq!(task.document(), format!("{USER}\nSpell the word \"stone\" backwards.\n{ASSISTANT}\nenots"));
+        assert_eq!(task.document(), "<|user|>\nSpell the word \"stone\" backwards.<|endoftext|><|assistant|>\nenots");
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         for _ in 0..300 {
             let task = InstructTask::random(&mut rng, &Holdout::default());

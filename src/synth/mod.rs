@@ -12,6 +12,7 @@ pub mod icl;
 pub mod instruct;
 pub mod lexicon;
 pub mod scene;
+pub mod vlm;
 
 use crate::data::shards;
 use crate::data::split::in_val_split;

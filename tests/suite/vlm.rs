@@ -3,9 +3,10 @@
 //! images with and without the KV cache, assembly from a CLIP and a GPT checkpoint.
 
 use gptlab::checkpoint;
+use gptlab::infer::generate::{generate_batch_with, SampleOptions};
 use gptlab::models::gpt::{lm_loss, Gpt, GptConfig, Input, Pass, IGNORE_INDEX};
 use gptlab::models::vlm::projector::pixel_shuffle;
-use gptlab::models::vlm::{expand_placeholders, FeatureSelect, ProjectorKind, Vlm, VlmConfig};
+use gptlab::models::vlm::{expand_placeholders, FeatureSelect, Images, ProjectorKind, Vlm, VlmConfig};
 use gptlab_vision::clip::{Clip, ClipConfig};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -49,7 +50,7 @@ fn projectors_give_the_tokens_their_config_says() {
         assert_eq!(cfg.tokens_per_image(), n, "{kind:?} {select:?}");
         let vs = VarStore::new(Device::Cpu);
         let model = Vlm::new(&cfg, vs.root()).unwrap();
-        assert_eq!(model.image_tokens(&pixels(3)).unwrap().size(), [3, n, 48], "{kind:?} {select:?}");
+        assert_eq!(model.image_tokens(Images::Pixels(&pixels(3))).unwrap().size(), [3, n, 48], "{kind:?} {select:?}");
     }
     let mut bad = config(ProjectorKind::PixelShuffle { factor: 3 }, FeatureSelect::Patches);
     assert!(bad.validate().unwrap_err().to_string().contains("must divide"));
@@ -77,7 +78,7 @@ fn vision_features_come_from_hfs_layer_index() {
     assert_eq!(hidden.len(), 3);
     // -2 of three hidden states is index 1: the output of the first (penultimate) layer.
     let by_hand = model.projector.forward(&hidden[1].narrow(1, 1, 16), Kind::Float).unwrap();
-    assert!(model.image_tokens(&px).unwrap().equal(&by_hand));
+    assert!(model.image_tokens(Images::Pixels(&px)).unwrap().equal(&by_hand));
 }
 
 #[test]
@@ -88,8 +89,8 @@ fn image_tokens_fill_their_placeholders_in_order_and_text_keeps_its_embeddings()
     assert_eq!(ids.len(), 4 + 32);
     let px = pixels(2);
     let x = Tensor::from_slice(&ids).unsqueeze(0);
-    let emb = model.embed(&x, Some(&px)).unwrap().get(0); // [36, 48]
-    let tokens = model.image_tokens(&px).unwrap(); // [2, 16, 48]
+    let emb = model.embed(&x, Some(Images::Pixels(&px))).unwrap().get(0); // [36, 48]
+    let tokens = model.image_tokens(Images::Pixels(&px)).unwrap(); // [2, 16, 48]
     assert!(emb.narrow(0, 1, 16).equal(&tokens.get(0)), "the first image fills the first placeholder");
     assert!(emb.narrow(0, 19, 16).equal(&tokens.get(1)), "the second image fills the second");
     let text = model.language_model.embed_tokens(&Tensor::from_slice(&[7i64, 9, 10, 11]));
@@ -97,7 +98,7 @@ fn image_tokens_fill_their_placeholders_in_order_and_text_keeps_its_embeddings()
         assert!(emb.get(at).equal(&text.get(i as i64)), "text position {at}");
     }
     // Counts that do not match are one-line errors.
-    let err = model.embed(&x, Some(&pixels(1))).unwrap_err().to_string();
+    let err = model.embed(&x, Some(Images::Pixels(&pixels(1)))).unwrap_err().to_string();
     assert!(err.contains("32 image positions") && err.contains("1 image(s) of 16 tokens"), "{err}");
     assert!(model.embed(&x, None).unwrap_err().to_string().contains("no image was given"));
 }
@@ -108,9 +109,9 @@ fn the_loss_never_counts_image_tokens() {
     let ids = expand_placeholders(&[IMAGE, 7, 8, 9], IMAGE, 16); // 16 image positions, then 3 tokens
     let x = Tensor::from_slice(&ids).unsqueeze(0);
     let px = pixels(1);
-    let loss = model.loss(&x, Some(&px), &x, false).unwrap().double_value(&[]);
+    let loss = model.loss(&x, Some(Images::Pixels(&px)), &x, false).unwrap().double_value(&[]);
     // By hand: only the predictions of 7 (after the last image token), 8 and 9 count.
-    let logits = model.forward(&x, Some(&px), Pass::default()).unwrap();
+    let logits = model.forward(&x, Some(Images::Pixels(&px)), Pass::default()).unwrap();
     let mut labels = vec![IGNORE_INDEX; 16];
     labels.extend([7, 8, 9]);
     let labels = Tensor::from_slice(&labels).unsqueeze(0);
@@ -127,15 +128,25 @@ fn greedy_decoding_over_two_images_is_the_same_with_and_without_the_cache() {
     let (_vs, model) = vlm(ProjectorKind::PixelShuffle { factor: 2 });
     let prompt = expand_placeholders(&[5, IMAGE, 6, 7, IMAGE, 8], IMAGE, 4);
     let px = pixels(2);
-    let with = model.generate_greedy(&prompt, Some(&px), 20, None, true).unwrap();
-    let without = model.generate_greedy(&prompt, Some(&px), 20, None, false).unwrap();
+    let greedy = |kv_cache: bool, max_new_tokens: usize| {
+        let opts = SampleOptions { temperature: 0.0, max_new_tokens, kv_cache, ..Default::default() };
+        let embed = |ids: &Tensor| model.embed(ids, Some(Images::Pixels(&px)));
+        let lm = &model.language_model;
+        generate_batch_with(lm, std::slice::from_ref(&prompt), 512, None, &opts, |_, _| true, Some(&embed))
+            .map(|mut r| r.remove(0))
+    };
+    let with = greedy(true, 20).unwrap();
+    let without = greedy(false, 20).unwrap();
     assert_eq!(with.len(), 20);
     assert_eq!(with, without);
     // Another image changes the answer's logits (the decoder reads the images).
-    let other = model.forward(&Tensor::from_slice(&prompt).unsqueeze(0), Some(&pixels(2)), Pass::default()).unwrap();
-    let same = model.forward(&Tensor::from_slice(&prompt).unsqueeze(0), Some(&px), Pass::default()).unwrap();
+    let other = model
+        .forward(&Tensor::from_slice(&prompt).unsqueeze(0), Some(Images::Pixels(&pixels(2))), Pass::default())
+        .unwrap();
+    let same =
+        model.forward(&Tensor::from_slice(&prompt).unsqueeze(0), Some(Images::Pixels(&px)), Pass::default()).unwrap();
     assert!((other.get(0).get(-1) - same.get(0).get(-1)).abs().max().double_value(&[]) > 1e-4);
-    let err = model.generate_greedy(&prompt, Some(&px), 90, None, true).unwrap_err().to_string();
+    let err = greedy(true, 90).unwrap_err().to_string();
     assert!(err.contains("exceed the context of 96"), "{err}");
 }
 

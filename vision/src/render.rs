@@ -334,6 +334,16 @@ fn format_number(value: f32, decimals: usize) -> String {
 /// in the built-in font) and minor ticks between them over a 270-degree arc, the unit below the
 /// centre, and a red needle at `gauge.value`.
 pub fn render_gauge<R: Rng + ?Sized>(gauge: &Gauge, opts: &RenderOptions, rng: &mut R) -> RgbImage {
+    draw_gauge(gauge, true, opts, rng)
+}
+
+/// The same dial with neither tick labels nor unit: only someone told the scale (by worked
+/// examples, in an in-context episode) can read it.
+pub fn render_unlabelled_gauge<R: Rng + ?Sized>(gauge: &Gauge, opts: &RenderOptions, rng: &mut R) -> RgbImage {
+    draw_gauge(gauge, false, opts, rng)
+}
+
+fn draw_gauge<R: Rng + ?Sized>(gauge: &Gauge, labelled: bool, opts: &RenderOptions, rng: &mut R) -> RgbImage {
     let side = opts.side;
     let mut img = background(side, side, opts.texture, rng);
     let centre = (side as f32 / 2.0, side as f32 / 2.0);
@@ -350,11 +360,15 @@ pub fn render_gauge<R: Rng + ?Sized>(gauge: &Gauge, opts: &RenderOptions, rng: &
         if i + 1 < ticks {
             tick(&mut img, centre, radius, 0.87, t + 0.5 / (ticks - 1) as f32, line * 0.75);
         }
-        let label = format_number(gauge.min + gauge.tick_step() * i as f32, gauge.label_decimals());
-        draw_text_centred(&mut img, &label, dial_point(centre, radius * 0.6, t), scale, Rgb(INK));
+        if labelled {
+            let label = format_number(gauge.min + gauge.tick_step() * i as f32, gauge.label_decimals());
+            draw_text_centred(&mut img, &label, dial_point(centre, radius * 0.6, t), scale, Rgb(INK));
+        }
     }
-    let unit_at = (centre.0, centre.1 + radius * 0.7);
-    draw_text_centred(&mut img, &gauge.unit.to_uppercase(), unit_at, scale, Rgb(INK));
+    if labelled {
+        let unit_at = (centre.0, centre.1 + radius * 0.7);
+        draw_text_centred(&mut img, &gauge.unit.to_uppercase(), unit_at, scale, Rgb(INK));
+    }
 
     let t = gauge.fraction(gauge.value);
     let tip = dial_point(centre, radius * 0.8, t);
@@ -661,6 +675,19 @@ mod tests {
         assert_eq!(needle(&a, 0.2), NEEDLE);
         assert_ne!(needle(&b, 0.2), NEEDLE);
         assert_eq!(needle(&b, 0.75), NEEDLE);
+    }
+
+    #[test]
+    fn an_unlabelled_gauge_differs_from_the_labelled_one_only_in_ink_of_its_labels() {
+        let opts = RenderOptions { side: 64, ..RenderOptions::default() };
+        let g = Gauge { min: 0.0, max: 100.0, value: 40.0, unit: "km/h".into(), ticks: 6 };
+        let labelled = render_gauge(&g, &opts, &mut rng(0));
+        let bare = render_unlabelled_gauge(&g, &opts, &mut rng(0));
+        let differ: Vec<_> = labelled.pixels().zip(bare.pixels()).filter(|(a, b)| a != b).collect();
+        assert!(!differ.is_empty(), "the labels must be gone");
+        assert!(differ.iter().all(|(a, b)| a.0 == INK && b.0 == DIAL_FACE), "only label ink is removed");
+        let other_scale = Gauge { min: 0.0, max: 50.0, value: 20.0, ..g.clone() }; // the needle at the same place
+        assert_eq!(render_unlabelled_gauge(&other_scale, &opts, &mut rng(0)).as_raw(), bare.as_raw());
     }
 
     #[test]

@@ -11,12 +11,12 @@ pub mod projector;
 
 use std::path::Path;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use gptlab_vision::clip::{VisionConfig, VisionTransformer};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-use super::gpt::{lm_loss, Gpt, GptConfig, Input, KvCache, Pass, IGNORE_INDEX};
+use super::gpt::{lm_loss, Gpt, GptConfig, Input, Pass, IGNORE_INDEX};
 pub use projector::{Projector, ProjectorKind};
 
 /// Which vision tokens feed the projector.
@@ -129,30 +129,39 @@ impl Vlm {
         self.language_model.device()
     }
 
-    /// Projected image tokens: pixels [I, 3, S, S] (normalised) -> [I, N, C].
-    pub fn image_tokens(&self, pixels: &Tensor) -> Result<Tensor> {
+    /// The tower's features at `vision_feature_layer`, selected: pixels [I, 3, S, S]
+    /// (normalised) -> [I, N, W]. A frozen tower's features can be computed once and cached.
+    pub fn vision_features(&self, pixels: &Tensor) -> Result<Tensor> {
         let hidden = self.vision_tower.forward(pixels)?.hidden_states; // layers + 1 of [I, 1 + g^2, W]
         let n = hidden.len() as i64;
         let at = self.cfg.vision_feature_layer.rem_euclid(n) as usize;
-        let features = match self.cfg.select {
+        Ok(match self.cfg.select {
             FeatureSelect::Patches => hidden[at].narrow(1, 1, hidden[at].size()[1] - 1), // [I, g^2, W]
             FeatureSelect::All => hidden[at].shallow_clone(),
+        })
+    }
+
+    /// Projected image tokens [I, N', C].
+    pub fn image_tokens(&self, images: Images) -> Result<Tensor> {
+        let features = match images {
+            Images::Pixels(pixels) => self.vision_features(pixels)?,
+            Images::Features(f) => f.shallow_clone(),
         };
         self.projector.forward(&features, self.vision_tower.compute_kind)
     }
 
     /// The decoder's input embeddings [B, T, C] for `ids` [B, T] whose `<image>` positions each
     /// image's N tokens fill, in order (row by row), by a mask scatter.
-    pub fn embed(&self, ids: &Tensor, pixels: Option<&Tensor>) -> Result<Tensor> {
+    pub fn embed(&self, ids: &Tensor, images: Option<Images>) -> Result<Tensor> {
         let is_image = ids.eq(self.cfg.image_token_id); // [B, T]
         let text_ids = ids.where_scalarother(&is_image.logical_not(), 0); // placeholders embed as id 0, then are overwritten
         let emb = self.language_model.embed_tokens(&text_ids); // [B, T, C]
         let slots = is_image.sum(Kind::Int64).int64_value(&[]);
-        let Some(pixels) = pixels else {
+        let Some(images) = images else {
             ensure!(slots == 0, "the text has {slots} image positions but no image was given");
             return Ok(emb);
         };
-        let tokens = self.image_tokens(pixels)?; // [I, N, C]
+        let tokens = self.image_tokens(images)?; // [I, N, C]
         let (images, n, c) = tokens.size3()?;
         ensure!(
             slots == images * n,
@@ -160,70 +169,32 @@ impl Vlm {
             images * n
         );
         let mask = is_image.unsqueeze(-1).expand_as(&emb); // [B, T, C]
-        Ok(emb.masked_scatter(&mask, &tokens.reshape([images * n, c])))
+        Ok(emb.masked_scatter(&mask, &tokens.reshape([images * n, c]).to_kind(emb.kind())))
     }
 
     /// Logits [B, T, V]: see [`Vlm::embed`]; `pass` as for the GPT (cache, mask, dropout).
-    pub fn forward(&self, ids: &Tensor, pixels: Option<&Tensor>, pass: Pass) -> Result<Tensor> {
-        let emb = self.embed(ids, pixels)?;
+    pub fn forward(&self, ids: &Tensor, images: Option<Images>, pass: Pass) -> Result<Tensor> {
+        let emb = self.embed(ids, images)?;
         self.language_model.forward(Input::Embeddings(&emb), pass)
     }
 
     /// Mean next-token loss of `ids` [B, T] against `labels` [B, T] (the token each position is
     /// trained to be; [`IGNORE_INDEX`] where it is not). Image positions never count.
-    pub fn loss(&self, ids: &Tensor, pixels: Option<&Tensor>, labels: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn loss(&self, ids: &Tensor, images: Option<Images>, labels: &Tensor, train: bool) -> Result<Tensor> {
         let t = ids.size()[1];
-        let logits = self.forward(ids, pixels, Pass { train, ..Default::default() })?; // [B, T, V]
+        let logits = self.forward(ids, images, Pass { train, ..Default::default() })?; // [B, T, V]
         let labels = labels.masked_fill(&ids.eq(self.cfg.image_token_id), IGNORE_INDEX);
         Ok(lm_loss(&logits.narrow(1, 0, t - 1), &labels.narrow(1, 1, t - 1)))
     }
+}
 
-    /// Greedy continuation of one prompt (`ids` with placeholders already expanded to N image
-    /// tokens each) by up to `max_new_tokens`, stopping at `eot`. With `kv_cache` the prompt and
-    /// its images are prefilled once and each new token is a one-position step; without, every
-    /// step re-reads the whole sequence (the check that the cache changes nothing).
-    pub fn generate_greedy(
-        &self,
-        ids: &[i64],
-        pixels: Option<&Tensor>,
-        max_new_tokens: usize,
-        eot: Option<i64>,
-        kv_cache: bool,
-    ) -> Result<Vec<i64>> {
-        let block = self.cfg.text.block_size as usize;
-        if ids.len() + max_new_tokens > block {
-            bail!(
-                "{} prompt tokens (images included) and {max_new_tokens} new ones exceed the context of {block}",
-                ids.len()
-            );
-        }
-        let device = self.device();
-        let row = |s: &[i64]| Tensor::from_slice(s).to_device(device).unsqueeze(0); // [1, T]
-        let mut seq = ids.to_vec();
-        let mut new = Vec::new();
-        let mut cache = KvCache::new();
-        tch::no_grad(|| -> Result<()> {
-            while new.len() < max_new_tokens {
-                let logits = if !kv_cache {
-                    self.forward(&row(&seq), pixels, Pass::default())?
-                } else if cache.is_empty() {
-                    self.forward(&row(&seq), pixels, Pass { cache: Some(&mut cache), ..Default::default() })?
-                } else {
-                    let last = row(&seq[seq.len() - 1..]);
-                    let pass = Pass { cache: Some(&mut cache), ..Default::default() };
-                    self.language_model.forward(Input::Tokens(&last), pass)?
-                }; // [1, T, V]
-                let next = logits.get(0).get(-1).argmax(0, false).int64_value(&[]);
-                seq.push(next);
-                new.push(next);
-                if Some(next) == eot {
-                    break;
-                }
-            }
-            Ok(())
-        })?;
-        Ok(new)
-    }
+/// What fills a batch's image positions.
+#[derive(Clone, Copy)]
+pub enum Images<'a> {
+    /// Normalised pixels [I, 3, S, S], run through the vision tower.
+    Pixels(&'a Tensor),
+    /// The tower's selected features [I, N, W] ([`Vlm::vision_features`]), computed earlier.
+    Features(&'a Tensor),
 }
 
 /// Repeats every `image_token` of `ids` `n` times: a placeholder per image in the text becomes

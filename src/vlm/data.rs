@@ -1,0 +1,213 @@
+//! Multimodal records as training batches. Records are encoded once; every image they name is
+//! decoded once (in parallel) and kept as bytes, or, when the vision tower is frozen, replaced
+//! by the tower's features computed once (the feature cache: no ViT pass per step). Training
+//! batch `i` is a pure function of (seed, i): each epoch is its own seeded permutation, so the
+//! sampler state is the next batch's index, as for the other objectives.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use gptlab_vision::transform::{load_image, resize_center_crop};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+use crate::data::multimodal::{read_records, LossOn};
+use crate::models::gpt::IGNORE_INDEX;
+use crate::models::vlm::{Images, Vlm, VlmConfig};
+use crate::tokenizer::Tokenizer;
+
+/// One record, ready for the decoder: ids with every image expanded to its N positions, labels,
+/// and its images as rows of the data set's image table.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    pub ids: Vec<i64>,
+    pub labels: Vec<i64>,
+    pub images: Vec<usize>,
+}
+
+/// Every distinct image of a data set, as the decoder will receive it.
+pub enum ImageTable {
+    /// RGB bytes [n, 3, S, S] (uint8), normalised per batch.
+    Pixels { bytes: Tensor, mean: Tensor, std: Tensor },
+    /// A frozen tower's selected features [n, N, W].
+    Features(Tensor),
+}
+
+impl ImageTable {
+    /// Rows `rows` of the table as the model input for one batch, on `device`.
+    pub fn gather(&self, rows: &[usize], device: Device) -> Option<Tensor> {
+        if rows.is_empty() {
+            return None;
+        }
+        let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>());
+        Some(match self {
+            ImageTable::Pixels { bytes, mean, std } => {
+                let px = bytes.index_select(0, &index).to_device(device).to_kind(Kind::Float) / 255.0; // [I, 3, S, S]
+                (px - mean.to_device(device)) / std.to_device(device)
+            }
+            ImageTable::Features(f) => f.index_select(0, &index).to_device(device), // [I, N, W]
+        })
+    }
+
+    pub fn as_images<'a>(&self, t: &'a Tensor) -> Images<'a> {
+        match self {
+            ImageTable::Pixels { .. } => Images::Pixels(t),
+            ImageTable::Features(_) => Images::Features(t),
+        }
+    }
+}
+
+/// A data set of encoded records and their images.
+pub struct VlmDataset {
+    pub examples: Vec<Encoded>,
+    pub images: ImageTable,
+    pub pad: i64,
+}
+
+/// A padded batch: ids and labels [B, T] (right-padded), and its images in row order.
+pub struct Batch {
+    pub ids: Tensor,
+    pub labels: Tensor,
+    pub images: Option<Tensor>,
+    /// Positions that are not padding (for FLOPs).
+    pub positions: i64,
+}
+
+impl VlmDataset {
+    /// Reads and encodes the records of `path` (at most `limit`), checks that each fits the
+    /// decoder's context, and loads their images (preprocessed for `cfg`'s tower).
+    pub fn load(
+        path: &Path,
+        image_root: Option<&Path>,
+        tok: &Tokenizer,
+        cfg: &VlmConfig,
+        loss_on: LossOn,
+        limit: Option<usize>,
+    ) -> Result<Self> {
+        let mut items = read_records(path, image_root)?;
+        if let Some(limit) = limit {
+            items.truncate(limit);
+        }
+        let n = cfg.tokens_per_image() as usize;
+        let block = cfg.text.block_size as usize;
+        let mut table: HashMap<PathBuf, usize> = HashMap::new();
+        let mut paths = Vec::new();
+        let mut examples = Vec::with_capacity(items.len());
+        for item in &items {
+            let ex = item.record.encode(tok, loss_on).with_context(|| item.origin.clone())?;
+            ensure!(
+                ex.expanded_len(n) <= block,
+                "{}: {} positions ({} image(s) of {n} tokens) exceed the decoder's context of {block}",
+                item.origin,
+                ex.expanded_len(n),
+                ex.images.len()
+            );
+            let (ids, labels) = ex.expanded(cfg.image_token_id, n);
+            let images = ex
+                .images
+                .iter()
+                .map(|p| {
+                    *table.entry(p.clone()).or_insert_with(|| {
+                        paths.push(p.clone());
+                        paths.len() - 1
+                    })
+                })
+                .collect();
+            examples.push(Encoded { ids, labels, images });
+        }
+        let images = load_pixels(&paths, cfg)?;
+        Ok(Self { examples, images, pad: tok.pad() as i64 })
+    }
+
+    /// Replaces the pixel table by `model`'s selected vision features, computed once in chunks
+    /// (the tower must stay frozen for these to stay right).
+    pub fn cache_features(&mut self, model: &Vlm, device: Device) -> Result<()> {
+        let ImageTable::Pixels { bytes, .. } = &self.images else {
+            return Ok(());
+        };
+        let n = bytes.size()[0] as usize;
+        let mut chunks = Vec::new();
+        for start in (0..n).step_by(64) {
+            let rows: Vec<usize> = (start..(start + 64).min(n)).collect();
+            let px = self.images.gather(&rows, device).context("no images")?;
+            chunks.push(tch::no_grad(|| model.vision_features(&px))?.to_device(Device::Cpu));
+        }
+        if !chunks.is_empty() {
+            self.images = ImageTable::Features(Tensor::cat(&chunks, 0));
+        }
+        Ok(())
+    }
+
+    /// The examples at `indices`, padded into one batch.
+    pub fn batch(&self, indices: &[usize], device: Device) -> Batch {
+        let width = indices.iter().map(|&i| self.examples[i].ids.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(indices.len() * width);
+        let mut labels = Vec::with_capacity(ids.capacity());
+        let mut rows = Vec::new();
+        let mut positions = 0;
+        for &i in indices {
+            let ex = &self.examples[i];
+            let pad = width - ex.ids.len();
+            ids.extend(ex.ids.iter().copied().chain(std::iter::repeat_n(self.pad, pad)));
+            labels.extend(ex.labels.iter().copied().chain(std::iter::repeat_n(IGNORE_INDEX, pad)));
+            rows.extend(&ex.images);
+            positions += ex.ids.len() as i64;
+        }
+        let shape = [indices.len() as i64, width as i64];
+        Batch {
+            ids: Tensor::from_slice(&ids).view(shape).to_device(device),
+            labels: Tensor::from_slice(&labels).view(shape).to_device(device),
+            images: self.images.gather(&rows, device),
+            positions,
+        }
+    }
+
+    /// Indices of training batch `index`: positions `index * b ..` of the sequence of epochs, each
+    /// epoch a permutation of the examples seeded by (seed, epoch).
+    pub fn batch_indices(&self, seed: u64, index: u64, b: usize) -> Vec<usize> {
+        let n = self.examples.len();
+        let mut perm: Option<(u64, Vec<usize>)> = None;
+        (0..b as u64)
+            .map(|j| {
+                let at = index * b as u64 + j;
+                let epoch = at / n as u64;
+                if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                    rng.set_stream(epoch);
+                    let mut order: Vec<usize> = (0..n).collect();
+                    order.shuffle(&mut rng);
+                    perm = Some((epoch, order));
+                }
+                perm.as_ref().map(|(_, order)| order[(at % n as u64) as usize]).unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
+/// Decodes every image (in parallel), resized and centre-cropped to the tower's size, as bytes.
+pub(crate) fn load_pixels(paths: &[PathBuf], cfg: &VlmConfig) -> Result<ImageTable> {
+    let size = cfg.vision.image_size as u32;
+    let decoded: Vec<Vec<u8>> = paths
+        .par_iter()
+        .map(|p| -> Result<Vec<u8>> {
+            let rgb = resize_center_crop(&load_image(p)?, size);
+            let plane = (size * size) as usize;
+            let mut chw = vec![0u8; 3 * plane];
+            for (i, px) in rgb.pixels().enumerate() {
+                for c in 0..3 {
+                    chw[c * plane + i] = px[c];
+                }
+            }
+            Ok(chw)
+        })
+        .collect::<Result<_>>()?;
+    let flat: Vec<u8> = decoded.concat();
+    let s = size as i64;
+    let bytes = Tensor::from_slice(&flat).view([paths.len() as i64, 3, s, s]);
+    let channel = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]);
+    Ok(ImageTable::Pixels { bytes, mean: channel(cfg.image_mean), std: channel(cfg.image_std) })
+}
