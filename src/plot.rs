@@ -1,4 +1,4 @@
-//! Line plots as PNG and SVG with plotters. The font is embedded (DejaVu Sans) and registered
+//! Line plots and grouped bar charts as PNG and SVG with plotters. The font is embedded (DejaVu Sans) and registered
 //! from bytes, so text renders on machines without fontconfig.
 
 use std::path::Path;
@@ -9,7 +9,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 static FONT: Once = Once::new();
-const FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+/// The embedded font, also for text drawn into images (report grids).
+pub const FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
 /// Registers the embedded font once; call before drawing text with plotters.
 pub fn ensure_font() {
@@ -166,6 +167,86 @@ impl LinePlot {
         } else {
             finish!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?);
         }
+        root.present().map_err(err)?;
+        Ok(())
+    }
+}
+
+/// Bars of several named groups side by side for each category (e.g. accuracy of the model, of
+/// a text-only baseline and of chance, per question type), on a 0..`y_max` axis.
+pub struct BarChart {
+    pub title: String,
+    pub y_label: String,
+    pub categories: Vec<String>,
+    /// (group name, one value per category)
+    pub groups: Vec<(String, Vec<f64>)>,
+    pub y_max: f64,
+}
+
+impl BarChart {
+    /// Writes `{stem}.png` and `{stem}.svg`.
+    pub fn save(&self, stem: &Path) -> Result<()> {
+        ensure_font();
+        ensure!(!self.categories.is_empty(), "nothing to plot for {}", self.title);
+        for (name, values) in &self.groups {
+            ensure!(values.len() == self.categories.len(), "group {name} has a value per category");
+        }
+        let (png, svg) = (stem.with_extension("png"), stem.with_extension("svg"));
+        self.draw(BitMapBackend::new(&png, (900, 520)).into_drawing_area())?;
+        self.draw(SVGBackend::new(&svg, (900, 520)).into_drawing_area())
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {}: {e:?}", self.title);
+        root.fill(&WHITE).map_err(err)?;
+        let n = self.categories.len();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&self.title, ("sans-serif", 24))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..n as f64, 0f64..self.y_max)
+            .map_err(err)?;
+        let names = &self.categories;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n * 2 + 1)
+            .x_label_formatter(&|x: &f64| {
+                let centre = x - x.floor();
+                match ((centre - 0.5).abs() < 1e-6, names.get(x.floor() as usize)) {
+                    (true, Some(name)) => name.clone(),
+                    _ => String::new(),
+                }
+            })
+            .y_desc(&self.y_label)
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+        let width = 0.8 / self.groups.len() as f64;
+        for (g, (name, values)) in self.groups.iter().enumerate() {
+            let color = COLORS[g % COLORS.len()];
+            let bars = values.iter().enumerate().map(|(i, &v)| {
+                let x0 = i as f64 + 0.1 + g as f64 * width;
+                Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v.clamp(0.0, self.y_max))], color.filled())
+            });
+            chart
+                .draw_series(bars)
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
         root.present().map_err(err)?;
         Ok(())
     }

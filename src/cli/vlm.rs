@@ -41,6 +41,28 @@ pub enum VlmCommand {
         #[command(flatten)]
         dev: DeviceArgs,
     },
+    /// Accuracy by question type beside a text-only baseline and chance, and in-context gauge
+    /// reading by k, on held-out synthetic questions: results.json, predictions.jsonl, report.md
+    Eval {
+        #[arg(long)]
+        ckpt: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Evaluation records (default: the synthetic world's held-out questions, written to OUT/data)
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        image_root: Option<PathBuf>,
+        /// At most this many questions of each type (and of each k)
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 8)]
+        max_new_tokens: usize,
+        #[command(flatten)]
+        dev: DeviceArgs,
+    },
     /// Per-token log-probabilities of interleaved or chat records, one JSONL line each
     Score {
         #[command(flatten)]
@@ -89,6 +111,27 @@ pub fn run(cmd: VlmCommand) -> Result<()> {
             let prompt = infer::chat_prompt(&tok, &[infer::user_message(&text, &images)?])?;
             let answer = infer::answer_batch(&loaded.model, &tok, &[prompt], &gen.options())?;
             println!("{}", answer[0]);
+            Ok(())
+        }
+        VlmCommand::Eval { ckpt, out, data, image_root, limit, batch_size, max_new_tokens, dev } => {
+            let opts = vlm::eval::EvalOptions {
+                data,
+                image_root,
+                limit_per_type: limit,
+                batch_size,
+                max_new_tokens,
+                ..Default::default()
+            };
+            let r = vlm::eval::evaluate(&ckpt, &out, dev.resolve()?, &opts)?;
+            for (name, t) in r.types.iter().chain([(&"overall".to_string(), &r.overall)]) {
+                println!(
+                    "{name:>10}: accuracy {:.3}, text only {:.3}, chance {:.3} (n = {})",
+                    t.accuracy, t.text_only_accuracy, t.chance, t.n
+                );
+            }
+            let kshot: Vec<String> = r.gauge_kshot.iter().map(|(k, a)| format!("k={k} {a:.3}")).collect();
+            println!("gauge reading in context: {}", kshot.join(", "));
+            println!("report: {}", out.join("report.md").display());
             Ok(())
         }
         VlmCommand::Chat { ckpt, gen, dev } => chat(&ckpt, &gen, &dev),

@@ -111,17 +111,19 @@ fn record(images: &[String], question: &str, answer: &str, kind: &str) -> Value 
 
 /// Writes `align.jsonl` (a caption per training image), `train.jsonl` and `eval.jsonl` (the
 /// question types, comparisons and episodes), images under `images/{train,eval}/` and the
-/// resolved config, under `dir`.
+/// resolved config, under `dir`; with `train_images = 0`, the evaluation split alone.
 pub fn write_synth_vlm(dir: &Path, cfg: &SynthVlmConfig) -> Result<SynthVlmStats> {
     cfg.world.validate()?;
-    ensure!(cfg.train_images > 0 && cfg.eval_images > 0, "train_images and eval_images must be positive");
+    ensure!(cfg.eval_images > 0, "eval_images must be positive");
     for combo in &cfg.holdout_combos {
         let words: Vec<&str> = combo.split(' ').collect();
         ensure!(words.len() == 2, "holdout_combos entries are \"colour shape\", got {combo:?}");
     }
     let mut stats = SynthVlmStats::default();
     let mut align = Vec::new();
-    for split in [Split::Train, Split::Eval] {
+    // Without training images only the evaluation split is written (what `vlm eval` needs).
+    let splits: &[Split] = if cfg.train_images > 0 { &[Split::Train, Split::Eval] } else { &[Split::Eval] };
+    for &split in splits {
         let seed = match split {
             Split::Train => cfg.seed,
             Split::Eval => cfg.seed ^ EVAL_SALT,
@@ -186,7 +188,9 @@ pub fn write_synth_vlm(dir: &Path, cfg: &SynthVlmConfig) -> Result<SynthVlmStats
         write_jsonl(&dir.join(format!("{}.jsonl", split.name())), &records)?;
     }
     stats.align = align.len();
-    write_jsonl(&dir.join("align.jsonl"), &align)?;
+    if cfg.train_images > 0 {
+        write_jsonl(&dir.join("align.jsonl"), &align)?;
+    }
     std::fs::write(dir.join("synth_vlm.toml"), toml::to_string_pretty(cfg)?)?;
     Ok(stats)
 }

@@ -3,6 +3,7 @@
 //! [`crate::models::vlm`].
 
 pub mod data;
+pub mod eval;
 pub mod infer;
 pub mod train;
 
