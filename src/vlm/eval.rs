@@ -117,7 +117,10 @@ fn question_text(messages: &[Message]) -> String {
 fn without_images(messages: &[Message]) -> Vec<Message> {
     messages
         .iter()
-        .map(|m| Message { role: m.role, parts: m.parts.iter().filter(|p| !matches!(p, Part::Image(_))).cloned().collect() })
+        .map(|m| Message {
+            role: m.role,
+            parts: m.parts.iter().filter(|p| !matches!(p, Part::Image(_))).cloned().collect(),
+        })
         .collect()
 }
 
@@ -216,7 +219,8 @@ fn summarise(predictions: &[Prediction], skipped_too_long: usize) -> VlmEvalResu
     }
     let types: BTreeMap<String, TypeResult> = by_type.iter().map(|(k, v)| (k.clone(), type_result(v))).collect();
     let total: usize = types.values().map(|t| t.n).sum();
-    let weighted = |f: fn(&TypeResult) -> f64| types.values().map(|t| f(t) * t.n as f64).sum::<f64>() / total.max(1) as f64;
+    let weighted =
+        |f: fn(&TypeResult) -> f64| types.values().map(|t| f(t) * t.n as f64).sum::<f64>() / total.max(1) as f64;
     let overall = TypeResult {
         accuracy: weighted(|t| t.accuracy),
         text_only_accuracy: weighted(|t| t.text_only_accuracy),
@@ -313,7 +317,10 @@ fn write_report(
         report.image("gauge accuracy against k", "gauge_kshot.png");
     }
     if r.skipped_too_long > 0 {
-        report.paragraph(&format!("{} record(s) did not fit the decoder's context and were left out.", r.skipped_too_long));
+        report.paragraph(&format!(
+            "{} record(s) did not fit the decoder's context and were left out.",
+            r.skipped_too_long
+        ));
     }
     if examples > 0 {
         example_grid(predictions, examples, &out.join("examples.png"))?;
@@ -364,7 +371,15 @@ fn example_grid(predictions: &[Prediction], count: usize, path: &Path) -> Result
             (format!("truth: {}", fit(&p.truth)), Rgb([60, 60, 60])),
         ];
         for (j, (text, color)) in lines.iter().enumerate() {
-            draw_text_mut(&mut grid, *color, x as i32 + 4, (y + PICTURE + 10 + 18 * j as u32) as i32, 13.0, &font, text);
+            draw_text_mut(
+                &mut grid,
+                *color,
+                x as i32 + 4,
+                (y + PICTURE + 10 + 18 * j as u32) as i32,
+                13.0,
+                &font,
+                text,
+            );
         }
     }
     grid.save(path).with_context(|| format!("writing {}", path.display()))?;

@@ -8,7 +8,20 @@ use gptlab::models::gpt::{lm_loss, Gpt, GptConfig, Input, Pass, IGNORE_INDEX};
 use gptlab::models::vlm::projector::pixel_shuffle;
 use gptlab::models::vlm::{expand_placeholders, FeatureSelect, Images, ProjectorKind, Vlm, VlmConfig};
 use gptlab_vision::clip::{Clip, ClipConfig};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use gptlab::chat::{self as chat_template, Role, Turn};
+use gptlab::data::multimodal::{parse_record, LossOn};
+use gptlab::synth::vlm::{write_synth_vlm, SynthVlmConfig};
+use gptlab::tokenizer::Tokenizer;
+use gptlab::vlm::data::VlmDataset;
+use gptlab::vlm::infer::{answer_batch, chat_prompt, user_message};
+use gptlab::vlm::{Stage, VlmTrainConfig};
+use gptlab_vision::world::WorldConfig;
+
+use crate::common::{persistent_tempdir, run_err, run_ok, shard_dir};
 
 const IMAGE: i64 = 2; // gptlab's `<image>` id
 
@@ -177,4 +190,346 @@ fn a_vlm_assembles_from_a_clip_and_a_gpt_checkpoint_and_saves_as_its_own_family(
     assert_eq!(loaded.model.cfg, cfg);
     let err = checkpoint::load::<Gpt>(&ckpt, Device::Cpu).err().unwrap().to_string();
     assert!(err.ends_with("is a VLM checkpoint, not a GPT checkpoint"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data, training, use: a tiny CLIP and a nano GPT (random weights), the synthetic multimodal
+// data at 32 px, built once.
+
+struct Fixture {
+    clip: PathBuf,
+    gpt: PathBuf,
+    data: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let root = persistent_tempdir();
+        let tok = shard_dir().parent().unwrap().join("tokenizer.json");
+        tch::manual_seed(5);
+        let clip_vs = VarStore::new(Device::Cpu);
+        let clip_cfg = ClipConfig::preset("tiny", 64, 0).unwrap();
+        Clip::new(&clip_cfg, clip_vs.root()).unwrap();
+        checkpoint::save_model(&root.join("clip"), &clip_vs, &clip_cfg, None).unwrap();
+        let gpt_vs = VarStore::new(Device::Cpu);
+        let gpt_cfg =
+            GptConfig { vocab_size: 448, block_size: 128, dropout: 0.1, ..GptConfig::preset("nano").unwrap() };
+        Gpt::new(&gpt_cfg, gpt_vs.root()).unwrap();
+        checkpoint::save_model(&root.join("gpt"), &gpt_vs, &gpt_cfg, Some(&tok)).unwrap();
+        let data = root.join("data");
+        let cfg = SynthVlmConfig {
+            world: WorldConfig { side: 32, max_objects: 3, ..WorldConfig::default() },
+            train_images: 24,
+            eval_images: 8,
+            train_pairs: 8,
+            eval_pairs: 4,
+            train_episodes: 8,
+            eval_episodes_per_k: 2,
+            max_shots: 2,
+            ..SynthVlmConfig::default()
+        };
+        write_synth_vlm(&data, &cfg).unwrap();
+        Fixture { clip: root.join("clip"), gpt: root.join("gpt"), data }
+    })
+}
+
+fn tokenizer() -> Tokenizer {
+    Tokenizer::from_file(&fixture().gpt.join("tokenizer.json")).unwrap()
+}
+
+fn stage_config(out: &Path, stage: Stage, from: Option<&Path>, max_steps: u64) -> VlmTrainConfig {
+    let f = fixture();
+    let model = match from {
+        Some(dir) => format!("from = \"{}\"", dir.display()),
+        None => format!(
+            "clip = \"{}\"\ngpt = \"{}\"\nprojector = {{ kind = \"pixel_shuffle\", factor = 2 }}",
+            f.clip.display(),
+            f.gpt.display()
+        ),
+    };
+    let (train, stage_name) = match stage {
+        Stage::Align => ("align.jsonl", "align"),
+        Stage::Instruct => ("train.jsonl", "instruct"),
+    };
+    let text = format!(
+        r#"out_dir = "{out}"
+stage = "{stage_name}"
+[model]
+{model}
+[data]
+train = "{data}/{train}"
+val = "{data}/eval.jsonl"
+val_records = 8
+[train]
+batch_size = 4
+max_steps = {max_steps}
+decay_steps = 4
+warmup_steps = 1
+lr = 1e-3
+eval_interval = 2
+log_interval = 1
+ckpt_interval = 2
+device = "cpu"
+threads = 1
+peak_tflops = 1.0
+"#,
+        out = out.display(),
+        data = f.data.display(),
+    );
+    toml::from_str(&text).unwrap()
+}
+
+fn tensors(ckpt: &Path) -> Vec<(String, Tensor)> {
+    let mut t = checkpoint::read_tensors(&ckpt.join("model.safetensors")).unwrap();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
+fn same_under(a: &[(String, Tensor)], b: &[(String, Tensor)], prefix: &str) -> bool {
+    let pick = |v: &[(String, Tensor)]| -> Vec<Tensor> {
+        v.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, t)| t.shallow_clone()).collect()
+    };
+    let (x, y) = (pick(a), pick(b));
+    assert!(!x.is_empty(), "no tensor under {prefix}");
+    x.len() == y.len() && x.iter().zip(&y).all(|(p, q)| p.equal(q))
+}
+
+#[test]
+fn chat_records_encode_as_the_template_with_the_loss_on_answers_only() {
+    let dir = fixture().data.join("images/train");
+    let image = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let record = serde_json::json!({"images": [image], "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "<image>\nWhat colour is it?"},
+        {"role": "assistant", "content": "red"},
+        {"role": "user", "content": "And its shape?"},
+        {"role": "assistant", "content": "a star"}]});
+    let record = parse_record(&record, Path::new("/")).unwrap();
+    let tok = tokenizer();
+    let turns = [
+        Turn::new(Role::System, "Be brief."),
+        Turn::new(Role::User, "<image>\nWhat colour is it?"),
+        Turn::new(Role::Assistant, "red"),
+        Turn::new(Role::User, "And its shape?"),
+        Turn::new(Role::Assistant, "a star"),
+    ];
+    let whole: Vec<i64> = tok.encode(&chat_template::render(&turns)).unwrap().into_iter().map(i64::from).collect();
+    let ex = record.encode(&tok, LossOn::Assistant).unwrap();
+    assert_eq!(ex.ids, whole, "turn-by-turn encoding equals encoding the rendered conversation");
+    assert_eq!(ex.images, vec![image]);
+    let trained: Vec<u32> = ex.ids.iter().zip(&ex.trained).filter(|(_, t)| **t).map(|(&i, _)| i as u32).collect();
+    assert_eq!(tok.decode(&trained).unwrap(), "red<|endoftext|>a star<|endoftext|>");
+    let all = record.encode(&tok, LossOn::All).unwrap();
+    let image_id = tok.token_to_id("<image>").unwrap() as i64;
+    assert!(all.ids.iter().zip(&all.trained).all(|(&id, &t)| t == (id != image_id)));
+    // An interleaved record trains on every text token, in segment order.
+    let seg = serde_json::json!({"segments": [{"text": "A dial"}, {"tokens": [5, 6]}, {"text": " again"}]});
+    let ex = parse_record(&seg, Path::new("/")).unwrap().encode(&tok, LossOn::Assistant).unwrap();
+    let mut expect: Vec<i64> = tok.encode("A dial").unwrap().into_iter().map(i64::from).collect();
+    expect.extend([5, 6]);
+    expect.extend(tok.encode(" again").unwrap().into_iter().map(i64::from));
+    assert_eq!(ex.ids, expect);
+    assert!(ex.trained.iter().all(|&t| t));
+    let bad = serde_json::json!({"segments": [{"tokens": [100000]}]});
+    let err = parse_record(&bad, Path::new("/")).unwrap().encode(&tok, LossOn::All).unwrap_err().to_string();
+    assert!(err.contains("outside the vocabulary"), "{err}");
+}
+
+#[test]
+fn align_trains_the_projector_alone_and_instruct_the_decoder_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture();
+    let align = stage_config(&dir.path().join("align"), Stage::Align, None, 3);
+    gptlab::vlm::train(&align, false).unwrap();
+    let after = tensors(&dir.path().join("align/checkpoint"));
+    let rename = |v: Vec<(String, Tensor)>, from: &str, to: &str| -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> =
+            v.into_iter().filter_map(|(n, t)| n.strip_prefix(from).map(|r| (format!("{to}{r}"), t))).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let clip = rename(tensors(&f.clip), "vision_model.", "vision_tower.vision_model.");
+    let gpt = rename(tensors(&f.gpt), "transformer.", "language_model.transformer.");
+    assert!(same_under(&after, &clip, "vision_tower."), "align leaves the vision tower as the CLIP's");
+    assert!(same_under(&after, &gpt, "language_model."), "align leaves the decoder as the GPT's");
+    let instruct =
+        stage_config(&dir.path().join("instruct"), Stage::Instruct, Some(&dir.path().join("align/checkpoint")), 2);
+    gptlab::vlm::train(&instruct, false).unwrap();
+    let later = tensors(&dir.path().join("instruct/checkpoint"));
+    assert!(same_under(&later, &after, "vision_tower."), "instruct keeps the tower frozen by default");
+    assert!(!same_under(&later, &after, "language_model."), "instruct trains the decoder");
+    assert!(!same_under(&later, &after, "multi_modal_projector."), "and the projector");
+    let metrics = std::fs::read_to_string(dir.path().join("instruct/metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"examples\":8") && metrics.contains("val_loss"), "{metrics}");
+}
+
+#[test]
+fn both_stages_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (stage, from) in [(Stage::Align, None), (Stage::Instruct, Some(dir.path().join("align-straight/checkpoint")))] {
+        let name = if stage == Stage::Align { "align" } else { "instruct" };
+        let straight = dir.path().join(format!("{name}-straight"));
+        let split = dir.path().join(format!("{name}-split"));
+        // In a process of its own: the torch RNG behind dropout is global, and other tests share it.
+        let train = |out: &Path, steps: u64, resume: bool| {
+            let path = out.with_extension(format!("{steps}.toml"));
+            std::fs::write(&path, toml::to_string(&stage_config(out, stage, from.as_deref(), steps)).unwrap()).unwrap();
+            let mut args = vec!["vlm", "train", "--config", path.to_str().unwrap()];
+            if resume {
+                args.push("--resume");
+            }
+            run_ok(&args);
+        };
+        train(&straight, 4, false);
+        train(&split, 2, false);
+        train(&split, 4, true);
+        let (a, b) = (tensors(&straight.join("checkpoint")), tensors(&split.join("checkpoint")));
+        assert_eq!(a.len(), b.len());
+        for ((name_a, x), (_, y)) in a.iter().zip(&b) {
+            assert!(x.equal(y), "{name}: {name_a} differs after a resume");
+        }
+        let losses = |d: &Path| -> Vec<f64> {
+            gptlab::jsonl::read_jsonl(&d.join("metrics.jsonl"))
+                .unwrap()
+                .iter()
+                .filter(|r| r["step"].as_u64().unwrap() > 2)
+                .filter_map(|r| r["train_loss"].as_f64())
+                .collect()
+        };
+        assert_eq!(losses(&straight), losses(&split), "{name}: losses after the resume");
+    }
+}
+
+#[test]
+fn a_batch_of_prompts_with_different_images_answers_as_each_would_alone() {
+    let f = fixture();
+    let tok = tokenizer();
+    let cfg = config(ProjectorKind::PixelShuffle { factor: 2 }, FeatureSelect::Patches);
+    let cfg = VlmConfig {
+        text: GptConfig { vocab_size: 448, block_size: 128, ..cfg.text },
+        image_token_id: tok.token_to_id("<image>").unwrap() as i64,
+        ..cfg
+    };
+    tch::manual_seed(9);
+    let vs = VarStore::new(Device::Cpu);
+    let model = Vlm::new(&cfg, vs.root()).unwrap();
+    let img = |i: usize| f.data.join(format!("images/train/{i:06}.png"));
+    let prompts = [
+        chat_prompt(&tok, &[user_message("How many objects?", &[img(1)]).unwrap()]).unwrap(),
+        chat_prompt(&tok, &[user_message("<image> or <image>, which has more stars?", &[img(2), img(3)]).unwrap()])
+            .unwrap(),
+        chat_prompt(&tok, &[user_message("no picture here, a longer question than the others", &[]).unwrap()]).unwrap(),
+    ];
+    assert_eq!(prompts.iter().map(|p| p.images.len()).collect::<Vec<_>>(), [1, 2, 0]);
+    let opts = SampleOptions { temperature: 0.0, max_new_tokens: 6, ..Default::default() };
+    let together = answer_batch(&model, &tok, &prompts, &opts).unwrap();
+    for (p, answer) in prompts.iter().zip(&together) {
+        assert_eq!(&answer_batch(&model, &tok, std::slice::from_ref(p), &opts).unwrap()[0], answer);
+    }
+    let err = user_message("<image> <image>", &[img(1)]).unwrap_err().to_string();
+    assert!(err.contains("2 <image> placeholder(s) but 1 image(s)"), "{err}");
+}
+
+#[test]
+fn records_that_do_not_fit_or_do_not_decode_are_one_line_errors() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let tok = tokenizer();
+    let cfg: VlmConfig = {
+        let base = config(ProjectorKind::Mlp2xGelu, FeatureSelect::Patches); // 16 tokens per image
+        VlmConfig { text: GptConfig { vocab_size: 448, block_size: 40, ..base.text }, ..base }
+    };
+    let img = f.data.join("images/train/000001.png");
+    let three = serde_json::json!({"images": [img, img, img], "messages": [
+        {"role": "user", "content": "<image><image><image> Which?"}, {"role": "assistant", "content": "the first"}]});
+    let path = dir.path().join("long.jsonl");
+    std::fs::write(&path, format!("{three}\n")).unwrap();
+    let err = VlmDataset::load(&path, None, &tok, &cfg, LossOn::Assistant, None).err().unwrap().to_string();
+    assert!(err.contains("long.jsonl:1") && err.contains("exceed the decoder's context of 40"), "{err}");
+    std::fs::write(dir.path().join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let broken = serde_json::json!({"segments": [{"image": "broken.png"}, {"text": "x"}]});
+    std::fs::write(&path, format!("{broken}\n")).unwrap();
+    let err = format!("{:#}", VlmDataset::load(&path, None, &tok, &cfg, LossOn::Assistant, None).err().unwrap());
+    assert!(err.contains("cannot decode image") && err.contains("broken.png"), "{err}");
+    let unknown = "out_dir = \"x\"\nstage = \"align\"\n[model]\nprojector = { kind = \"conv\" }\n[data]\ntrain = \"a\"\nval = \"b\"\n";
+    let err = toml::from_str::<VlmTrainConfig>(unknown).unwrap_err().to_string();
+    assert!(err.contains("unknown variant `conv`"), "{err}");
+}
+
+#[test]
+fn the_vlm_commands_train_answer_score_chat_and_evaluate_from_the_command_line() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let align = stage_config(&dir.path().join("align"), Stage::Align, None, 2);
+    let path = dir.path().join("align.toml");
+    std::fs::write(&path, toml::to_string(&align).unwrap()).unwrap();
+    let out = run_ok(&["vlm", "train", "--config", path.to_str().unwrap()]);
+    assert!(out.contains("trained VLM 2 steps"), "{out}");
+    let ckpt = dir.path().join("align/checkpoint");
+    let ckpt = ckpt.to_str().unwrap();
+    let img = f.data.join("images/eval/000001.png");
+    let img = img.to_str().unwrap();
+    run_ok(&["vlm", "ask", "--ckpt", ckpt, "--image", img, "--max-new-tokens", "4", "What colour is it?"]);
+    let err = run_err(&["vlm", "ask", "--ckpt", ckpt, "--image", "/nonexistent.png", "What?"]);
+    assert!(err.contains("/nonexistent.png does not exist"), "{err}");
+    let err = run_err(&["vlm", "ask", "--ckpt", ckpt, "--image", img, "--max-new-tokens", "120", "What?"]);
+    assert!(err.contains("exceed the context of 128"), "{err}");
+    let err = run_err(&["vlm", "ask", "--ckpt", f.gpt.to_str().unwrap(), "What?"]);
+    assert!(err.contains("is a GPT checkpoint, not a VLM checkpoint"), "{err}");
+    // Scoring: one log-probability per text token after the first, images skipped.
+    let input = dir.path().join("score.jsonl");
+    let record =
+        serde_json::json!({"segments": [{"image": img}, {"text": "a red"}, {"image": img}, {"text": " star"}]});
+    std::fs::write(&input, format!("{record}\n")).unwrap();
+    let scored = run_ok(&["vlm", "score", "--ckpt", ckpt, "--input", input.to_str().unwrap()]);
+    let line: serde_json::Value = serde_json::from_str(scored.trim()).unwrap();
+    let tok = tokenizer();
+    let text_tokens = tok.encode("a red").unwrap().len() + tok.encode(" star").unwrap().len();
+    assert_eq!(line["token_logprobs"].as_array().unwrap().len(), text_tokens - 1);
+    // The chat REPL reads piped stdin.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gptlab"))
+        .args(["vlm", "chat", "--ckpt", ckpt, "--max-new-tokens", "3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    let script = format!("/image {img}\nWhat is it?\n/image /missing.png\n/reset\nAnd now?\n/quit\nnever read\n");
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("(attached") && stdout.contains("(no such image: /missing.png)"), "{stdout}");
+    assert!(stdout.contains("(history cleared)"), "{stdout}");
+    // Evaluation writes results shaped as documented.
+    let eval_dir = dir.path().join("eval");
+    let data = f.data.join("eval.jsonl");
+    run_ok(&[
+        "vlm",
+        "eval",
+        "--ckpt",
+        ckpt,
+        "--out",
+        eval_dir.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        "2",
+    ]);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_dir.join("results.json")).unwrap()).unwrap();
+    for key in ["accuracy", "text_only_accuracy", "chance", "n"] {
+        assert!(r["overall"][key].is_number(), "overall.{key}: {r}");
+        assert!(r["types"]["colour"][key].is_number(), "types.colour.{key}: {r}");
+    }
+    let chance = r["types"]["relation"]["chance"].as_f64().unwrap();
+    assert!(chance == 0.5 || chance == 1.0, "yes or no: {chance}");
+    assert!(r["gauge_kshot"]["0"].is_number() && r["gauge_kshot"]["2"].is_number(), "{r}");
+    let report = std::fs::read_to_string(eval_dir.join("report.md")).unwrap();
+    for png in ["accuracy_by_type.png", "gauge_kshot.png", "examples.png"] {
+        assert!(report.contains(png), "{png} in the report");
+        gptlab_vision::image::open(eval_dir.join(png)).unwrap();
+    }
 }
