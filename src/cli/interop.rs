@@ -1,6 +1,6 @@
 //! `gptlab import` and `gptlab export`: Hugging Face checkpoints in and out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -24,20 +24,28 @@ pub enum ImportCommand {
     HfGpt2(ImportArgs),
     /// A Hugging Face CLIPModel directory (config.json + model.safetensors) to a gptlab checkpoint
     HfClip(ImportArgs),
+    /// A Hugging Face LlavaForConditionalGeneration directory (GPT-2 text, CLIP vision) to a gptlab VLM checkpoint
+    HfLlava(ImportArgs),
+}
+
+/// Where an export reads and writes.
+#[derive(Args)]
+pub struct ExportArgs {
+    #[arg(long)]
+    ckpt: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an earlier output of the same kind at --out
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
 pub enum ExportCommand {
     /// A gptlab checkpoint to a Hugging Face GPT-2 directory
-    HfGpt2 {
-        #[arg(long)]
-        ckpt: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        /// Replace an earlier output of the same kind at --out
-        #[arg(long)]
-        force: bool,
-    },
+    HfGpt2(ExportArgs),
+    /// A gptlab VLM checkpoint (mlp2x_gelu projector) to a Hugging Face LLaVA directory
+    HfLlava(ExportArgs),
 }
 
 pub fn import(cmd: ImportCommand) -> Result<()> {
@@ -56,13 +64,26 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
                 out.display()
             );
         }
+        ImportCommand::HfLlava(ImportArgs { from, out, force }) => {
+            let cfg = hf::import_llava(&from, &out, force)?;
+            println!(
+                "imported LLaVA (GPT-2 of width {}, CLIP ViT of width {}, {} tokens per image) into {}",
+                cfg.text.n_embd,
+                cfg.vision.width,
+                cfg.tokens_per_image(),
+                out.display()
+            );
+        }
     }
     Ok(())
 }
 
 pub fn export(cmd: ExportCommand) -> Result<()> {
-    let ExportCommand::HfGpt2 { ckpt, out, force } = cmd;
-    hf::export_gpt2(&ckpt, &out, force)?;
+    let (ExportArgs { ckpt, out, force }, export): (_, fn(&Path, &Path, bool) -> Result<()>) = match cmd {
+        ExportCommand::HfGpt2(args) => (args, hf::export_gpt2),
+        ExportCommand::HfLlava(args) => (args, hf::export_llava),
+    };
+    export(&ckpt, &out, force)?;
     println!("exported {} to {}", ckpt.display(), out.display());
     Ok(())
 }

@@ -69,24 +69,36 @@ fn check_mlp(t: &HfTower, tower: &str) -> Result<()> {
     Ok(())
 }
 
+/// gptlab's vision tower for an HF `CLIPVisionConfig` (a `CLIPModel`'s `vision_config`, or
+/// LLaVA's).
+pub(crate) fn vision_from_hf(value: &serde_json::Value) -> Result<VisionConfig> {
+    let v: HfTower = serde_json::from_value(value.clone()).context("not a CLIP vision config")?;
+    vision_tower(&v)
+}
+
+fn vision_tower(v: &HfTower) -> Result<VisionConfig> {
+    check_mlp(v, "vision_config")?;
+    ensure!(v.num_channels.unwrap_or(3) == 3, "only 3-channel CLIP vision towers are supported");
+    let need = |x: Option<i64>, name: &str| x.with_context(|| format!("CLIP config lacks {name}"));
+    Ok(VisionConfig {
+        image_size: need(v.image_size, "vision_config.image_size")?,
+        patch_size: need(v.patch_size, "vision_config.patch_size")?,
+        width: v.hidden_size,
+        layers: v.num_hidden_layers,
+        heads: v.num_attention_heads,
+        act: activation(&v.hidden_act)?,
+        layer_norm_eps: v.layer_norm_eps,
+    })
+}
+
 /// Parses an HF `CLIPModel` `config.json`.
 pub fn config_from_hf(json: &str) -> Result<ClipConfig> {
     let hf: HfClipConfig = serde_json::from_str(json).context("not a CLIPModel config")?;
-    let (v, t) = (&hf.vision_config, &hf.text_config);
-    check_mlp(v, "vision_config")?;
+    let t = &hf.text_config;
     check_mlp(t, "text_config")?;
-    ensure!(v.num_channels.unwrap_or(3) == 3, "only 3-channel CLIP vision towers are supported");
     let need = |x: Option<i64>, name: &str| x.with_context(|| format!("CLIP config lacks {name}"));
     let cfg = ClipConfig {
-        vision: VisionConfig {
-            image_size: need(v.image_size, "vision_config.image_size")?,
-            patch_size: need(v.patch_size, "vision_config.patch_size")?,
-            width: v.hidden_size,
-            layers: v.num_hidden_layers,
-            heads: v.num_attention_heads,
-            act: activation(&v.hidden_act)?,
-            layer_norm_eps: v.layer_norm_eps,
-        },
+        vision: vision_tower(&hf.vision_config)?,
         text: TextConfig {
             vocab_size: need(t.vocab_size, "text_config.vocab_size")?,
             context_length: need(t.max_position_embeddings, "text_config.max_position_embeddings")?,
@@ -111,18 +123,28 @@ pub fn config_from_hf(json: &str) -> Result<ClipConfig> {
     Ok(cfg)
 }
 
-/// Takes the normalisation of a HF `preprocessor_config.json` (`image_mean`, `image_std`; a
-/// missing key keeps CLIP's) into `cfg`.
-pub fn apply_hf_preprocessor(text: &str, cfg: &mut ClipConfig) -> Result<()> {
+/// The pixel normalisation of `dir/preprocessor_config.json` (`image_mean`, `image_std`), each
+/// OpenAI CLIP's where the file or the key is missing.
+pub(crate) fn read_normalisation(dir: &Path) -> Result<([f32; 3], [f32; 3])> {
     #[derive(Deserialize)]
     struct HfPreprocessor {
         image_mean: Option<[f32; 3]>,
         image_std: Option<[f32; 3]>,
     }
-    let hf: HfPreprocessor = serde_json::from_str(text).context("not a HF preprocessor config")?;
-    cfg.image_mean = hf.image_mean.unwrap_or(cfg.image_mean);
-    cfg.image_std = hf.image_std.unwrap_or(cfg.image_std);
-    cfg.validate()
+    let path = dir.join("preprocessor_config.json");
+    if !path.exists() {
+        return Ok((CLIP_MEAN, CLIP_STD));
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let hf: HfPreprocessor =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a HF preprocessor config", path.display()))?;
+    let (mean, std) = (hf.image_mean.unwrap_or(CLIP_MEAN), hf.image_std.unwrap_or(CLIP_STD));
+    ensure!(
+        std.iter().all(|s| s.is_finite() && *s > 0.0),
+        "{}: needs image_std positive in every channel, got {std:?}",
+        path.display()
+    );
+    Ok((mean, std))
 }
 
 /// HF buffers that are not parameters.
@@ -138,12 +160,8 @@ pub fn import_clip(from: &Path, out: &Path, force: bool) -> Result<ClipConfig> {
     let config_path = from.join("config.json");
     let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
     let mut cfg = config_from_hf(&text).with_context(|| format!("{}", config_path.display()))?;
-    let preprocessor = from.join("preprocessor_config.json");
-    if preprocessor.exists() {
-        let text =
-            std::fs::read_to_string(&preprocessor).with_context(|| format!("reading {}", preprocessor.display()))?;
-        apply_hf_preprocessor(&text, &mut cfg).with_context(|| format!("{}", preprocessor.display()))?;
-    }
+    (cfg.image_mean, cfg.image_std) = read_normalisation(from)?;
+    cfg.validate()?;
     let weights = from.join("model.safetensors");
     let tensors: Vec<(String, Tensor)> = checkpoint::read_tensors(&weights)?
         .into_iter()

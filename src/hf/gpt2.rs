@@ -46,7 +46,8 @@ fn default_true() -> bool {
 }
 
 impl HfGpt2Config {
-    fn to_gptlab(&self) -> Result<GptConfig> {
+    /// gptlab's config for this GPT-2, its head tied to `wte` or not.
+    fn to_gptlab(&self, tie_word_embeddings: bool) -> Result<GptConfig> {
         let gelu = match self.activation_function.as_str() {
             "gelu_new" | "gelu_pytorch_tanh" => Gelu::Tanh,
             "gelu" => Gelu::Exact,
@@ -69,42 +70,110 @@ impl HfGpt2Config {
             bias: true,
             gelu,
             layer_norm_epsilon: self.layer_norm_epsilon,
+            tie_word_embeddings,
         };
         cfg.validate()?;
         Ok(cfg)
     }
 }
 
-/// Converts a HF GPT-2 directory into a gptlab checkpoint at `out`.
-/// `out` must be new, empty, or (with `force`) an earlier import.
+/// gptlab's config for an HF `GPT2Config` (a whole `config.json`, or LLaVA's `text_config`).
+pub(crate) fn config_from_hf(value: &serde_json::Value, tie_word_embeddings: bool) -> Result<GptConfig> {
+    let hf: HfGpt2Config = serde_json::from_value(value.clone()).context("not a GPT-2 config")?;
+    hf.to_gptlab(tie_word_embeddings)
+}
+
+/// HF's `GPT2Config` for `cfg`, with the special ids of the tokenizer at `tok` when there is one
+/// (without them HF falls back to GPT-2's 50256, outside gptlab's vocabularies).
+pub(crate) fn hf_config(cfg: &GptConfig, tok: &Path) -> Result<serde_json::Value> {
+    let mut hf = json!({
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.block_size,
+        "n_ctx": cfg.block_size,
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": null,
+        "activation_function": match cfg.gelu { Gelu::Tanh => "gelu_new", Gelu::Exact => "gelu" },
+        "layer_norm_epsilon": cfg.layer_norm_epsilon,
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.dropout,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+    });
+    if tok.exists() {
+        let t = crate::tokenizer::Tokenizer::from_file(tok)?;
+        hf["bos_token_id"] = t.eot().into();
+        hf["eos_token_id"] = t.eot().into();
+        hf["pad_token_id"] = t.pad().into();
+    }
+    Ok(hf)
+}
+
+/// HF GPT-2 always has biases: a bias-free model exports with zero ones (the same function),
+/// named under `prefix` (`transformer.`, or LLaVA's `language_model.model.`).
+pub(crate) fn zero_biases(cfg: &GptConfig, prefix: &str) -> Vec<(String, Tensor)> {
+    if cfg.bias {
+        return Vec::new();
+    }
+    let c = cfg.n_embd;
+    let zeros = |name: String, n: i64| (format!("{prefix}{name}"), Tensor::zeros([n], (tch::Kind::Float, Device::Cpu)));
+    let mut out: Vec<(String, Tensor)> = (0..cfg.n_layer)
+        .flat_map(|i| {
+            let h = format!("h.{i}");
+            [
+                zeros(format!("{h}.ln_1.bias"), c),
+                zeros(format!("{h}.ln_2.bias"), c),
+                zeros(format!("{h}.attn.c_attn.bias"), 3 * c),
+                zeros(format!("{h}.attn.c_proj.bias"), c),
+                zeros(format!("{h}.mlp.c_fc.bias"), 4 * c),
+                zeros(format!("{h}.mlp.c_proj.bias"), c),
+            ]
+        })
+        .collect();
+    out.push(zeros("ln_f.bias".into(), c));
+    out
+}
+
+/// Whether an HF head equals the token embedding it may be tied to.
+pub(crate) fn head_is_tied(wte: Option<&Tensor>, head: &Tensor) -> bool {
+    wte.is_some_and(|w| w.size() == head.size() && w.equal(&head.to_kind(tch::Kind::Float)))
+}
+
+/// HF buffers of GPT-2's attention that are not parameters.
+pub(crate) fn is_attention_buffer(name: &str) -> bool {
+    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
+}
+
+/// Converts a HF GPT-2 directory into a gptlab checkpoint at `out`; a head that differs from
+/// `wte` is kept as an untied head. `out` must be new, empty, or (with `force`) an earlier import.
 pub fn import_gpt2(from: &Path, out: &Path, force: bool) -> Result<GptConfig> {
     super::check_output(from, out, force, "an imported GPT checkpoint", super::is_imported::<GptConfig>)?;
     let config_path = from.join("config.json");
     let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
-    let hf: HfGpt2Config =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a GPT-2 config", config_path.display()))?;
-    let cfg = hf.to_gptlab()?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
     let weights = from.join("model.safetensors");
     let mut tensors = Vec::new();
     let mut lm_head = None;
     for (name, t) in checkpoint::read_tensors(&weights)? {
         let bare = name.strip_prefix("transformer.").unwrap_or(&name);
         if bare == "lm_head.weight" {
-            lm_head = Some(t);
-        } else if !(bare.ends_with(".attn.bias") || bare.ends_with(".attn.masked_bias")) {
+            lm_head = Some(t.to_kind(tch::Kind::Float));
+        } else if !is_attention_buffer(bare) {
             tensors.push((format!("transformer.{bare}"), t.to_kind(tch::Kind::Float)));
         }
     }
+    let wte = tensors.iter().find(|(n, _)| n == "transformer.wte.weight").map(|(_, t)| t);
+    let tied = lm_head.as_ref().is_none_or(|head| head_is_tied(wte, head));
+    let cfg = config_from_hf(&value, tied).with_context(|| format!("{}", config_path.display()))?;
+    if let (Some(head), false) = (lm_head, tied) {
+        tensors.push(("lm_head.weight".into(), head));
+    }
     let vs = VarStore::new(Device::Cpu);
     Gpt::new(&cfg, vs.root())?;
-    if let Some(head) = lm_head {
-        let wte = tensors.iter().find(|(n, _)| n == "transformer.wte.weight").map(|(_, t)| t);
-        ensure!(
-            wte.is_some_and(|w| w.size() == head.size() && w.equal(&head.to_kind(tch::Kind::Float))),
-            "{}: lm_head.weight differs from wte: untied heads are unsupported",
-            weights.display()
-        );
-    }
     checkpoint::fill(&vs, tensors, &weights)?;
     let tok = from.join(TOKENIZER_FILE);
     checkpoint::save_model(out, &vs, &cfg, tok.exists().then_some(tok.as_path()))?;
@@ -119,60 +188,38 @@ pub fn export_gpt2(ckpt: &Path, out: &Path, force: bool) -> Result<()> {
     check_output(ckpt, out, force, "an HF GPT-2 export", is_gpt2_export)?;
     let loaded = checkpoint::load::<Gpt>(ckpt, Device::Cpu)?;
     let cfg = &loaded.model.cfg;
-    let c = cfg.n_embd;
     let mut tensors: Vec<(String, Tensor)> = checkpoint::model_tensors(&loaded.vs);
-    if !cfg.bias {
-        let mut zeros =
-            |name: String, n: i64| tensors.push((name, Tensor::zeros([n], (tch::Kind::Float, Device::Cpu))));
-        for i in 0..cfg.n_layer {
-            let h = format!("transformer.h.{i}");
-            zeros(format!("{h}.ln_1.bias"), c);
-            zeros(format!("{h}.ln_2.bias"), c);
-            zeros(format!("{h}.attn.c_attn.bias"), 3 * c);
-            zeros(format!("{h}.attn.c_proj.bias"), c);
-            zeros(format!("{h}.mlp.c_fc.bias"), 4 * c);
-            zeros(format!("{h}.mlp.c_proj.bias"), c);
-        }
-        zeros("transformer.ln_f.bias".into(), c);
-    }
-    let mut hf_config = json!({
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
-        "vocab_size": cfg.vocab_size,
-        "n_positions": cfg.block_size,
-        "n_ctx": cfg.block_size,
-        "n_embd": c,
-        "n_layer": cfg.n_layer,
-        "n_head": cfg.n_head,
-        "n_inner": null,
-        "activation_function": match cfg.gelu { Gelu::Tanh => "gelu_new", Gelu::Exact => "gelu" },
-        "layer_norm_epsilon": cfg.layer_norm_epsilon,
-        "resid_pdrop": cfg.dropout,
-        "embd_pdrop": cfg.dropout,
-        "attn_pdrop": cfg.dropout,
-        "initializer_range": 0.02,
-        "tie_word_embeddings": true,
-    });
-    // Without these HF falls back to GPT-2's 50256, outside gptlab's vocabularies.
+    tensors.extend(zero_biases(cfg, "transformer."));
     let tok = loaded.dir.join(TOKENIZER_FILE);
-    if tok.exists() {
-        let t = crate::tokenizer::Tokenizer::from_file(&tok)?;
-        hf_config["bos_token_id"] = t.eot().into();
-        hf_config["eos_token_id"] = t.eot().into();
-        hf_config["pad_token_id"] = t.pad().into();
-    }
+    let mut hf = hf_config(cfg, &tok)?;
+    hf["architectures"] = json!(["GPT2LMHeadModel"]);
+    write_hf_dir(out, &hf, &tensors, &tok, &[])?;
+    checkpoint::commit_replacing(&checkpoint::temp_sibling(out), out, is_gpt2_export, "an HF GPT-2 export")
+}
+
+/// Writes `config.json`, `model.safetensors`, the tokenizer when there is one and `extra` files
+/// into the temporary sibling of `out`, synced, for the caller to commit.
+pub(crate) fn write_hf_dir(
+    out: &Path,
+    config: &serde_json::Value,
+    tensors: &[(String, Tensor)],
+    tok: &Path,
+    extra: &[(&str, serde_json::Value)],
+) -> Result<()> {
     let tmp = checkpoint::temp_sibling(out);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
     }
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&hf_config)?)?;
-    checkpoint::write_safetensors(&tensors, &tmp.join("model.safetensors"))?;
+    std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(config)?)?;
+    checkpoint::write_safetensors(tensors, &tmp.join("model.safetensors"))?;
     if tok.exists() {
-        std::fs::copy(&tok, tmp.join(TOKENIZER_FILE))?;
+        std::fs::copy(tok, tmp.join(TOKENIZER_FILE))?;
     }
-    checkpoint::fsync_tree(&tmp)?;
-    checkpoint::commit_replacing(&tmp, out, is_gpt2_export, "an HF GPT-2 export")
+    for (name, value) in extra {
+        std::fs::write(tmp.join(name), serde_json::to_string_pretty(value)?)?;
+    }
+    checkpoint::fsync_tree(&tmp)
 }
 
 /// Whether `dir` is a GPT-2 `save_pretrained` directory (an earlier export).

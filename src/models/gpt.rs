@@ -47,9 +47,17 @@ pub struct GptConfig {
     pub gelu: Gelu,
     #[serde(default = "default_eps")]
     pub layer_norm_epsilon: f64,
+    /// The LM head is the token embedding (GPT-2); false gives the head its own weight
+    /// (`lm_head.weight`), as models imported with untied heads have.
+    #[serde(default = "default_tied")]
+    pub tie_word_embeddings: bool,
 }
 
 fn default_bias() -> bool {
+    true
+}
+
+fn default_tied() -> bool {
     true
 }
 
@@ -91,6 +99,7 @@ impl GptConfig {
             bias: true,
             gelu: if name == "gpt2" { Gelu::Tanh } else { Gelu::Exact },
             layer_norm_epsilon: 1e-5,
+            tie_word_embeddings: true,
         })
     }
 
@@ -131,14 +140,17 @@ impl GptConfig {
         let per_layer = 2 * ln + (c * 3 * c + b * 3 * c) + (c * c + b * c) // ln_1, ln_2, c_attn, attn.c_proj
             + (c * 4 * c + b * 4 * c) + (4 * c * c + b * c); // c_fc, mlp.c_proj
         let non_embedding = self.n_layer * per_layer + ln;
-        let embedding = self.vocab_size * c + self.block_size * c;
+        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * c };
+        let embedding = self.vocab_size * c + self.block_size * c + head;
         ParamCounts { total: non_embedding + embedding, non_embedding }
     }
 
     /// Training FLOPs per token at context `seq_len` (PaLM appendix B): 6N for the matmuls, with
-    /// N counting the tied head (it is a matmul) but not `wpe` (a lookup), plus attention scores.
+    /// N counting the head (it is a matmul) but not `wpe` or an untied `wte` (lookups), plus
+    /// attention scores.
     pub fn flops_per_token(&self, seq_len: i64) -> f64 {
-        let n = (self.param_counts().total - self.block_size * self.n_embd) as f64;
+        let lookups = self.block_size + if self.tie_word_embeddings { 0 } else { self.vocab_size };
+        let n = (self.param_counts().total - lookups * self.n_embd) as f64;
         6.0 * n + 12.0 * (self.n_layer * self.n_head * self.head_dim() * seq_len) as f64
     }
 }
@@ -301,12 +313,14 @@ pub enum Input<'a> {
     Embeddings(&'a Tensor),
 }
 
-/// The GPT decoder with its tied LM head.
+/// The GPT decoder with its LM head (tied to `wte` unless the config unties it).
 #[derive(Debug)]
 pub struct Gpt {
     pub cfg: GptConfig,
     wte: Tensor,
     wpe: Tensor,
+    /// The head's own weight [V, C] when untied.
+    lm_head: Option<Tensor>,
     h: Vec<Block>,
     ln_f: LayerNorm,
     compute_kind: Kind,
@@ -322,7 +336,9 @@ impl Gpt {
         let wpe = (&t / "wpe").var("weight", &[cfg.block_size, cfg.n_embd], init);
         let h = (0..cfg.n_layer).map(|i| Block::new(&t / "h" / i, cfg)).collect();
         let ln_f = LayerNorm::new(&t / "ln_f", cfg.n_embd, cfg.bias, cfg.layer_norm_epsilon);
-        Ok(Self { cfg: cfg.clone(), wte, wpe, h, ln_f, compute_kind: Kind::Float })
+        let lm_head =
+            (!cfg.tie_word_embeddings).then(|| (&p / "lm_head").var("weight", &[cfg.vocab_size, cfg.n_embd], init));
+        Ok(Self { cfg: cfg.clone(), wte, wpe, lm_head, h, ln_f, compute_kind: Kind::Float })
     }
 
     /// Matmuls in `kind` (bf16 for mixed precision on CUDA); weights, LayerNorms, the residual
@@ -388,10 +404,11 @@ impl Gpt {
         Ok(self.ln_f.forward(&x))
     }
 
-    /// The tied LM head: hidden states [B, T, C] -> logits [B, T, V] (fp32).
+    /// The LM head: hidden states [B, T, C] -> logits [B, T, V] (fp32).
     pub fn lm_head(&self, h: &Tensor) -> Tensor {
         let kind = self.compute_kind;
-        h.to_kind(kind).linear(&self.wte.to_kind(kind), None::<Tensor>).to_kind(Kind::Float)
+        let w = self.lm_head.as_ref().unwrap_or(&self.wte);
+        h.to_kind(kind).linear(&w.to_kind(kind), None::<Tensor>).to_kind(Kind::Float)
     }
 
     /// Mean next-token cross-entropy of `idx` [B, T] against `targets` [B, T] over the

@@ -116,6 +116,9 @@ impl Vlm {
     pub fn load_parts(vs: &nn::VarStore, clip: &Path, gpt: &Path) -> Result<()> {
         crate::checkpoint::load_prefixed(vs, clip, "vision_model.", "vision_tower.vision_model.")?;
         crate::checkpoint::load_prefixed(vs, gpt, "transformer.", "language_model.transformer.")?;
+        if vs.variables().contains_key("language_model.lm_head.weight") {
+            crate::checkpoint::load_prefixed(vs, gpt, "lm_head.", "language_model.lm_head.")?;
+        }
         Ok(())
     }
 
