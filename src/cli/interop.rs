@@ -78,8 +78,11 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
     Ok(())
 }
 
+/// An export: checkpoint, output directory, whether to replace an earlier export.
+type Exporter = fn(&Path, &Path, bool) -> Result<()>;
+
 pub fn export(cmd: ExportCommand) -> Result<()> {
-    let (ExportArgs { ckpt, out, force }, export): (_, fn(&Path, &Path, bool) -> Result<()>) = match cmd {
+    let (ExportArgs { ckpt, out, force }, export): (_, Exporter) = match cmd {
         ExportCommand::HfGpt2(args) => (args, hf::export_gpt2),
         ExportCommand::HfLlava(args) => (args, hf::export_llava),
     };
