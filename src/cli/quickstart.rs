@@ -26,6 +26,9 @@ pub struct QuickstartArgs {
     /// Steps of the small CLIP trained after the GPT (0 skips it)
     #[arg(long, default_value_t = 250)]
     clip_steps: u64,
+    /// Instruct steps of the multimodal GPT built from both (0 skips it; needs the CLIP)
+    #[arg(long, default_value_t = 500)]
+    vlm_steps: u64,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
     #[command(flatten)]
@@ -43,6 +46,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         device: a.dev.device,
         threads: a.dev.threads,
         clip_steps: a.clip_steps,
+        vlm_steps: a.vlm_steps,
         ..Default::default()
     })
 }

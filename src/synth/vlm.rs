@@ -24,9 +24,11 @@ use serde_json::{json, Value};
 
 use crate::jsonl::write_jsonl;
 
-/// Episode scales: (first label, step between major ticks, major ticks). Pairs share a tick
-/// count, so the picture alone cannot tell them apart.
-pub const EPISODE_SCALES: [(i64, i64, u32); 5] = [(0, 20, 6), (0, 50, 6), (0, 10, 7), (0, 2, 7), (0, 1, 9)];
+/// Episode scales: (first label, step between major ticks, major ticks). They come in pairs
+/// that share a tick count, so the picture alone cannot tell the two apart, and no two scales
+/// share a value, so any one worked example tells which scale an episode uses.
+pub const EPISODE_SCALES: [(i64, i64, u32); 6] =
+    [(0, 20, 6), (200, 50, 6), (5, 10, 7), (120, 5, 7), (160, 2, 9), (500, 25, 9)];
 
 /// The question every episode ends with.
 pub const EPISODE_QUESTION: &str = "What does it read?";
@@ -284,7 +286,11 @@ mod tests {
             }
         }
         let ticks: Vec<u32> = EPISODE_SCALES.iter().map(|s| s.2).collect();
-        let alike = ticks.iter().enumerate().filter(|(i, t)| ticks[i + 1..].contains(t)).count();
-        assert!(alike >= 2, "scales must come in look-alike pairs, or the picture alone tells the scale");
+        for t in &ticks {
+            assert_eq!(ticks.iter().filter(|u| *u == t).count(), 2, "every scale has one look-alike");
+        }
+        let values: Vec<i64> = EPISODE_SCALES.iter().flat_map(|&s| (0..s.2).map(move |i| tick_value(s, i))).collect();
+        let distinct: std::collections::BTreeSet<i64> = values.iter().copied().collect();
+        assert_eq!(distinct.len(), values.len(), "one example must identify its scale");
     }
 }

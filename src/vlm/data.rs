@@ -79,7 +79,8 @@ pub struct Batch {
 
 impl VlmDataset {
     /// Reads and encodes the records of `path` (at most `limit`), checks that each fits the
-    /// decoder's context, and loads their images (preprocessed for `cfg`'s tower).
+    /// decoder's context (or, with `skip_too_long`, leaves out those that do not, saying how
+    /// many), and loads their images (preprocessed for `cfg`'s tower).
     pub fn load(
         path: &Path,
         image_root: Option<&Path>,
@@ -87,6 +88,7 @@ impl VlmDataset {
         cfg: &VlmConfig,
         loss_on: LossOn,
         limit: Option<usize>,
+        skip_too_long: bool,
     ) -> Result<Self> {
         let mut items = read_records(path, image_root)?;
         if let Some(limit) = limit {
@@ -97,11 +99,17 @@ impl VlmDataset {
         let mut table: HashMap<PathBuf, usize> = HashMap::new();
         let mut paths = Vec::new();
         let mut examples = Vec::with_capacity(items.len());
+        let mut skipped = 0;
         for item in &items {
             let ex = item.record.encode(tok, loss_on).with_context(|| item.origin.clone())?;
+            if skip_too_long && ex.expanded_len(n) > block {
+                skipped += 1;
+                continue;
+            }
             ensure!(
                 ex.expanded_len(n) <= block,
-                "{}: {} positions ({} image(s) of {n} tokens) exceed the decoder's context of {block}",
+                "{}: {} positions ({} image(s) of {n} tokens) exceed the decoder's context of {block} \
+                 (data.skip_too_long = true leaves such records out)",
                 item.origin,
                 ex.expanded_len(n),
                 ex.images.len()
@@ -118,6 +126,9 @@ impl VlmDataset {
                 })
                 .collect();
             examples.push(Encoded { ids, labels, images });
+        }
+        if skipped > 0 {
+            eprintln!("[vlm] {}: left out {skipped} record(s) longer than the context of {block}", path.display());
         }
         let images = load_pixels(&paths, cfg)?;
         Ok(Self { examples, images, pad: tok.pad() as i64 })

@@ -233,6 +233,25 @@ fn summarise(predictions: &[Prediction], skipped_too_long: usize) -> VlmEvalResu
     VlmEvalResults { types, overall, gauge_kshot, held_out_combo, skipped_too_long }
 }
 
+/// Table rows (type, accuracy, text only, chance, n) of every type and, last, of all of them,
+/// with `digits` decimals.
+pub fn result_rows(r: &VlmEvalResults, digits: usize) -> Vec<Vec<String>> {
+    let overall = "overall".to_string();
+    r.types
+        .iter()
+        .chain([(&overall, &r.overall)])
+        .map(|(name, t)| {
+            vec![
+                name.clone(),
+                format!("{:.*}", digits, t.accuracy),
+                format!("{:.*}", digits, t.text_only_accuracy),
+                format!("{:.*}", digits, t.chance),
+                t.n.to_string(),
+            ]
+        })
+        .collect()
+}
+
 fn write_report(
     out: &Path,
     ckpt: &Path,
@@ -249,27 +268,7 @@ fn write_report(
         ckpt.display(),
         data.display()
     ));
-    let mut rows: Vec<Vec<String>> = r
-        .types
-        .iter()
-        .map(|(name, t)| {
-            vec![
-                name.clone(),
-                format!("{:.3}", t.accuracy),
-                format!("{:.3}", t.text_only_accuracy),
-                format!("{:.3}", t.chance),
-                t.n.to_string(),
-            ]
-        })
-        .collect();
-    let o = &r.overall;
-    rows.push(vec![
-        "**overall**".into(),
-        format!("{:.3}", o.accuracy),
-        format!("{:.3}", o.text_only_accuracy),
-        format!("{:.3}", o.chance),
-        o.n.to_string(),
-    ]);
+    let mut rows = result_rows(r, 3);
     if let Some(h) = &r.held_out_combo {
         rows.push(vec![
             "held-out colour-shape combinations".into(),

@@ -86,6 +86,9 @@ pub struct VlmDataSpec {
     /// Validation records read (the first ones of `val`).
     #[serde(default = "val_records")]
     pub val_records: usize,
+    /// Leave out records longer than the decoder's context (with a count) instead of stopping.
+    #[serde(default)]
+    pub skip_too_long: bool,
 }
 
 fn yes() -> bool {
@@ -257,8 +260,8 @@ pub fn train(cfg: &VlmTrainConfig, resume: bool) -> Result<TrainSummary> {
     let d = &cfg.data;
     eprintln!("[vlm] reading {} and {}", d.train.display(), d.val.display());
     let root = d.image_root.as_deref();
-    let mut train = VlmDataset::load(&d.train, root, &tok, &origin.cfg, d.loss_on, None)?;
-    let mut val = VlmDataset::load(&d.val, root, &tok, &origin.cfg, d.loss_on, Some(d.val_records))?;
+    let mut train = VlmDataset::load(&d.train, root, &tok, &origin.cfg, d.loss_on, None, d.skip_too_long)?;
+    let mut val = VlmDataset::load(&d.val, root, &tok, &origin.cfg, d.loss_on, Some(d.val_records), d.skip_too_long)?;
     let t = &cfg.train;
     let trainer = Trainer::new(
         setup,

@@ -220,6 +220,8 @@ fn quickstart_trains_below_the_unigram_baseline_and_reports() {
         "nano",
         "--clip-steps",
         "4",
+        "--vlm-steps",
+        "4",
         "--device",
         "cpu",
     ]);
@@ -244,6 +246,9 @@ fn quickstart_trains_below_the_unigram_baseline_and_reports() {
     assert!(report.contains(&format!("{val:.4}")));
     assert!(report.contains("CLIP on the synthetic image world") && report.contains("| colour |"));
     assert!(out.join("clip/eval/results.json").exists() && out.join("clip/checkpoint/model.safetensors").exists());
+    assert!(report.contains("The multimodal GPT") && report.contains("gauge read from k examples"), "{report}");
+    assert!(report.contains("![example questions with the model's answers](vlm/eval/examples.png)"));
+    assert!(out.join("vlm/eval/results.json").exists() && out.join("vlm/eval/examples.png").exists());
 }
 
 #[test]

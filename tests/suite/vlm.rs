@@ -445,12 +445,14 @@ fn records_that_do_not_fit_or_do_not_decode_are_one_line_errors() {
         {"role": "user", "content": "<image><image><image> Which?"}, {"role": "assistant", "content": "the first"}]});
     let path = dir.path().join("long.jsonl");
     std::fs::write(&path, format!("{three}\n")).unwrap();
-    let err = VlmDataset::load(&path, None, &tok, &cfg, LossOn::Assistant, None).err().unwrap().to_string();
+    let err = VlmDataset::load(&path, None, &tok, &cfg, LossOn::Assistant, None, false).err().unwrap().to_string();
     assert!(err.contains("long.jsonl:1") && err.contains("exceed the decoder's context of 40"), "{err}");
+    let kept = VlmDataset::load(&path, None, &tok, &cfg, LossOn::Assistant, None, true).unwrap();
+    assert!(kept.examples.is_empty(), "skip_too_long leaves the record out");
     std::fs::write(dir.path().join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let broken = serde_json::json!({"segments": [{"image": "broken.png"}, {"text": "x"}]});
     std::fs::write(&path, format!("{broken}\n")).unwrap();
-    let err = format!("{:#}", VlmDataset::load(&path, None, &tok, &cfg, LossOn::Assistant, None).err().unwrap());
+    let err = format!("{:#}", VlmDataset::load(&path, None, &tok, &cfg, LossOn::Assistant, None, false).err().unwrap());
     assert!(err.contains("cannot decode image") && err.contains("broken.png"), "{err}");
     let unknown = "out_dir = \"x\"\nstage = \"align\"\n[model]\nprojector = { kind = \"conv\" }\n[data]\ntrain = \"a\"\nval = \"b\"\n";
     let err = toml::from_str::<VlmTrainConfig>(unknown).unwrap_err().to_string();
