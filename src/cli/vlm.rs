@@ -129,7 +129,11 @@ pub fn run(cmd: VlmCommand) -> Result<()> {
                     t.accuracy, t.text_only_accuracy, t.chance, t.n
                 );
             }
-            let kshot: Vec<String> = r.gauge_kshot.iter().map(|(k, a)| format!("k={k} {a:.3}")).collect();
+            let kshot: Vec<String> = r
+                .gauge_kshot
+                .iter()
+                .map(|(k, a)| format!("k={k} {a:.3} ({:.3} on scale)", r.gauge_kshot_scale[k]))
+                .collect();
             println!("gauge reading in context: {}", kshot.join(", "));
             println!("report: {}", out.join("report.md").display());
             Ok(())

@@ -265,6 +265,7 @@ fn episode(dir: &Path, split: Split, seed: u64, e: u64, k: usize, opts: &RenderO
     }
     let mut r = record(&images, &question, &answer.to_string(), "gauge_kshot");
     r["k"] = k.into();
+    r["scale"] = json!([scale.0, scale.1, scale.2]);
     Ok(r)
 }
 

@@ -61,6 +61,9 @@ pub struct VlmEvalResults {
     pub overall: TypeResult,
     /// Accuracy of the in-context gauge episodes by number of worked examples k.
     pub gauge_kshot: BTreeMap<String, f64>,
+    /// Share of the episodes' answers that are a value of the episode's own scale, by k: whether
+    /// the examples told the model which scale it is reading, right needle or not.
+    pub gauge_kshot_scale: BTreeMap<String, f64>,
     /// Questions about scenes holding a colour-shape combination kept out of training.
     pub held_out_combo: Option<TypeResult>,
     /// Records left out because prompt and answer do not fit the decoder's context.
@@ -79,7 +82,18 @@ struct Prediction {
     text_only_answer: Option<String>,
     text_only_correct: Option<bool>,
     held_out_combo: bool,
+    /// An episode's scale: first value, step, major ticks.
+    scale: Option<(i64, i64, u32)>,
     images: Vec<PathBuf>,
+}
+
+impl Prediction {
+    /// Whether the answer is one of the tick values of the episode's scale.
+    fn on_scale(&self) -> bool {
+        let Some((first, step, ticks)) = self.scale else { return false };
+        let Ok(v) = normalise(&self.answer).parse::<i64>() else { return false };
+        (0..ticks as i64).any(|i| first + step * i == v)
+    }
 }
 
 /// Answers compare without case, surrounding space or a final full stop.
@@ -156,7 +170,8 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, opts: &EvalOptions) -> 
         *count += 1;
         let text_only = (k.is_none()).then(|| chat_prompt(&tok, &without_images(&messages))).transpose()?;
         let held_out_combo = item.raw["held_out_combo"].as_bool().unwrap_or(false);
-        cases.push((kind, k, question_text(&messages), truth, prompt, text_only, held_out_combo));
+        let scale = serde_json::from_value::<(i64, i64, u32)>(item.raw["scale"].clone()).ok();
+        cases.push((kind, k, question_text(&messages), truth, prompt, text_only, held_out_combo, scale));
     }
     ensure!(!cases.is_empty(), "no evaluation record fits the decoder's context of {block}");
     if skipped_too_long > 0 {
@@ -171,7 +186,7 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, opts: &EvalOptions) -> 
         let text_prompts: Vec<Prompt> = chunk.iter().filter_map(|c| c.5.clone()).collect();
         let mut text_answers = answer_batch(model, &tok, &text_prompts, &sample)?.into_iter();
         for (case, answer) in chunk.iter().zip(answers) {
-            let (kind, k, question, truth, prompt, text_only, held_out_combo) = case;
+            let (kind, k, question, truth, prompt, text_only, held_out_combo, scale) = case;
             let text_only_answer = text_only.as_ref().and_then(|_| text_answers.next());
             predictions.push(Prediction {
                 kind: kind.clone(),
@@ -183,6 +198,7 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, opts: &EvalOptions) -> 
                 answer,
                 text_only_answer,
                 held_out_combo: *held_out_combo,
+                scale: *scale,
                 images: prompt.images.clone(),
             });
         }
@@ -228,9 +244,11 @@ fn summarise(predictions: &[Prediction], skipped_too_long: usize) -> VlmEvalResu
         n: total,
     };
     let gauge_kshot = by_k.iter().map(|(k, v)| (k.to_string(), type_result(v).accuracy)).collect();
+    let on_scale = |v: &[&Prediction]| v.iter().filter(|p| p.on_scale()).count() as f64 / v.len().max(1) as f64;
+    let gauge_kshot_scale = by_k.iter().map(|(k, v)| (k.to_string(), on_scale(v))).collect();
     let held: Vec<&Prediction> = predictions.iter().filter(|p| p.held_out_combo).collect();
     let held_out_combo = (!held.is_empty()).then(|| type_result(&held));
-    VlmEvalResults { types, overall, gauge_kshot, held_out_combo, skipped_too_long }
+    VlmEvalResults { types, overall, gauge_kshot, gauge_kshot_scale, held_out_combo, skipped_too_long }
 }
 
 /// Table rows (type, accuracy, text only, chance, n) of every type and, last, of all of them,
@@ -295,20 +313,31 @@ fn write_report(
     .save(&out.join("accuracy_by_type"))?;
     report.image("accuracy by type", "accuracy_by_type.png");
     if !r.gauge_kshot.is_empty() {
-        let rows: Vec<Vec<String>> = r.gauge_kshot.iter().map(|(k, a)| vec![k.clone(), format!("{a:.3}")]).collect();
+        let rows: Vec<Vec<String>> = r
+            .gauge_kshot
+            .iter()
+            .map(|(k, a)| vec![k.clone(), format!("{a:.3}"), format!("{:.3}", r.gauge_kshot_scale[k])])
+            .collect();
         report
             .heading("Reading an unlabelled gauge from k worked examples")
             .paragraph(
-                "Each episode's gauges share one scale drawn without labels; several scales look alike, so \
-                 only the examples in the prompt say how to read the last one (answer: the nearest major tick).",
+                "Each episode's gauges share one scale drawn without labels; every scale has a look-alike, \
+                 so only the examples in the prompt say how to read the last one (answer: the nearest major \
+                 tick). *On scale* is the share of answers that are a value of the episode's scale at all: \
+                 whether the examples told the model which scale it reads, whatever the needle says.",
             )
-            .table(&["k", "accuracy"], &rows);
-        let points = r.gauge_kshot.iter().filter_map(|(k, a)| Some((k.parse::<f64>().ok()?, *a))).collect();
+            .table(&["k", "accuracy", "on scale"], &rows);
+        let points = |m: &BTreeMap<String, f64>| -> Vec<(f64, f64)> {
+            m.iter().filter_map(|(k, a)| Some((k.parse::<f64>().ok()?, *a))).collect()
+        };
         LinePlot {
             title: "in-context gauge reading".into(),
             x_label: "worked examples in the prompt (k)".into(),
-            y_label: "accuracy".into(),
-            series: vec![Series::line("accuracy", points)],
+            y_label: "share of episodes".into(),
+            series: vec![
+                Series::line("accuracy", points(&r.gauge_kshot)),
+                Series::line("answer on the episode's scale", points(&r.gauge_kshot_scale)),
+            ],
             log_x: false,
             log_y: false,
         }

@@ -529,6 +529,8 @@ fn the_vlm_commands_train_answer_score_chat_and_evaluate_from_the_command_line()
     let chance = r["types"]["relation"]["chance"].as_f64().unwrap();
     assert!(chance == 0.5 || chance == 1.0, "yes or no: {chance}");
     assert!(r["gauge_kshot"]["0"].is_number() && r["gauge_kshot"]["2"].is_number(), "{r}");
+    let on_scale = r["gauge_kshot_scale"]["2"].as_f64().unwrap();
+    assert!(on_scale >= r["gauge_kshot"]["2"].as_f64().unwrap(), "a right answer is on the scale: {r}");
     let report = std::fs::read_to_string(eval_dir.join("report.md")).unwrap();
     for png in ["accuracy_by_type.png", "gauge_kshot.png", "examples.png"] {
         assert!(report.contains(png), "{png} in the report");
