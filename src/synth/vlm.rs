@@ -154,6 +154,9 @@ pub fn write_synth_vlm(dir: &Path, cfg: &SynthVlmConfig) -> Result<SynthVlmStats
                 let mut r =
                     record(std::slice::from_ref(&name), &format!("<image>\n{}", qa.question), &qa.answer, &qa.kind);
                 r["held_out_combo"] = held_out.into();
+                if let Some(scene) = &item.scene {
+                    r["objects"] = scene.objects.len().into();
+                }
                 records.push(r);
             }
             kept.push((name, item));

@@ -64,6 +64,9 @@ pub struct VlmEvalResults {
     /// Share of the episodes' answers that are a value of the episode's own scale, by k: whether
     /// the examples told the model which scale it is reading, right needle or not.
     pub gauge_kshot_scale: BTreeMap<String, f64>,
+    /// Accuracy by question type and number of objects in the scene (records that say it): how
+    /// much is seeing an attribute and how much finding the object a question names.
+    pub by_objects: BTreeMap<String, BTreeMap<String, f64>>,
     /// Questions about scenes holding a colour-shape combination kept out of training.
     pub held_out_combo: Option<TypeResult>,
     /// Records left out because prompt and answer do not fit the decoder's context.
@@ -84,6 +87,8 @@ struct Prediction {
     held_out_combo: bool,
     /// An episode's scale: first value, step, major ticks.
     scale: Option<(i64, i64, u32)>,
+    /// Objects in the scene asked about.
+    objects: Option<u64>,
     images: Vec<PathBuf>,
 }
 
@@ -171,7 +176,8 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, opts: &EvalOptions) -> 
         let text_only = (k.is_none()).then(|| chat_prompt(&tok, &without_images(&messages))).transpose()?;
         let held_out_combo = item.raw["held_out_combo"].as_bool().unwrap_or(false);
         let scale = serde_json::from_value::<(i64, i64, u32)>(item.raw["scale"].clone()).ok();
-        cases.push((kind, k, question_text(&messages), truth, prompt, text_only, held_out_combo, scale));
+        let about = (held_out_combo, scale, item.raw["objects"].as_u64());
+        cases.push((kind, k, question_text(&messages), truth, prompt, text_only, about));
     }
     ensure!(!cases.is_empty(), "no evaluation record fits the decoder's context of {block}");
     if skipped_too_long > 0 {
@@ -186,7 +192,7 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, opts: &EvalOptions) -> 
         let text_prompts: Vec<Prompt> = chunk.iter().filter_map(|c| c.5.clone()).collect();
         let mut text_answers = answer_batch(model, &tok, &text_prompts, &sample)?.into_iter();
         for (case, answer) in chunk.iter().zip(answers) {
-            let (kind, k, question, truth, prompt, text_only, held_out_combo, scale) = case;
+            let (kind, k, question, truth, prompt, text_only, (held_out_combo, scale, objects)) = case;
             let text_only_answer = text_only.as_ref().and_then(|_| text_answers.next());
             predictions.push(Prediction {
                 kind: kind.clone(),
@@ -199,6 +205,7 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, opts: &EvalOptions) -> 
                 text_only_answer,
                 held_out_combo: *held_out_combo,
                 scale: *scale,
+                objects: *objects,
                 images: prompt.images.clone(),
             });
         }
@@ -246,9 +253,22 @@ fn summarise(predictions: &[Prediction], skipped_too_long: usize) -> VlmEvalResu
     let gauge_kshot = by_k.iter().map(|(k, v)| (k.to_string(), type_result(v).accuracy)).collect();
     let on_scale = |v: &[&Prediction]| v.iter().filter(|p| p.on_scale()).count() as f64 / v.len().max(1) as f64;
     let gauge_kshot_scale = by_k.iter().map(|(k, v)| (k.to_string(), on_scale(v))).collect();
+    let mut by_objects: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for (kind, preds) in &by_type {
+        let mut groups: BTreeMap<u64, Vec<&Prediction>> = BTreeMap::new();
+        for p in preds {
+            if let Some(n) = p.objects {
+                groups.entry(n).or_default().push(p);
+            }
+        }
+        if !groups.is_empty() {
+            let accuracy = groups.iter().map(|(n, v)| (n.to_string(), type_result(v).accuracy)).collect();
+            by_objects.insert(kind.clone(), accuracy);
+        }
+    }
     let held: Vec<&Prediction> = predictions.iter().filter(|p| p.held_out_combo).collect();
     let held_out_combo = (!held.is_empty()).then(|| type_result(&held));
-    VlmEvalResults { types, overall, gauge_kshot, gauge_kshot_scale, held_out_combo, skipped_too_long }
+    VlmEvalResults { types, overall, gauge_kshot, gauge_kshot_scale, by_objects, held_out_combo, skipped_too_long }
 }
 
 /// Table rows (type, accuracy, text only, chance, n) of every type and, last, of all of them,
@@ -297,6 +317,27 @@ fn write_report(
         ]);
     }
     report.heading("Accuracy by question type").table(&["type", "accuracy", "text only", "chance", "n"], &rows);
+    if !r.by_objects.is_empty() {
+        let counts: std::collections::BTreeSet<&String> = r.by_objects.values().flat_map(|m| m.keys()).collect();
+        let mut header = vec!["type".to_string()];
+        header.extend(counts.iter().map(|n| format!("{n} object(s)")));
+        let rows: Vec<Vec<String>> = r
+            .by_objects
+            .iter()
+            .map(|(kind, m)| {
+                let mut row = vec![kind.clone()];
+                row.extend(counts.iter().map(|n| m.get(*n).map_or(String::new(), |a| format!("{a:.3}"))));
+                row
+            })
+            .collect();
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        report
+            .paragraph(
+                "By the number of objects in the scene: with one object a question needs only the attribute \
+                 seen; with more, the model must also find the object the question names.",
+            )
+            .table(&header, &rows);
+    }
     let names: Vec<String> = r.types.keys().cloned().collect();
     let column = |f: fn(&TypeResult) -> f64| r.types.values().map(f).collect::<Vec<f64>>();
     BarChart {
