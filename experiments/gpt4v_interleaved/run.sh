@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPT-4V's interleaved input at CPU scale: a small CLIP and a micro GPT (trained here, or reused
 # when their checkpoints exist), the synthetic multimodal data, LLaVA's two stages, evaluation.
-#   bash experiments/gpt4v_interleaved/run.sh        (about 16 minutes on 2 CPU cores)
+#   bash experiments/gpt4v_interleaved/run.sh        (16 to 21 minutes on 2 CPU cores, as fast as the VM runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh

@@ -185,6 +185,17 @@ fn hf_llava_imports_and_exports_with_transformers_logits() {
     let again = checkpoint::load::<Vlm>(&back, Device::Cpu).unwrap();
     assert_eq!(again.model.cfg.image_std, vlm_cfg.image_std);
     assert!(again.model.cfg.text.tie_word_embeddings, "an exported tied head imports tied");
+    // Parts that do not fit each other (a vision width the projector was not built for) are a
+    // one-line error naming the tensor.
+    let mut cfg: serde_json::Value = read_json(&exported.join("config.json"));
+    cfg["vision_config"]["hidden_size"] = 96.into();
+    cfg["vision_config"]["intermediate_size"] = 384.into();
+    let misfit = dir.path().join("misfit");
+    std::fs::create_dir(&misfit).unwrap();
+    std::fs::write(misfit.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(exported.join("model.safetensors"), misfit.join("model.safetensors")).unwrap();
+    let err = common::run_err(&["import", "hf-llava", "--from", misfit.to_str().unwrap(), "--out", dir.path().join("m").to_str().unwrap()]);
+    assert!(err.contains("multi_modal_projector.linear_1.weight has shape"), "{err}");
     // Only the projector HF LLaVA has exports.
     let shuffle =
         VlmConfig { projector: ProjectorKind::PixelShuffle { factor: 2 }, select: FeatureSelect::Patches, ..vlm_cfg };
