@@ -56,7 +56,7 @@ impl Default for QuickstartOptions {
             device: "auto".into(),
             threads: None,
             clip_steps: 250,
-            vlm_steps: 500,
+            vlm_steps: 350,
         }
     }
 }
@@ -264,7 +264,7 @@ fn run_vlm(opts: &QuickstartOptions, gpt: &Path, clip: &Path) -> Result<VlmPart>
         projector: ProjectorKind::PixelShuffle { factor: 2 },
         ..VlmModelSpec::default()
     };
-    let align = crate::vlm::train(&stage(Stage::Align, parts, "align.jsonl", 100), false)?;
+    let align = crate::vlm::train(&stage(Stage::Align, parts, "align.jsonl", 60), false)?;
     let from = VlmModelSpec { from: Some(align.checkpoint.clone()), ..VlmModelSpec::default() };
     let instruct = crate::vlm::train(&stage(Stage::Instruct, from, "train.jsonl", opts.vlm_steps), false)?;
     let device = crate::device::parse_device(&opts.device)?;
@@ -392,7 +392,11 @@ fn write_report(
     if let Some(VlmPart { align, instruct, eval: e, tokens_per_image }) = vlm {
         r.heading("The multimodal GPT: images interleaved with text");
         r.paragraph(&format!(
-            "The GPT above and the CLIP's vision tower, joined by a pixel-shuffle projector ({tokens_per_image}              tokens per image, written where the text says `<image>`), trained in LLaVA's two stages on              synthetic questions about images: the projector alone for {} steps ({:.0} s), then projector and              decoder for {} steps ({:.0} s). Greedy answers to held-out questions, beside the same model asked              with the images removed, and chance:",
+            "The GPT above and the CLIP's vision tower, joined by a pixel-shuffle projector ({tokens_per_image} \
+             tokens per image, written where the text says `<image>`), trained in LLaVA's two stages on \
+             synthetic questions about images: the projector alone for {} steps ({:.0} s), then projector and \
+             decoder for {} steps ({:.0} s). Greedy answers to held-out questions, beside the same model asked \
+             with the images removed, and chance:",
             align.steps, align.elapsed_s, instruct.steps, instruct.elapsed_s
         ));
         let mut rows = crate::vlm::eval::result_rows(e, 2);
@@ -406,7 +410,9 @@ fn write_report(
         ]);
         r.table(&["question type", "accuracy", "text only", "chance", "n"], &rows);
         r.paragraph(
-            "A minute of training on two cores is a demonstration, not a result:              `experiments/gpt4v_interleaved/` trains longer and reports against the goals. Details:              `vlm/eval/report.md`.",
+            "A minute of training on two cores is a demonstration, not a result: \
+             `experiments/gpt4v_interleaved/` trains longer and reports against the goals. Details: \
+             `vlm/eval/report.md`.",
         );
         r.image("example questions with the model's answers", "vlm/eval/examples.png");
     }

@@ -194,7 +194,14 @@ fn hf_llava_imports_and_exports_with_transformers_logits() {
     std::fs::create_dir(&misfit).unwrap();
     std::fs::write(misfit.join("config.json"), cfg.to_string()).unwrap();
     std::fs::copy(exported.join("model.safetensors"), misfit.join("model.safetensors")).unwrap();
-    let err = common::run_err(&["import", "hf-llava", "--from", misfit.to_str().unwrap(), "--out", dir.path().join("m").to_str().unwrap()]);
+    let err = common::run_err(&[
+        "import",
+        "hf-llava",
+        "--from",
+        misfit.to_str().unwrap(),
+        "--out",
+        dir.path().join("m").to_str().unwrap(),
+    ]);
     assert!(err.contains("multi_modal_projector.linear_1.weight has shape"), "{err}");
     // Only the projector HF LLaVA has exports.
     let shuffle =
