@@ -56,7 +56,7 @@ impl Default for QuickstartOptions {
             device: "auto".into(),
             threads: None,
             clip_steps: 250,
-            vlm_steps: 350,
+            vlm_steps: 300,
         }
     }
 }

@@ -27,7 +27,7 @@ pub struct QuickstartArgs {
     #[arg(long, default_value_t = 250)]
     clip_steps: u64,
     /// Instruct steps of the multimodal GPT built from both (0 skips it; needs the CLIP)
-    #[arg(long, default_value_t = 350)]
+    #[arg(long, default_value_t = 300)]
     vlm_steps: u64,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
