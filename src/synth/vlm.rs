@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use gptlab_vision::render::{render_unlabelled_gauge, Gauge, RenderOptions};
 use gptlab_vision::scene::{Scene, Shape};
 use gptlab_vision::world::{generate_item, WorldConfig, WorldItem};
@@ -170,7 +170,7 @@ pub fn write_synth_vlm(dir: &Path, cfg: &SynthVlmConfig) -> Result<SynthVlmStats
         );
         for p in 0..pairs {
             let mut rng = stream(seed, 2, p);
-            records.push(comparison(&scenes, &mut rng));
+            records.push(comparison(&scenes, &mut rng).with_context(|| format!("the {} split", split.name()))?);
         }
         let episodes: Vec<(u64, usize)> = match split {
             Split::Train => {
@@ -212,9 +212,13 @@ fn has_combo(scene: &Scene, combos: &[String]) -> bool {
     scene.objects.iter().any(|o| combos.iter().any(|c| *c == format!("{} {}", o.color.name(), o.shape.name())))
 }
 
+/// Draws before [`comparison`] gives up: scenes that never differ in any shape count (a tiny
+/// split of one-object scenes) would otherwise loop for ever.
+const COMPARISON_TRIES: usize = 10_000;
+
 /// "Which image has more circles?" over two scenes whose counts of that shape differ.
-fn comparison<R: Rng + ?Sized>(scenes: &[&(String, &WorldItem)], rng: &mut R) -> Value {
-    loop {
+fn comparison<R: Rng + ?Sized>(scenes: &[&(String, &WorldItem)], rng: &mut R) -> Result<Value> {
+    for _ in 0..COMPARISON_TRIES {
         let a = scenes[rng.random_range(0..scenes.len())];
         let b = scenes[rng.random_range(0..scenes.len())];
         let shape = Shape::ALL[rng.random_range(0..Shape::ALL.len())];
@@ -225,8 +229,9 @@ fn comparison<R: Rng + ?Sized>(scenes: &[&(String, &WorldItem)], rng: &mut R) ->
         }
         let question = format!("<image>\n<image>\nWhich image has more {}, the first or the second?", shape.plural());
         let answer = if ca > cb { "the first" } else { "the second" };
-        return record(&[a.0.clone(), b.0.clone()], &question, answer, "multi");
+        return Ok(record(&[a.0.clone(), b.0.clone()], &question, answer, "multi"));
     }
+    bail!("no two scenes of the split differ in a shape count: raise the image count or set the pairs to 0")
 }
 
 /// The value of major tick `tick` on `scale`.
