@@ -322,6 +322,11 @@ fn family_of(config: &Value) -> &str {
     }
 }
 
+/// The model family a checkpoint holds ("gpt", "clip", "vlm"), for commands that take any.
+pub fn family(dir: &Path) -> Result<String> {
+    Ok(family_of(&read_config_json(&resolve(dir)?)?).to_string())
+}
+
 fn read_config_json(dir: &Path) -> Result<Value> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;

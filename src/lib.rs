@@ -13,6 +13,7 @@ pub mod clip;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod eval;
 pub mod hf;
 pub mod infer;
 pub mod jsonl;

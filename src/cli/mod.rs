@@ -4,6 +4,7 @@
 mod bench;
 mod clip;
 mod data;
+mod eval;
 mod infer;
 mod interop;
 mod quickstart;
@@ -48,6 +49,8 @@ enum Command {
     Vlm(vlm::VlmCommand),
     /// Complete a prompt, or every prompt of a JSONL file in batches, with a trained model
     Sample(infer::SampleArgs),
+    /// Few-shot evaluation with lm-evaluation-harness semantics: built-in tasks and lm-eval task files
+    Eval(eval::EvalArgs),
     /// Per-token log-probabilities of each line of a JSONL file ({"text"} or {"tokens"})
     Score(infer::ScoreArgs),
     /// Bring weights in from other formats
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Clip(cmd) => clip::run(cmd),
         Command::Vlm(cmd) => vlm::run(cmd),
         Command::Sample(args) => infer::sample(args),
+        Command::Eval(args) => eval::run(args),
         Command::Score(args) => infer::score(args),
         Command::Import(cmd) => interop::import(cmd),
         Command::Export(cmd) => interop::export(cmd),

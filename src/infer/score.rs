@@ -16,6 +16,15 @@ pub struct Scored {
     pub token_logprobs: Vec<f64>,
 }
 
+/// log P(targets[b, t] | inputs[b, ..=t]) [B, T] (fp64) and whether each target is the most likely
+/// token [B, T], from the logits [B, T, V] of the inputs: what every likelihood score reads.
+pub fn next_token_scores(logits: &Tensor, targets: &Tensor) -> (Tensor, Tensor) {
+    let logp = logits.log_softmax(-1, Kind::Float); // [B, T, V]
+    let picked = logp.gather(2, &targets.unsqueeze(2), false).squeeze_dim(2).to_kind(Kind::Double); // [B, T]
+    let greedy = logits.argmax(-1, false).eq_tensor(targets); // [B, T]
+    (picked, greedy)
+}
+
 /// log P(row[i+1] | row[..=i]) of every row (each of 2..=context tokens), in one forward pass.
 /// Rows are right-padded to the longest: a causal model's real positions never see the padding
 /// after them, so each row scores as it would alone.
@@ -25,9 +34,7 @@ fn rows_logprobs(model: &Gpt, rows: &[&[i64]]) -> Result<Vec<Vec<f64>>> {
         rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0, width - r.len()))).collect();
     let x = Tensor::from_slice(&ids).to_device(model.device()).view([rows.len() as i64, width as i64]); // [B, T]
     let logits = tch::no_grad(|| model.forward(Input::Tokens(&x), Pass::default()))?; // [B, T, V]
-    let logp = logits.narrow(1, 0, width as i64 - 1).log_softmax(-1, Kind::Float); // [B, T-1, V]
-    let targets = x.narrow(1, 1, width as i64 - 1).unsqueeze(2); // [B, T-1, 1]
-    let picked = logp.gather(2, &targets, false).squeeze_dim(2).to_kind(Kind::Double); // [B, T-1]
+    let (picked, _) = next_token_scores(&logits.narrow(1, 0, width as i64 - 1), &x.narrow(1, 1, width as i64 - 1)); // [B, T-1]
     let all = Vec::<f64>::try_from(&picked.reshape([-1]))?;
     Ok(rows.iter().enumerate().map(|(i, r)| all[i * (width - 1)..i * (width - 1) + r.len() - 1].to_vec()).collect())
 }

@@ -228,7 +228,7 @@ pub fn write_corpus(dir: &Path, corpus: &Corpus, cfg: &SynthConfig) -> Result<()
 }
 
 /// A uniformly random element of a constant table or of a list known to be non-empty.
-fn any<T: Copy, R: Rng + ?Sized>(items: &[T], rng: &mut R) -> T {
+pub(crate) fn any<T: Copy, R: Rng + ?Sized>(items: &[T], rng: &mut R) -> T {
     items[rng.random_range(0..items.len())]
 }
 

@@ -5,6 +5,7 @@ mod common;
 mod cli;
 mod clip;
 mod data;
+mod eval;
 mod hf;
 mod hostile;
 mod model;

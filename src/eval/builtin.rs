@@ -1,0 +1,346 @@
+//! Built-in tasks, generated from the embedded world: GPT-3's arithmetic and word-scrambling
+//! families, the in-context rule tasks, scene questions in text and a LAMBADA-style last word.
+//! Every scored item is held out of the synthetic training corpus (its held-out operand pairs and
+//! words at the corpus's default fractions) or freshly drawn (scenes), so nothing scored was
+//! seen in training. Each task is an lm-eval task file plus JSONL splits, the same thing a user
+//! writes: `gptlab eval tasks --write DIR` puts them on disk for lm-eval or for editing.
+
+use anyhow::{bail, Context, Result};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+use std::path::Path;
+
+use super::task::{Task, TaskConfig};
+use crate::synth::arithmetic::{ArithFamily, ArithFormat, ArithProblem};
+use crate::synth::icl::Scramble;
+use crate::synth::lexicon::held_out_words;
+use crate::synth::scene::{list_objects, Color, Scene, Shape, MAX_DESCRIBED_OBJECTS};
+use crate::synth::{any, Holdout};
+
+/// Documents scored per task, and shots to draw from.
+const TEST_DOCS: usize = 300;
+const SHOT_DOCS: usize = 100;
+
+/// Pairs of the fixed word map `word_map` asks about: more than one shot can show, so
+/// accuracy grows with K as the query's own pair becomes likely to be among the shots.
+const WORD_MAP_PAIRS: usize = 6;
+
+/// Every built-in task, with what it measures.
+pub const TASKS: [(&str, &str); 22] = [
+    ("arithmetic_2da", "GPT-3 2-digit addition, generated answer"),
+    ("arithmetic_2ds", "GPT-3 2-digit subtraction"),
+    ("arithmetic_3da", "GPT-3 3-digit addition"),
+    ("arithmetic_3ds", "GPT-3 3-digit subtraction"),
+    ("arithmetic_4da", "GPT-3 4-digit addition"),
+    ("arithmetic_4ds", "GPT-3 4-digit subtraction"),
+    ("arithmetic_5da", "GPT-3 5-digit addition"),
+    ("arithmetic_5ds", "GPT-3 5-digit subtraction"),
+    ("arithmetic_2dm", "GPT-3 2-digit multiplication"),
+    ("arithmetic_1dc", "GPT-3 one-digit composite, e.g. 6+(4*8)"),
+    ("arithmetic_2da_mc", "2-digit addition as multiple choice among near misses"),
+    ("cycle_letters", "GPT-3 word scrambling: letters cycled"),
+    ("anagrams1", "GPT-3 word scrambling: all but the first and last letter shuffled"),
+    ("anagrams2", "GPT-3 word scrambling: all but the first and last two letters shuffled"),
+    ("random_insertion", "GPT-3 word scrambling: a symbol between letters"),
+    ("reversed_words", "GPT-3 word scrambling: the word reversed"),
+    ("word_map", "in-context rule: a fixed random map between held-out words"),
+    ("linear_map", "in-context rule: a fixed linear map y = a x + b"),
+    ("scene_count", "scene question answering in text: how many objects of a colour or shape"),
+    ("scene_count_mc", "the same as multiple choice over 0..5"),
+    ("lambada_scene", "LAMBADA-style last word: an object named earlier in the description"),
+    ("lambada_scene_rolling", "the same descriptions scored whole (loglikelihood_rolling)"),
+];
+
+/// The names of the built-in tasks.
+pub fn names() -> Vec<&'static str> {
+    TASKS.iter().map(|(n, _)| *n).collect()
+}
+
+/// A built-in task file and its splits (`test`, and `train` for shots).
+pub struct Generated {
+    pub yaml: String,
+    pub test: Vec<Value>,
+    pub train: Vec<Value>,
+}
+
+/// A built-in task, ready to run.
+pub fn load(name: &str) -> Result<Task> {
+    let g = generate(name)?;
+    let cfg = TaskConfig::from_yaml(&g.yaml).with_context(|| format!("built-in task {name}"))?;
+    Task::new(cfg, None, g.test, g.train, false)
+}
+
+/// Writes a built-in task as `DIR/<name>.yaml` with `<name>_test.jsonl` and `<name>_train.jsonl`.
+pub fn write(name: &str, dir: &Path) -> Result<()> {
+    let g = generate(name)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, &g.yaml).with_context(|| format!("writing {}", path.display()))?;
+    crate::jsonl::write_jsonl(&dir.join(format!("{name}_test.jsonl")), &g.test)?;
+    crate::jsonl::write_jsonl(&dir.join(format!("{name}_train.jsonl")), &g.train)
+}
+
+fn seeded(name: &str, split: &str) -> ChaCha8Rng {
+    let h = format!("{name}/{split}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    ChaCha8Rng::seed_from_u64(h)
+}
+
+/// The lm-eval header every built-in shares: JSONL splits beside the task file.
+fn header(name: &str, output_type: &str) -> String {
+    format!(
+        "task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {name}_test.jsonl\n    train: {name}_train.jsonl\ntest_split: test\nfewshot_split: train\noutput_type: {output_type}\n"
+    )
+}
+
+/// A generated answer, cut at the end of its line and compared without surrounding spaces.
+const GENERATE_TAIL: &str = "generation_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 12\nmetric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n    regexes_to_ignore: [\"^\\\\s+\", \"\\\\s+$\"]\n";
+
+/// Generates built-in task `name`.
+pub fn generate(name: &str) -> Result<Generated> {
+    let split = |f: &mut dyn FnMut(&mut ChaCha8Rng) -> Value| -> (Vec<Value>, Vec<Value>) {
+        let mut rng = seeded(name, "test");
+        let test = (0..TEST_DOCS).map(|_| f(&mut rng)).collect();
+        let mut rng = seeded(name, "train");
+        let train = (0..SHOT_DOCS).map(|_| f(&mut rng)).collect();
+        (test, train)
+    };
+    let holdout = Holdout::default();
+    let (yaml, (test, train)) = match name {
+        n if n.starts_with("arithmetic_") && !n.ends_with("_mc") => {
+            let family = arithmetic_family(&n["arithmetic_".len()..])?;
+            let yaml = format!(
+                "{}doc_to_text: \"Q: {{{{question}}}} A:\"\ndoc_to_target: answer\nfewshot_delimiter: \"\\n\\n\"\n{GENERATE_TAIL}",
+                header(n, "generate_until")
+            );
+            (yaml, split(&mut |rng| arithmetic_doc(rng, family, &holdout)))
+        }
+        "arithmetic_2da_mc" => {
+            let yaml = format!(
+                "{}doc_to_text: \"Q: {{{{question}}}} A:\"\ndoc_to_choice: choices\ndoc_to_target: label\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n",
+                header(name, "multiple_choice")
+            );
+            (yaml, split(&mut |rng| arithmetic_mc_doc(rng, &holdout)))
+        }
+        "cycle_letters" | "anagrams1" | "anagrams2" | "random_insertion" | "reversed_words" => {
+            let scramble = match name {
+                "cycle_letters" => Scramble::CycleLetters,
+                "anagrams1" => Scramble::AnagramKeep1,
+                "anagrams2" => Scramble::AnagramKeep2,
+                "random_insertion" => Scramble::RandomInsertion,
+                _ => Scramble::Reversed,
+            };
+            let words: Vec<&str> =
+                held_out_words(holdout.words).into_iter().filter(|w| w.chars().count() >= scramble.min_len()).collect();
+            let yaml = format!(
+                "{}doc_to_text: \"{{{{input}}}} ->\"\ndoc_to_target: word\nfewshot_delimiter: \"\\n\"\n{GENERATE_TAIL}",
+                header(name, "generate_until")
+            );
+            (
+                yaml,
+                split(&mut |rng| {
+                    let word = *words.choose(rng).expect("held-out words");
+                    json!({"input": scramble.apply(word, rng), "word": word})
+                }),
+            )
+        }
+        "word_map" => {
+            let mut rng = seeded(name, "map");
+            let words: Vec<&str> =
+                held_out_words(holdout.words).choose_multiple(&mut rng, 2 * WORD_MAP_PAIRS).copied().collect();
+            let pairs: Vec<(&str, &str)> = words.chunks(2).map(|p| (p[0], p[1])).collect();
+            let yaml = format!(
+                "{}doc_to_text: \"{{{{input}}}} ->\"\ndoc_to_target: output\nfewshot_delimiter: \"\\n\"\n{GENERATE_TAIL}",
+                header(name, "generate_until")
+            );
+            (
+                yaml,
+                split(&mut |rng| {
+                    let (input, output) = *pairs.choose(rng).expect("pairs");
+                    json!({"input": input, "output": output})
+                }),
+            )
+        }
+        "linear_map" => {
+            let mut rng = seeded(name, "rule");
+            let (a, b) = (rng.random_range(2..=9i64), rng.random_range(-9..=9i64));
+            let yaml = format!(
+                "{}doc_to_text: \"{{{{x}}}} ->\"\ndoc_to_target: \"{{{{y}}}}\"\nfewshot_delimiter: \"\\n\"\n{GENERATE_TAIL}",
+                header(name, "generate_until")
+            );
+            (
+                yaml,
+                split(&mut |rng| {
+                    let x = rng.random_range(0..=20i64);
+                    json!({"x": x, "y": a * x + b})
+                }),
+            )
+        }
+        "scene_count" => {
+            let yaml = format!(
+                "{}doc_to_text: \"{{{{scene}}}}\\nQ: How many {{{{noun}}}} are there? A:\"\ndoc_to_target: \"{{{{count}}}}\"\n{GENERATE_TAIL}",
+                header(name, "generate_until")
+            );
+            (yaml, split(&mut scene_count_doc))
+        }
+        "scene_count_mc" => {
+            let choices: Vec<String> = (0..=MAX_DESCRIBED_OBJECTS).map(|n| format!("\"{n}\"")).collect();
+            let yaml = format!(
+                "{}doc_to_text: \"{{{{scene}}}}\\nQ: How many {{{{noun}}}} are there? A:\"\ndoc_to_choice: [{}]\ndoc_to_target: count\n",
+                header(name, "multiple_choice"),
+                choices.join(", ")
+            );
+            (yaml, split(&mut scene_count_doc))
+        }
+        "lambada_scene" => {
+            let yaml = format!(
+                "{}doc_to_text: context\ndoc_to_target: \" {{{{last_word}}}}\"\ntarget_delimiter: \"\"\n",
+                header(name, "loglikelihood")
+            );
+            (yaml, split(&mut lambada_doc))
+        }
+        "lambada_scene_rolling" => {
+            let yaml = format!("{}doc_to_target: text\n", header(name, "loglikelihood_rolling"));
+            (yaml, split(&mut lambada_doc))
+        }
+        other => {
+            bail!("unknown task {other:?}: built-in tasks are {}; or give a task file (.yaml)", names().join(", "))
+        }
+    };
+    Ok(Generated { yaml, test, train })
+}
+
+fn arithmetic_family(code: &str) -> Result<ArithFamily> {
+    Ok(match code {
+        "2da" => ArithFamily::Add2,
+        "3da" => ArithFamily::Add3,
+        "4da" => ArithFamily::Add4,
+        "5da" => ArithFamily::Add5,
+        "2ds" => ArithFamily::Sub2,
+        "3ds" => ArithFamily::Sub3,
+        "4ds" => ArithFamily::Sub4,
+        "5ds" => ArithFamily::Sub5,
+        "2dm" => ArithFamily::Mul2,
+        "1dc" => ArithFamily::Composite1,
+        other => bail!("unknown task \"arithmetic_{other}\": built-in tasks are {}", names().join(", ")),
+    })
+}
+
+fn held_out_problem(rng: &mut ChaCha8Rng, family: ArithFamily, holdout: &Holdout) -> ArithProblem {
+    ArithProblem::random_held_out(rng, family, holdout).expect("the default hold-out fraction leaves problems")
+}
+
+fn arithmetic_doc(rng: &mut ChaCha8Rng, family: ArithFamily, holdout: &Holdout) -> Value {
+    let p = held_out_problem(rng, family, holdout);
+    debug_assert_eq!(p.render(ArithFormat::Question), format!("Q: {} A: {}", p.question(), p.answer));
+    json!({"question": p.question(), "answer": p.answer.to_string()})
+}
+
+/// The right sum among three near misses (off by one, by ten, digits of the tens swapped).
+fn arithmetic_mc_doc(rng: &mut ChaCha8Rng, holdout: &Holdout) -> Value {
+    let p = held_out_problem(rng, ArithFamily::Add2, holdout);
+    let mut choices = vec![p.answer];
+    for wrong in [p.answer + 1, p.answer - 1, p.answer + 10, p.answer - 10, p.answer + 100] {
+        if wrong >= 0 && !choices.contains(&wrong) && choices.len() < 4 {
+            choices.push(wrong);
+        }
+    }
+    let mut order: Vec<usize> = (0..choices.len()).collect();
+    rand::seq::SliceRandom::shuffle(order.as_mut_slice(), rng);
+    let label = order.iter().position(|&i| i == 0).expect("the answer is a choice");
+    let choices: Vec<String> = order.iter().map(|&i| choices[i].to_string()).collect();
+    json!({"question": p.question(), "choices": choices, "label": label})
+}
+
+/// A listed scene and a count question about a colour or shape (the corpus's "Q: How many ...
+/// are there? A: n" lines).
+fn scene_count_doc(rng: &mut ChaCha8Rng) -> Value {
+    let scene = Scene::random(rng, MAX_DESCRIBED_OBJECTS);
+    let (noun, count) = if rng.random_bool(0.5) {
+        let c = any(&Color::ALL, rng);
+        (format!("{} objects", c.name()), scene.count_color(c))
+    } else {
+        let s = any(&Shape::ALL, rng);
+        (s.plural(), scene.count_shape(s))
+    };
+    json!({"scene": format!("The picture shows {}.", list_objects(&scene)), "noun": noun, "count": count})
+}
+
+/// A scene listing, then a relation sentence whose last word, the shape of an object named by
+/// its size and colour, only the listing can tell: the context is needed, as in LAMBADA.
+fn lambada_doc(rng: &mut ChaCha8Rng) -> Value {
+    loop {
+        let scene = Scene::random(rng, MAX_DESCRIBED_OBJECTS);
+        let objs = &scene.objects;
+        let unique = |i: usize| objs.iter().filter(|o| o.size == objs[i].size && o.color == objs[i].color).count() == 1;
+        let mut pairs = Vec::new();
+        for i in 0..objs.len() {
+            for j in 0..objs.len() {
+                if i != j && unique(j) {
+                    for (holds, relation) in [
+                        (objs[i].left_of(&objs[j]), "to the left of"),
+                        (objs[j].left_of(&objs[i]), "to the right of"),
+                        (objs[i].above(&objs[j]), "above"),
+                        (objs[j].above(&objs[i]), "below"),
+                    ] {
+                        if holds {
+                            pairs.push((i, j, relation));
+                        }
+                    }
+                }
+            }
+        }
+        let Some(&(i, j, relation)) = pairs.choose(rng) else { continue };
+        let b = &objs[j];
+        let context = format!(
+            "The picture shows {}. The {} is {relation} the {} {}",
+            list_objects(&scene),
+            objs[i].noun_phrase(),
+            b.size.name(),
+            b.color.name()
+        );
+        let last = b.shape.name();
+        return json!({"context": context, "last_word": last, "text": format!("{context} {last}.")});
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::lexicon::is_held_out_word;
+
+    #[test]
+    fn every_built_in_task_loads_and_is_deterministic() {
+        for name in names() {
+            let task = load(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(task.docs.len(), TEST_DOCS, "{name}");
+            assert_eq!(generate(name).unwrap().test, task.docs, "{name}");
+        }
+        assert!(load("no_such_task").err().unwrap().to_string().contains("unknown task"));
+    }
+
+    #[test]
+    fn scored_items_are_held_out_of_training() {
+        let holdout = Holdout::default();
+        for doc in generate("arithmetic_3da").unwrap().test {
+            let q = doc["question"].as_str().unwrap();
+            let nums: Vec<i64> = q
+                .trim_start_matches("What is ")
+                .trim_end_matches('?')
+                .split(" plus ")
+                .map(|n| n.parse().unwrap())
+                .collect();
+            assert!(crate::synth::lexicon::is_held_out_pair(nums[0], nums[1], holdout.numbers), "{q}");
+        }
+        for doc in generate("reversed_words").unwrap().test {
+            assert!(is_held_out_word(doc["word"].as_str().unwrap(), holdout.words));
+        }
+        let task = load("lambada_scene").unwrap();
+        let doc = &task.docs[0];
+        assert!(task.target_text(doc).unwrap().starts_with(' '));
+        assert!(doc["text"].as_str().unwrap().starts_with(doc["context"].as_str().unwrap()));
+    }
+}
