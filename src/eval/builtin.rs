@@ -17,7 +17,12 @@ use crate::synth::arithmetic::{ArithFamily, ArithFormat, ArithProblem};
 use crate::synth::icl::Scramble;
 use crate::synth::lexicon::held_out_words;
 use crate::synth::scene::{list_objects, Color, Scene, Shape, MAX_DESCRIBED_OBJECTS};
+use crate::synth::vlm::{episode_gauge, EPISODE_QUESTION, EPISODE_SCALES};
 use crate::synth::{any, Holdout};
+use gptlab_vision::image::RgbImage;
+use gptlab_vision::render::{render_unlabelled_gauge, RenderOptions};
+use gptlab_vision::world::{generate_item, WorldConfig};
+use rayon::prelude::*;
 
 /// Documents scored per task, and shots to draw from.
 const TEST_DOCS: usize = 300;
@@ -28,7 +33,7 @@ const SHOT_DOCS: usize = 100;
 const WORD_MAP_PAIRS: usize = 6;
 
 /// Every built-in task, with what it measures.
-pub const TASKS: [(&str, &str); 22] = [
+pub const TASKS: [(&str, &str); 35] = [
     ("arithmetic_2da", "GPT-3 2-digit addition, generated answer"),
     ("arithmetic_2ds", "GPT-3 2-digit subtraction"),
     ("arithmetic_3da", "GPT-3 3-digit addition"),
@@ -51,7 +56,36 @@ pub const TASKS: [(&str, &str); 22] = [
     ("scene_count_mc", "the same as multiple choice over 0..5"),
     ("lambada_scene", "LAMBADA-style last word: an object named earlier in the description"),
     ("lambada_scene_rolling", "the same descriptions scored whole (loglikelihood_rolling)"),
+    ("vqa_count", "VLM: how many objects of a colour or shape the picture shows"),
+    ("vqa_colour", "VLM: the colour of a named object"),
+    ("vqa_shape", "VLM: the shape of a named object"),
+    ("vqa_position", "VLM: where in the picture an object is"),
+    ("vqa_relation", "VLM: whether one object is left of, right of, above or below another"),
+    ("vqa_gauge", "VLM: reading a labelled gauge"),
+    ("vqa_pointing", "VLM: visual pointing, what the marker points at"),
+    (
+        "gauge_reading_1",
+        "VLM, in context: unlabelled gauges of scale 1 (0 to 100 in 20s); K worked examples show the scale",
+    ),
+    ("gauge_reading_2", "VLM, in context: scale 2 (200 to 450 in 50s), drawn like scale 1"),
+    ("gauge_reading_3", "VLM, in context: scale 3 (5 to 65 in 10s)"),
+    ("gauge_reading_4", "VLM, in context: scale 4 (120 to 150 in 5s), drawn like scale 3"),
+    ("gauge_reading_5", "VLM, in context: scale 5 (160 to 176 in 2s)"),
+    ("gauge_reading_6", "VLM, in context: scale 6 (500 to 700 in 25s), drawn like scale 5"),
 ];
+
+/// Images rendered for the multimodal tasks, and documents of each split.
+const MM_TEST_DOCS: usize = 200;
+const MM_SHOT_DOCS: usize = 60;
+
+/// The world the multimodal tasks draw: `data synth-vlm`'s defaults (64 px, up to 4 objects), on
+/// seeds of their own, so no scored picture is one a VLM trained on.
+fn mm_world() -> WorldConfig {
+    WorldConfig { side: 64, max_objects: 4, ..WorldConfig::default() }
+}
+
+/// Bumped when the multimodal tasks' generation changes, so cached copies are made anew.
+const MM_VERSION: u32 = 1;
 
 /// The names of the built-in tasks.
 pub fn names() -> Vec<&'static str> {
@@ -63,23 +97,49 @@ pub struct Generated {
     pub yaml: String,
     pub test: Vec<Value>,
     pub train: Vec<Value>,
+    /// Pictures the documents name, by path relative to the task file.
+    pub images: Vec<(String, RgbImage)>,
 }
 
-/// A built-in task, ready to run.
+/// A built-in task, ready to run. A multimodal one is written once to a cache folder (its
+/// documents name image files) and read back as any task file is.
 pub fn load(name: &str) -> Result<Task> {
+    if is_multimodal(name) {
+        let dir = std::env::temp_dir().join(format!("gptlab-tasks-v{MM_VERSION}")).join(name);
+        let yaml = dir.join(format!("{name}.yaml"));
+        if !yaml.is_file() {
+            let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+            write(name, &tmp)?;
+            if std::fs::rename(&tmp, &dir).is_err() {
+                // Another process wrote the same files first.
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
+        return Task::from_file(&yaml);
+    }
     let g = generate(name)?;
     let cfg = TaskConfig::from_yaml(&g.yaml).with_context(|| format!("built-in task {name}"))?;
     Task::new(cfg, None, g.test, g.train, false)
 }
 
-/// Writes a built-in task as `DIR/<name>.yaml` with `<name>_test.jsonl` and `<name>_train.jsonl`.
+fn is_multimodal(name: &str) -> bool {
+    name.starts_with("vqa_") || name.starts_with("gauge_reading_")
+}
+
+/// Writes a built-in task as `DIR/<name>.yaml` with `<name>_test.jsonl`, `<name>_train.jsonl`
+/// and, for multimodal tasks, the pictures under `DIR/<name>_images/`.
 pub fn write(name: &str, dir: &Path) -> Result<()> {
     let g = generate(name)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, &g.yaml).with_context(|| format!("writing {}", path.display()))?;
     crate::jsonl::write_jsonl(&dir.join(format!("{name}_test.jsonl")), &g.test)?;
-    crate::jsonl::write_jsonl(&dir.join(format!("{name}_train.jsonl")), &g.train)
+    crate::jsonl::write_jsonl(&dir.join(format!("{name}_train.jsonl")), &g.train)?;
+    g.images.par_iter().try_for_each(|(rel, img)| -> Result<()> {
+        let file = dir.join(rel);
+        std::fs::create_dir_all(file.parent().expect("a file in a folder"))?;
+        img.save(&file).with_context(|| format!("writing {}", file.display()))
+    })
 }
 
 fn seeded(name: &str, split: &str) -> ChaCha8Rng {
@@ -108,6 +168,12 @@ pub fn generate(name: &str) -> Result<Generated> {
         let train = (0..SHOT_DOCS).map(|_| f(&mut rng)).collect();
         (test, train)
     };
+    if let Some(kind) = name.strip_prefix("vqa_") {
+        return vqa(name, kind);
+    }
+    if let Some(scale) = name.strip_prefix("gauge_reading_") {
+        return gauge_reading(name, scale);
+    }
     let holdout = Holdout::default();
     let (yaml, (test, train)) = match name {
         n if n.starts_with("arithmetic_") && !n.ends_with("_mc") => {
@@ -210,7 +276,79 @@ pub fn generate(name: &str) -> Result<Generated> {
             bail!("unknown task {other:?}: built-in tasks are {}; or give a task file (.yaml)", names().join(", "))
         }
     };
-    Ok(Generated { yaml, test, train })
+    Ok(Generated { yaml, test, train, images: Vec::new() })
+}
+
+/// The chat template around a multimodal question: shots are earlier turns of the conversation.
+const CHAT_HEADER: &str = "description: \"<|user|>\\n\"\ntarget_delimiter: \"\"\ndoc_to_image: image\n";
+const CHAT_TAIL: &str = "generation_kwargs:\n  until: [\"<|endoftext|>\", \"\\n\"]\n  max_gen_toks: 10\nmetric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n    ignore_case: true\n    regexes_to_ignore: [\"^\\\\s+\", \"\\\\s+$\"]\n";
+
+/// A visual question type of the synthetic world (`data synth-vlm`'s kinds), asked in the chat
+/// template a VLM is instruction-tuned on.
+fn vqa(name: &str, kind: &str) -> Result<Generated> {
+    let world_kind = match kind {
+        "count" | "colour" | "shape" | "position" | "relation" | "gauge" => kind,
+        "pointing" => "marked",
+        other => bail!("unknown task \"vqa_{other}\": built-in tasks are {}", names().join(", ")),
+    };
+    let world = mm_world();
+    let mut images = Vec::new();
+    let mut split = |split: &str, want: usize| -> Vec<Value> {
+        let seed = seeded(name, split).random::<u64>();
+        let mut docs = Vec::new();
+        for i in 0..(want as u64 * 200) {
+            if docs.len() == want {
+                break;
+            }
+            let item = generate_item(&world, seed, i);
+            if let Some(qa) = item.qa.iter().find(|q| q.kind == world_kind) {
+                let rel = format!("{name}_images/{split}/{i:06}.png");
+                docs.push(json!({"image": rel, "question": qa.question, "answer": qa.answer}));
+                images.push((rel, item.image));
+            }
+        }
+        docs
+    };
+    let test = split("test", MM_TEST_DOCS);
+    let train = split("train", MM_SHOT_DOCS);
+    let yaml = format!(
+        "{}{CHAT_HEADER}doc_to_text: \"<image>\\n{{{{question}}}}<|endoftext|><|assistant|>\\n\"\ndoc_to_target: answer\nfewshot_delimiter: \"<|endoftext|><|user|>\\n\"\n{CHAT_TAIL}",
+        header(name, "generate_until")
+    );
+    Ok(Generated { yaml, test, train, images })
+}
+
+/// GPT-4V's gauge reading in context: every gauge of the task shares one of `data synth-vlm`'s
+/// episode scales, drawn without labels, so only the K worked examples ("It reads 40.") say
+/// how to read it; the prompt is the episodes' own, one user turn of shots and the question.
+fn gauge_reading(name: &str, scale: &str) -> Result<Generated> {
+    let index: usize = scale
+        .parse()
+        .ok()
+        .filter(|i| (1..=EPISODE_SCALES.len()).contains(i))
+        .with_context(|| format!("unknown task {name:?}: built-in tasks are {}", names().join(", ")))?;
+    let scale = EPISODE_SCALES[index - 1];
+    let world = mm_world();
+    let opts = RenderOptions { side: world.side, noise: world.noise, texture: world.texture };
+    let mut images = Vec::new();
+    let mut split = |split: &str, n: usize| -> Vec<Value> {
+        let mut rng = seeded(name, split);
+        (0..n)
+            .map(|i| {
+                let (gauge, reading) = episode_gauge(scale, &mut rng);
+                let rel = format!("{name}_images/{split}/{i:06}.png");
+                images.push((rel.clone(), render_unlabelled_gauge(&gauge, &opts, &mut rng)));
+                json!({"image": rel, "reading": reading})
+            })
+            .collect()
+    };
+    let test = split("test", MM_TEST_DOCS);
+    let train = split("train", MM_SHOT_DOCS);
+    let yaml = format!(
+        "{}{CHAT_HEADER}doc_to_text: \"<image>\\n{EPISODE_QUESTION}<|endoftext|><|assistant|>\\n\"\ndoc_to_target: reading\nfewshot_config:\n  doc_to_text: \"<image>\\nIt reads\"\n  target_delimiter: \" \"\n  fewshot_delimiter: \".\\n\"\n{CHAT_TAIL}",
+        header(name, "generate_until")
+    );
+    Ok(Generated { yaml, test, train, images })
 }
 
 fn arithmetic_family(code: &str) -> Result<ArithFamily> {
@@ -314,7 +452,7 @@ mod tests {
 
     #[test]
     fn every_built_in_task_loads_and_is_deterministic() {
-        for name in names() {
+        for name in names().into_iter().filter(|n| !is_multimodal(n)) {
             let task = load(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert_eq!(task.docs.len(), TEST_DOCS, "{name}");
             assert_eq!(generate(name).unwrap().test, task.docs, "{name}");

@@ -110,6 +110,9 @@ impl TaskScore {
 /// document itself when shots come from its own split.
 pub fn shot_order(task: &Task, seed: u64, doc: usize) -> Vec<usize> {
     let pool = task.shots().len();
+    if task.first_n() {
+        return (0..pool).filter(|&i| !(task.same_split && i == doc)).take(MAX_SHOTS).collect();
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(fnv1a(task.name()) ^ doc as u64);
     let draw = rand::seq::index::sample(&mut rng, pool, pool.min(MAX_SHOTS + 1)).into_vec();
@@ -159,17 +162,10 @@ fn with_placeholders(text: &str, images: usize) -> Result<String> {
     Ok(format!("{}{text}", format!("{IMAGE}\n").repeat(images - have)))
 }
 
-/// `text + target_delimiter + target + fewshot_delimiter`, and its images.
+/// A shot ([`Task::shot`]) with one placeholder per image, and its images.
 fn labelled_shot(task: &Task, doc: &Value) -> Result<(String, Vec<PathBuf>)> {
     let images = image_paths(task, doc)?;
-    let mut shot = with_placeholders(&task.text(doc)?, images.len())?;
-    let target = task.target_text(doc)?;
-    if !target.is_empty() {
-        shot.push_str(&task.cfg.target_delimiter);
-        shot.push_str(&target);
-    }
-    shot.push_str(&task.cfg.fewshot_delimiter);
-    Ok((shot, images))
+    Ok((with_placeholders(&task.shot(doc)?, images.len())?, images))
 }
 
 fn image_paths(task: &Task, doc: &Value) -> Result<Vec<PathBuf>> {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Keys gptlab reads, in lm-eval's spelling.
-const SUPPORTED_KEYS: [&str; 20] = [
+const SUPPORTED_KEYS: [&str; 21] = [
     "task",
     "dataset_path",
     "dataset_kwargs",
@@ -31,6 +31,7 @@ const SUPPORTED_KEYS: [&str; 20] = [
     "target_delimiter",
     "fewshot_delimiter",
     "num_fewshot",
+    "fewshot_config",
     "generation_kwargs",
     "metric_list",
     "metadata",
@@ -109,6 +110,24 @@ pub struct DatasetKwargs {
     pub data_files: DataFiles,
 }
 
+/// `fewshot_config`: how shots are drawn and, where they differ from the query's, how they are
+/// written (lm-eval's `FewshotConfig` overrides).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FewshotConfig {
+    /// `default` (a random draw) or `first_n` (the split's first documents, in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc_to_text: Option<TemplateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc_to_target: Option<TemplateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_delimiter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fewshot_delimiter: Option<String>,
+}
+
 /// `generation_kwargs`: greedy decoding until a stop string, as lm-eval runs it by default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,6 +202,8 @@ pub struct TaskConfig {
     pub fewshot_delimiter: String,
     #[serde(default)]
     pub num_fewshot: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fewshot_config: Option<FewshotConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation_kwargs: Option<GenerationKwargs>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -267,6 +288,12 @@ impl TaskConfig {
                 "key `generation_kwargs`: gptlab decodes greedily (do_sample: false, temperature: 0)"
             );
             ensure!(g.max_gen_toks > 0, "key `generation_kwargs.max_gen_toks` must be positive");
+        }
+        if let Some(sampler) = self.fewshot_config.as_ref().and_then(|f| f.sampler.as_deref()) {
+            ensure!(
+                matches!(sampler, "default" | "first_n"),
+                "key `fewshot_config.sampler`: `default` or `first_n`, got {sampler:?}"
+            );
         }
         for m in &self.metric_list {
             let allowed = metrics_for(self.output_type);
@@ -485,6 +512,9 @@ impl Task {
                 }
             }
             self.images(doc).with_context(at)?;
+            if split == "few-shot" || self.same_split {
+                self.shot(doc).with_context(at)?;
+            }
         }
         Ok(())
     }
@@ -580,6 +610,37 @@ impl Task {
             }
             Target::Index(i) => Ok(i.to_string()),
         }
+    }
+
+    fn fewshot(&self) -> FewshotConfig {
+        self.cfg.fewshot_config.clone().unwrap_or_default()
+    }
+
+    /// Whether shots are the split's first documents rather than a random draw.
+    pub fn first_n(&self) -> bool {
+        self.fewshot().sampler.as_deref() == Some("first_n")
+    }
+
+    /// A shot as the prompt shows it: `text + target_delimiter + target + fewshot_delimiter`,
+    /// each part from `fewshot_config` where it overrides the task's.
+    pub fn shot(&self, doc: &Value) -> Result<String> {
+        let f = self.fewshot();
+        let mut shot = match &f.doc_to_text {
+            Some(TemplateSpec::Text(t)) => self.render("fewshot_config.doc_to_text", t, doc)?,
+            Some(TemplateSpec::Index(i)) => i.to_string(),
+            None => self.text(doc)?,
+        };
+        let target = match &f.doc_to_target {
+            Some(TemplateSpec::Text(t)) => self.render("fewshot_config.doc_to_target", t, doc)?,
+            Some(TemplateSpec::Index(i)) => i.to_string(),
+            None => self.target_text(doc)?,
+        };
+        if !target.is_empty() {
+            shot.push_str(f.target_delimiter.as_deref().unwrap_or(&self.cfg.target_delimiter));
+            shot.push_str(&target);
+        }
+        shot.push_str(f.fewshot_delimiter.as_deref().unwrap_or(&self.cfg.fewshot_delimiter));
+        Ok(shot)
     }
 
     /// The images of a multimodal document, as given (paths relative to the task file).

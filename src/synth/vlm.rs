@@ -241,7 +241,7 @@ fn tick_value((first, step, _): (i64, i64, u32), tick: u32) -> i64 {
 
 /// An unlabelled gauge on `scale` whose needle stands within a third of a tick of major tick
 /// `tick`, and that tick's value.
-fn episode_gauge<R: Rng + ?Sized>(scale: (i64, i64, u32), rng: &mut R) -> (Gauge, i64) {
+pub(crate) fn episode_gauge<R: Rng + ?Sized>(scale: (i64, i64, u32), rng: &mut R) -> (Gauge, i64) {
     let (first, step, ticks) = scale;
     let tick = rng.random_range(0..ticks);
     let jitter: f32 = rng.random_range(-0.3..=0.3);

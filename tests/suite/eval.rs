@@ -416,3 +416,58 @@ fn results_use_lm_eval_keys_samples_and_a_report_with_the_k_plot() {
     ]);
     assert!(err.contains("is not a gptlab evaluation"), "{err}");
 }
+
+/// A tiny VLM with random weights (32 px images, 16 tokens each) and the corpus's tokenizer.
+fn vlm_ckpt() -> &'static Path {
+    static CKPT: OnceLock<PathBuf> = OnceLock::new();
+    CKPT.get_or_init(|| {
+        use gptlab::models::vlm::{FeatureSelect, ProjectorKind, Vlm, VlmConfig};
+        let dir = persistent_tempdir().join("vlm");
+        let tok = shard_dir().parent().unwrap().join("tokenizer.json");
+        let clip = gptlab_vision::clip::ClipConfig::preset("tiny", 448, 0).unwrap();
+        let cfg = VlmConfig {
+            vision: clip.vision,
+            text: GptConfig { vocab_size: 448, block_size: 160, ..GptConfig::preset("nano").unwrap() },
+            projector: ProjectorKind::Linear,
+            vision_feature_layer: -2,
+            select: FeatureSelect::Patches,
+            image_token_id: 2,
+            image_mean: clip.image_mean,
+            image_std: clip.image_std,
+        };
+        tch::manual_seed(3);
+        let vs = VarStore::new(Device::Cpu);
+        Vlm::new(&cfg, vs.root()).unwrap();
+        checkpoint::save_model(&dir, &vs, &cfg, Some(&tok)).unwrap();
+        dir
+    })
+}
+
+#[test]
+fn multimodal_tasks_score_a_vlm_on_the_same_path_and_refuse_a_text_model() {
+    let model = EvalModel::load(vlm_ckpt(), Device::Cpu).unwrap();
+    let bar = ProgressBar::hidden();
+    let task = gptlab::eval::load_task("gauge_reading_3").unwrap();
+    let opts = |b| RunOptions { limit: Some(6), batch_size: b, seed: 1234 };
+    let one = harness::evaluate(&model, &task, 2, &opts(1), &bar).unwrap();
+    let many = harness::evaluate(&model, &task, 2, &opts(8), &bar).unwrap();
+    for (a, b) in one.samples.iter().zip(&many.samples) {
+        assert_eq!(a.k_used, 2);
+        assert_eq!(a.prompt.matches("<image>").count(), 3, "{}", a.prompt);
+        assert!(
+            a.prompt.starts_with("<|user|>\n<image>\nIt reads ")
+                && a.prompt.ends_with("What does it read?<|endoftext|><|assistant|>\n")
+        );
+        assert_eq!(a.prediction, b.prediction);
+        assert!((a.loglikelihoods[0] - b.loglikelihoods[0]).abs() < 1e-5);
+    }
+    // A question about one picture, in the chat template.
+    let vqa = gptlab::eval::load_task("vqa_count").unwrap();
+    let score = harness::evaluate(&model, &vqa, 0, &opts(4), &bar).unwrap();
+    assert_eq!(score.samples.len(), 6);
+    let ckpt = gpt_ckpt().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let err =
+        run_err(&["eval", "--ckpt", ckpt, "--tasks", "vqa_count", "--out", out.path().join("e").to_str().unwrap()]);
+    assert!(err.contains("text-only GPT"), "{err}");
+}
