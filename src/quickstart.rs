@@ -13,6 +13,9 @@ use crate::clip::eval::ClipEvalResults;
 use crate::clip::{ClipDataSpec, ClipModelSpec, ClipTrainConfig};
 use crate::data::multimodal::LossOn;
 use crate::data::shards::ShardMeta;
+use crate::eval::harness::RunOptions;
+use crate::eval::results::Row;
+use crate::eval::EvalSpec;
 use crate::infer::generate::{self, SampleOptions};
 use crate::models::vlm::ProjectorKind;
 use crate::report::Report;
@@ -41,6 +44,8 @@ pub struct QuickstartOptions {
     pub clip_steps: u64,
     /// Instruct steps of the multimodal GPT assembled from both (0, or no CLIP, skips it).
     pub vlm_steps: u64,
+    /// Documents per task of the GPT's few-shot evaluation (0 skips it).
+    pub eval_docs: usize,
 }
 
 impl Default for QuickstartOptions {
@@ -57,9 +62,14 @@ impl Default for QuickstartOptions {
             threads: None,
             clip_steps: 250,
             vlm_steps: 300,
+            eval_docs: 50,
         }
     }
 }
+
+/// The few-shot table's tasks and shot counts: one of each request type the harness scores.
+const FEW_SHOT_TASKS: [&str; 4] = ["arithmetic_2da", "word_map", "scene_count_mc", "lambada_scene"];
+const FEW_SHOT_K: [usize; 2] = [0, 4];
 
 /// Prompts that show each kind of document the corpus teaches.
 const PROMPTS: [&str; 4] = [
@@ -142,6 +152,21 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
         .map(|(p, c)| format!("### Prompt\n```text\n{p}\n```\n### Completion (greedy)\n```text\n{c}\n```\n\n"))
         .collect();
     std::fs::write(out.join("samples.md"), &samples_md)?;
+    drop(loaded);
+
+    let few_shot = match opts.eval_docs {
+        0 => None,
+        docs => {
+            step("few-shot evaluation of the GPT");
+            let spec = EvalSpec {
+                ckpts: vec![cfg.checkpoint_dir()],
+                tasks: FEW_SHOT_TASKS.iter().map(|t| t.to_string()).collect(),
+                shots: FEW_SHOT_K.to_vec(),
+                options: RunOptions { limit: Some(docs), batch_size: 32, seed: 1234 },
+            };
+            Some(crate::eval::run(&spec, &out.join("eval"), crate::device::parse_device(&opts.device)?)?)
+        }
+    };
 
     let clip = match opts.clip_steps {
         0 => None,
@@ -151,7 +176,9 @@ pub fn run(opts: &QuickstartOptions) -> Result<()> {
         (Some(c), steps) if steps > 0 => Some(run_vlm(opts, &cfg.checkpoint_dir(), &c.summary.checkpoint)?),
         _ => None,
     };
-    write_report(out, &cfg, &meta, &summary, &samples, clip.as_ref(), vlm.as_ref())?;
+    let sections =
+        Sections { samples: &samples, few_shot: few_shot.as_deref(), clip: clip.as_ref(), vlm: vlm.as_ref() };
+    write_report(out, &cfg, &meta, &summary, &sections)?;
     step(&format!(
         "done: val loss {:.3} nats/token vs unigram baseline {:.3}; report at {}",
         summary.final_val_loss,
@@ -285,15 +312,22 @@ fn probe_tokens_per_s(cfg: &TrainConfig, meta: &ShardMeta) -> Result<f64> {
     Ok(b.tokens_per_s)
 }
 
+/// What the report shows after the GPT's training: its samples, and the parts that ran.
+struct Sections<'a> {
+    samples: &'a [(String, String)],
+    few_shot: Option<&'a [Row]>,
+    clip: Option<&'a ClipPart>,
+    vlm: Option<&'a VlmPart>,
+}
+
 fn write_report(
     out: &Path,
     cfg: &TrainConfig,
     meta: &ShardMeta,
     s: &train::TrainSummary,
-    samples: &[(String, String)],
-    clip: Option<&ClipPart>,
-    vlm: Option<&VlmPart>,
+    parts: &Sections,
 ) -> Result<()> {
+    let Sections { samples, few_shot, clip, vlm } = *parts;
     let device = crate::device::parse_device(&cfg.train.device).unwrap_or(Device::Cpu);
     let params = cfg.model.resolve(meta.vocab_size)?.param_counts();
     let mut r = Report::new("gptlab quickstart");
@@ -352,6 +386,38 @@ fn write_report(
     r.heading("Samples (greedy)");
     for (p, c) in samples {
         r.code(&format!("{p}{c}"));
+    }
+    if let Some(rows) = few_shot {
+        r.heading("Few-shot evaluation");
+        r.paragraph(&format!(
+            "The GPT scored by `gptlab eval` (lm-evaluation-harness's rules) on built-in tasks whose \
+             items were held out of the corpus, with K examples in the prompt ({} documents per task; \
+             `eval/report.md` has the details, `eval/*/*shot/samples_*.jsonl` every prompt and answer):",
+            rows.first().map_or(0, |r| r.n)
+        ));
+        let mut table = Vec::new();
+        for task in FEW_SHOT_TASKS {
+            let first = rows.iter().find(|r| r.task == task).context("every task is scored")?;
+            let mut line = vec![task.to_string(), first.metric.clone()];
+            for k in FEW_SHOT_K {
+                let cell = rows.iter().find(|r| r.task == task && r.metric == first.metric && r.k == k);
+                line.push(cell.map_or(String::new(), |c| match c.stderr {
+                    Some(se) => format!("{:.3} ± {:.3}", c.value, se),
+                    None => format!("{:.3}", c.value),
+                }));
+            }
+            table.push(line);
+        }
+        let header: Vec<String> = ["task", "metric"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(FEW_SHOT_K.iter().map(|k| format!("K={k}")))
+            .collect();
+        r.table(&header.iter().map(String::as_str).collect::<Vec<_>>(), &table);
+        r.paragraph(
+            "A model this small and this briefly trained is near chance on most of these: \
+             `experiments/gpt3_in_context/` trains three sizes with room for 32 shots and plots the curves.",
+        );
     }
     if let Some(ClipPart { summary: c, eval: e, model, batch_size }) = clip {
         r.heading("CLIP on the synthetic image world");

@@ -29,6 +29,9 @@ pub struct QuickstartArgs {
     /// Instruct steps of the multimodal GPT built from both (0 skips it; needs the CLIP)
     #[arg(long, default_value_t = 300)]
     vlm_steps: u64,
+    /// Documents per task of the few-shot evaluation of the GPT (0 skips it)
+    #[arg(long, default_value_t = 50)]
+    eval_docs: usize,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
     #[command(flatten)]
@@ -47,6 +50,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         threads: a.dev.threads,
         clip_steps: a.clip_steps,
         vlm_steps: a.vlm_steps,
+        eval_docs: a.eval_docs,
         ..Default::default()
     })
 }

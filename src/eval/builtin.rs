@@ -1,8 +1,8 @@
 //! Built-in tasks, generated from the embedded world: GPT-3's arithmetic and word-scrambling
 //! families, the in-context rule tasks, scene questions in text and a LAMBADA-style last word.
 //! Every scored item is held out of the synthetic training corpus (its held-out operand pairs and
-//! words at the corpus's default fractions) or freshly drawn (scenes), so nothing scored was
-//! seen in training. Each task is an lm-eval task file plus JSONL splits, the same thing a user
+//! words at the corpus's default fractions), freshly drawn (scenes, pictures) or a rule drawn at
+//! random (the word and linear maps), so nothing scored was seen in training. Each task is an lm-eval task file plus JSONL splits, the same thing a user
 //! writes: `gptlab eval tasks --write DIR` puts them on disk for lm-eval or for editing.
 
 use anyhow::{bail, Context, Result};
@@ -15,7 +15,7 @@ use std::path::Path;
 use super::task::{Task, TaskConfig};
 use crate::synth::arithmetic::{ArithFamily, ArithFormat, ArithProblem};
 use crate::synth::icl::Scramble;
-use crate::synth::lexicon::held_out_words;
+use crate::synth::lexicon::{held_out_words, train_words};
 use crate::synth::scene::{list_objects, Color, Scene, Shape, MAX_DESCRIBED_OBJECTS};
 use crate::synth::vlm::{episode_gauge, EPISODE_QUESTION, EPISODE_SCALES};
 use crate::synth::{any, Holdout};
@@ -50,7 +50,7 @@ pub const TASKS: [(&str, &str); 35] = [
     ("anagrams2", "GPT-3 word scrambling: all but the first and last two letters shuffled"),
     ("random_insertion", "GPT-3 word scrambling: a symbol between letters"),
     ("reversed_words", "GPT-3 word scrambling: the word reversed"),
-    ("word_map", "in-context rule: a fixed random map between held-out words"),
+    ("word_map", "in-context rule: a fixed random map between words, in no training document"),
     ("linear_map", "in-context rule: a fixed linear map y = a x + b"),
     ("scene_count", "scene question answering in text: how many objects of a colour or shape"),
     ("scene_count_mc", "the same as multiple choice over 0..5"),
@@ -215,8 +215,11 @@ pub fn generate(name: &str) -> Result<Generated> {
         }
         "word_map" => {
             let mut rng = seeded(name, "map");
+            // Training words in a random map no document holds: the association is what is
+            // scored. A held-out word is one the model never produced, which no number of
+            // examples taught it to write (measured: 0 at every K, up to 86M parameters).
             let words: Vec<&str> =
-                held_out_words(holdout.words).choose_multiple(&mut rng, 2 * WORD_MAP_PAIRS).copied().collect();
+                train_words(holdout.words).choose_multiple(&mut rng, 2 * WORD_MAP_PAIRS).copied().collect();
             let pairs: Vec<(&str, &str)> = words.chunks(2).map(|p| (p[0], p[1])).collect();
             let yaml = format!(
                 "{}doc_to_text: \"{{{{input}}}} ->\"\ndoc_to_target: output\nfewshot_delimiter: \"\\n\"\n{GENERATE_TAIL}",
@@ -351,6 +354,22 @@ fn gauge_reading(name: &str, scale: &str) -> Result<Generated> {
     Ok(Generated { yaml, test, train, images })
 }
 
+/// The built-in task of an arithmetic family ("arithmetic_2da" for 2-digit addition).
+pub fn arithmetic_task(family: ArithFamily) -> &'static str {
+    match family {
+        ArithFamily::Add2 => "arithmetic_2da",
+        ArithFamily::Add3 => "arithmetic_3da",
+        ArithFamily::Add4 => "arithmetic_4da",
+        ArithFamily::Add5 => "arithmetic_5da",
+        ArithFamily::Sub2 => "arithmetic_2ds",
+        ArithFamily::Sub3 => "arithmetic_3ds",
+        ArithFamily::Sub4 => "arithmetic_4ds",
+        ArithFamily::Sub5 => "arithmetic_5ds",
+        ArithFamily::Mul2 => "arithmetic_2dm",
+        ArithFamily::Composite1 => "arithmetic_1dc",
+    }
+}
+
 fn arithmetic_family(code: &str) -> Result<ArithFamily> {
     Ok(match code {
         "2da" => ArithFamily::Add2,
@@ -394,14 +413,21 @@ fn arithmetic_mc_doc(rng: &mut ChaCha8Rng, holdout: &Holdout) -> Value {
 }
 
 /// A listed scene and a count question about a colour or shape (the corpus's "Q: How many ...
-/// are there? A: n" lines).
+/// are there? A: n" lines), about one the scene has four times in five, as the corpus asks.
 fn scene_count_doc(rng: &mut ChaCha8Rng) -> Value {
     let scene = Scene::random(rng, MAX_DESCRIBED_OBJECTS);
+    let present = rng.random_bool(0.8);
+    let pick = |all: &[usize], has: &dyn Fn(usize) -> bool, rng: &mut ChaCha8Rng| {
+        let shown: Vec<usize> = all.iter().copied().filter(|&i| has(i)).collect();
+        if present && !shown.is_empty() { any(&shown, rng) } else { any(all, rng) }
+    };
     let (noun, count) = if rng.random_bool(0.5) {
-        let c = any(&Color::ALL, rng);
+        let all: Vec<usize> = (0..Color::ALL.len()).collect();
+        let c = Color::ALL[pick(&all, &|i| scene.count_color(Color::ALL[i]) > 0, rng)];
         (format!("{} objects", c.name()), scene.count_color(c))
     } else {
-        let s = any(&Shape::ALL, rng);
+        let all: Vec<usize> = (0..Shape::ALL.len()).collect();
+        let s = Shape::ALL[pick(&all, &|i| scene.count_shape(Shape::ALL[i]) > 0, rng)];
         (s.plural(), scene.count_shape(s))
     };
     json!({"scene": format!("The picture shows {}.", list_objects(&scene)), "noun": noun, "count": count})
@@ -472,6 +498,10 @@ mod tests {
                 .map(|n| n.parse().unwrap())
                 .collect();
             assert!(crate::synth::lexicon::is_held_out_pair(nums[0], nums[1], holdout.numbers), "{q}");
+        }
+        for family in ArithFamily::ALL {
+            let name = arithmetic_task(family);
+            assert_eq!(arithmetic_family(&name["arithmetic_".len()..]).unwrap(), family);
         }
         for doc in generate("reversed_words").unwrap().test {
             assert!(is_held_out_word(doc["word"].as_str().unwrap(), holdout.words));

@@ -120,15 +120,7 @@ mod tests {
     use super::*;
 
     fn spec(f: impl FnOnce(&mut MetricSpec)) -> MetricSpec {
-        let mut s = MetricSpec {
-            metric: "exact_match".into(),
-            aggregation: None,
-            higher_is_better: None,
-            ignore_case: false,
-            ignore_punctuation: false,
-            ignore_numbers: false,
-            regexes_to_ignore: Vec::new(),
-        };
+        let mut s = MetricSpec::named("exact_match");
         f(&mut s);
         s
     }

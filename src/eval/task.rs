@@ -165,6 +165,21 @@ pub struct MetricSpec {
     pub regexes_to_ignore: Vec<String>,
 }
 
+impl MetricSpec {
+    /// The metric with lm-eval's defaults (no normalisation).
+    pub fn named(metric: &str) -> Self {
+        MetricSpec {
+            metric: metric.to_string(),
+            aggregation: None,
+            higher_is_better: None,
+            ignore_case: false,
+            ignore_punctuation: false,
+            ignore_numbers: false,
+            regexes_to_ignore: Vec::new(),
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -348,18 +363,7 @@ impl TaskConfig {
             OutputType::Loglikelihood => &["perplexity", "acc"],
             OutputType::LoglikelihoodRolling => &["word_perplexity", "byte_perplexity", "bits_per_byte"],
         };
-        names
-            .iter()
-            .map(|m| MetricSpec {
-                metric: m.to_string(),
-                aggregation: None,
-                higher_is_better: None,
-                ignore_case: false,
-                ignore_punctuation: false,
-                ignore_numbers: false,
-                regexes_to_ignore: Vec::new(),
-            })
-            .collect()
+        names.iter().map(|m| MetricSpec::named(m)).collect()
     }
 
     /// `metadata.unconditional_context`, the context `acc_mutual_info` divides by.

@@ -366,8 +366,8 @@ pub struct FrontierFit {
     pub points: Vec<FrontierPoint>,
 }
 
-/// GPT-4's capability law: −mean log pass-rate = α·C^(−k), over the problem families every
-/// run solves at least once.
+/// GPT-4's capability law: −mean log pass-rate = α·C^(−k), where a problem's pass rate is the
+/// model's probability of its answer, averaged in log over the problems of every family.
 #[derive(Clone, Debug, Serialize)]
 pub struct CapabilityFit {
     pub formula: &'static str,
@@ -470,11 +470,11 @@ fn fit_law(
     })
 }
 
-/// Fits every law to `rows`; `pass_rates` (run name → family → pass rate), when given, adds
-/// the capability law.
+/// Fits every law to `rows`; `log_pass_rates` (run name → family → mean log pass rate), when
+/// given, adds the capability law and its predictions.
 pub fn fit_all(
     rows: &[RunRow],
-    pass_rates: Option<&BTreeMap<String, BTreeMap<String, f64>>>,
+    log_pass_rates: Option<&BTreeMap<String, BTreeMap<String, f64>>>,
     opts: &FitOptions,
 ) -> Result<Fit> {
     opts.validate()?;
@@ -546,34 +546,38 @@ pub fn fit_all(
     }
     laws.insert("compute".into(), LawOutcome::Fitted(Box::new(compute)));
     laws.insert("chinchilla".into(), LawOutcome::Fitted(Box::new(chinchilla)));
-    let capability = match pass_rates {
-        Some(p) => capability_fit(rows, p, opts)?,
+    let capability = match log_pass_rates.map(|p| capability_fit(rows, p, opts)).transpose()?.flatten() {
+        Some((cap, preds)) => {
+            predictions.extend(preds);
+            Some(cap)
+        }
         None => None,
     };
     Ok(Fit { n_runs: rows.len(), bootstrap_seed: opts.seed, laws, frontier, capability, predictions })
 }
 
-/// −mean log pass-rate per run over the families every run solves at least once, and its
-/// power law in compute, fitted as a line in log-log space (bootstrap over runs for intervals).
-/// None when fewer than 3 runs have pass rates or no family is solved by all.
+/// −mean log pass-rate per run over the families every run was scored on (each family's mean
+/// log-probability of the right answers), its power law in compute fitted as a line in log-log
+/// space, bootstrap over runs for the intervals, and its value at each of
+/// `opts.predict_compute`. None when fewer than 3 runs have log pass rates.
 fn capability_fit(
     rows: &[RunRow],
-    pass_rates: &BTreeMap<String, BTreeMap<String, f64>>,
+    log_pass_rates: &BTreeMap<String, BTreeMap<String, f64>>,
     opts: &FitOptions,
-) -> Result<Option<CapabilityFit>> {
+) -> Result<Option<(CapabilityFit, Vec<Prediction>)>> {
     let runs: Vec<(&RunRow, &BTreeMap<String, f64>)> =
-        rows.iter().filter_map(|r| pass_rates.get(&r.name).map(|p| (r, p))).collect();
+        rows.iter().filter_map(|r| log_pass_rates.get(&r.name).map(|p| (r, p))).collect();
     let Some((_, first)) = runs.first() else { return Ok(None) };
     let families: Vec<String> =
-        first.keys().filter(|f| runs.iter().all(|(_, p)| p.get(*f).is_some_and(|&v| v > 0.0))).cloned().collect();
+        first.keys().filter(|f| runs.iter().all(|(_, p)| p.get(*f).is_some_and(|v| v.is_finite()))).cloned().collect();
     if runs.len() < 3 || families.is_empty() {
         return Ok(None);
     }
     let points: Vec<(f64, f64)> = runs
         .iter()
-        .map(|(r, p)| (r.compute(), -families.iter().map(|f| p[f].ln()).sum::<f64>() / families.len() as f64))
+        .map(|(r, p)| (r.compute(), -families.iter().map(|f| p[f]).sum::<f64>() / families.len() as f64))
         .collect();
-    // A run that passes every family every time has y = 0, off any power law: leave it out.
+    // A run certain of every answer has y = 0, off any power law: leave it out.
     let usable: Vec<(f64, f64)> = points.iter().copied().filter(|&(_, y)| y > 0.0).collect();
     if usable.len() < 3 {
         return Ok(None);
@@ -592,7 +596,20 @@ fn capability_fit(
         .collect();
     let intervals =
         [("alpha".to_string(), interval(&boot, |t| t[0])), ("k".to_string(), interval(&boot, |t| t[1]))].into();
-    Ok(Some(CapabilityFit { formula: "-mean log pass_rate = alpha*C^(-k)", alpha, k, intervals, families, points }))
+    let predictions = opts
+        .predict_compute
+        .iter()
+        .map(|&c| Prediction {
+            law: "capability",
+            compute: Some(c),
+            n: None,
+            d: None,
+            loss: alpha * c.powf(-k),
+            interval: interval(&boot, |t| t[0] * c.powf(-t[1])),
+        })
+        .collect();
+    let formula = "-mean log pass_rate = alpha*C^(-k)";
+    Ok(Some((CapabilityFit { formula, alpha, k, intervals, families, points }, predictions)))
 }
 
 #[cfg(test)]
@@ -678,25 +695,26 @@ mod capability_tests {
     }
 
     #[test]
-    fn capability_law_is_recovered_over_families_every_run_solves() {
-        // −mean log pass-rate = 2·C^−0.1 exactly, for families "a" and "b" at equal rates;
-        // family "c" is unsolved by one run and must be left out.
+    fn capability_law_is_recovered_and_predicts_a_larger_run() {
+        // −mean log pass-rate = 2·C^−0.1 exactly: families "a" and "b" at log rates that average to it.
         let rows: Vec<RunRow> = (0..5).map(|i| row(&format!("r{i}"), 1e10 * 10f64.powi(i))).collect();
         let mut rates = BTreeMap::new();
-        for (i, r) in rows.iter().enumerate() {
-            let p = (-2.0 * r.compute().powf(-0.1)).exp();
-            let c = if i == 0 { 0.0 } else { 0.5 };
-            rates.insert(r.name.clone(), BTreeMap::from([("a".into(), p), ("b".into(), p), ("c".into(), c)]));
+        for r in &rows {
+            let y = 2.0 * r.compute().powf(-0.1);
+            rates.insert(r.name.clone(), BTreeMap::from([("a".into(), -0.5 * y), ("b".into(), -1.5 * y)]));
         }
-        let opts = FitOptions { bootstrap: 50, ..FitOptions::default() };
-        let cap = capability_fit(&rows, &rates, &opts).unwrap().expect("a law");
+        let opts = FitOptions { bootstrap: 50, predict_compute: vec![1e16], ..FitOptions::default() };
+        let (cap, preds) = capability_fit(&rows, &rates, &opts).unwrap().expect("a law");
         assert_eq!(cap.families, ["a", "b"]);
         assert!((cap.alpha - 2.0).abs() < 1e-9 && (cap.k - 0.1).abs() < 1e-12, "{cap:?}");
         let [lo, hi] = cap.intervals["k"];
         assert!(lo <= 0.1 + 1e-12 && 0.1 - 1e-12 <= hi);
-        // No family solved by every run: no law, not an error.
-        rates.get_mut("r0").unwrap().insert("a".into(), 0.0);
-        rates.get_mut("r0").unwrap().insert("b".into(), 0.0);
-        assert!(capability_fit(&rows, &rates, &opts).unwrap().is_none());
+        let expected = 2.0 * 1e16f64.powf(-0.1);
+        assert_eq!(preds.len(), 1);
+        assert!((preds[0].loss - expected).abs() < 1e-9 && preds[0].law == "capability");
+        // A family one run lacks is left out; fewer than three runs give no law.
+        rates.get_mut("r0").unwrap().remove("b");
+        assert_eq!(capability_fit(&rows, &rates, &opts).unwrap().unwrap().0.families, ["a"]);
+        assert!(capability_fit(&rows[..2], &rates, &opts).unwrap().is_none());
     }
 }

@@ -31,6 +31,21 @@ pub struct Registered {
     pub interval: [f64; 2],
     /// Chinchilla's L(N, D) at the target's N and D, for comparison.
     pub chinchilla_loss: Option<f64>,
+    /// GPT-4's capability prediction: the target's −mean log pass rate on the arithmetic
+    /// families, from the capability law (absent when the sweep has no pass rates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<RegisteredCapability>,
+}
+
+/// The registered capability prediction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisteredCapability {
+    pub families: Vec<String>,
+    pub alpha: f64,
+    pub k: f64,
+    /// −mean log pass rate predicted for the target.
+    pub predicted: f64,
+    pub interval: [f64; 2],
 }
 
 /// Fits the sweep in `runs`, predicts the single run of `target` and writes `out/prediction.json`
@@ -69,6 +84,16 @@ pub fn predict(runs: &Path, target: &Path, out: &Path, opts: &FitOptions) -> Res
         predicted_loss: p.loss,
         interval: p.interval,
         chinchilla_loss: fit.predictions.iter().find(|p| p.law == "chinchilla").map(|p| p.loss),
+        capability: fit.capability.as_ref().and_then(|cap| {
+            let p = fit.predictions.iter().find(|p| p.law == "capability")?;
+            Some(RegisteredCapability {
+                families: cap.families.clone(),
+                alpha: cap.alpha,
+                k: cap.k,
+                predicted: p.loss,
+                interval: p.interval,
+            })
+        }),
     };
     // The table the fit saw, beside it (notebooks/scaling_laws.ipynb reads the pair).
     std::fs::copy(runs.join("runs.csv"), out.join("runs.csv")).context("copying the sweep's runs.csv")?;
@@ -87,6 +112,18 @@ pub struct Outcome {
     /// Target compute over the largest sweep run's.
     pub compute_ratio: f64,
     pub actual_compute: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capability: Option<CapabilityOutcome>,
+}
+
+/// The target's −mean log pass rate against the registered prediction.
+#[derive(Debug, Serialize)]
+pub struct CapabilityOutcome {
+    pub predicted: f64,
+    pub interval: [f64; 2],
+    pub actual: f64,
+    pub relative_error: f64,
+    pub inside_interval: bool,
 }
 
 /// Reads `prediction.json` and the target sweep's result, writes `outcome.json`, `outcome.md`
@@ -100,6 +137,28 @@ pub fn check(prediction: &Path, target_runs: &Path) -> Result<Outcome> {
         .find(|r| r.row.name == reg.target)
         .with_context(|| format!("no run {} in {}", reg.target, target_runs.display()))?;
     let actual = target.row.loss;
+    let capability = match &reg.capability {
+        Some(cap) => {
+            let logs: Vec<f64> = cap
+                .families
+                .iter()
+                .map(|f| {
+                    target.log_pass_rates.get(f).copied().with_context(|| {
+                        format!("the target was not scored on arithmetic family {f} (capability_problems = 0?)")
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let y = -logs.iter().sum::<f64>() / logs.len() as f64;
+            Some(CapabilityOutcome {
+                predicted: cap.predicted,
+                interval: cap.interval,
+                actual: y,
+                relative_error: (y - cap.predicted) / y,
+                inside_interval: (cap.interval[0]..=cap.interval[1]).contains(&y),
+            })
+        }
+        None => None,
+    };
     let outcome = Outcome {
         predicted_loss: reg.predicted_loss,
         interval: reg.interval,
@@ -108,6 +167,7 @@ pub fn check(prediction: &Path, target_runs: &Path) -> Result<Outcome> {
         inside_interval: (reg.interval[0]..=reg.interval[1]).contains(&actual),
         compute_ratio: target.row.compute() / reg.sweep_max_compute,
         actual_compute: target.row.compute(),
+        capability,
     };
     let dir = prediction.parent().unwrap_or(Path::new("."));
     std::fs::write(dir.join("outcome.json"), serde_json::to_string_pretty(&outcome)?)?;
@@ -139,6 +199,33 @@ pub fn check(prediction: &Path, target_runs: &Path) -> Result<Outcome> {
         ]],
     );
     rep.image("sweep, fit, prediction and the actual target", "outcome.png");
+    if let Some(c) = &outcome.capability {
+        rep.heading("Capability");
+        rep.paragraph(
+            "GPT-4's capability prediction: the target's −mean log pass rate on the held-out arithmetic \
+             problems (a problem's pass rate is the model's probability of its answer, zero-shot), from \
+             the capability law fitted to the sweep and registered with the loss prediction. exp(−x) is \
+             the geometric-mean probability of a right answer.",
+        );
+        rep.table(
+            &[
+                "predicted",
+                "95% interval",
+                "actual",
+                "relative error",
+                "inside the interval",
+                "geometric-mean pass rate (predicted → actual)",
+            ],
+            &[vec![
+                format!("{:.4}", c.predicted),
+                format!("[{:.4}, {:.4}]", c.interval[0], c.interval[1]),
+                format!("{:.4}", c.actual),
+                format!("{:+.2}%", 100.0 * c.relative_error),
+                if c.inside_interval { "yes" } else { "no" }.to_string(),
+                format!("{:.4} → {:.4}", (-c.predicted).exp(), (-c.actual).exp()),
+            ]],
+        );
+    }
     rep.paragraph("The fit itself, with the iso-FLOP curves and the frontier, is in [report.md](report.md).");
     rep.write(&dir.join("outcome.md"))?;
     Ok(outcome)

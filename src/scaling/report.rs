@@ -49,12 +49,12 @@ impl FitInput {
         }
     }
 
-    fn pass_rates(&self) -> Option<BTreeMap<String, BTreeMap<String, f64>>> {
+    fn log_pass_rates(&self) -> Option<BTreeMap<String, BTreeMap<String, f64>>> {
         let rates: BTreeMap<_, _> = self
             .results
             .iter()
-            .filter(|r| !r.pass_rates.is_empty())
-            .map(|r| (r.row.name.clone(), r.pass_rates.clone()))
+            .filter(|r| !r.log_pass_rates.is_empty())
+            .map(|r| (r.row.name.clone(), r.log_pass_rates.clone()))
             .collect();
         (!rates.is_empty()).then_some(rates)
     }
@@ -62,7 +62,7 @@ impl FitInput {
 
 /// Fits, then writes `fit.json`, the plots and `report.md` into `out`.
 pub fn fit_and_report(input: &FitInput, opts: &FitOptions, out: &Path) -> Result<Fit> {
-    let fit = fit::fit_all(&input.rows, input.pass_rates().as_ref(), opts)?;
+    let fit = fit::fit_all(&input.rows, input.log_pass_rates().as_ref(), opts)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(out.join("fit.json"), serde_json::to_string_pretty(&fit)?)?;
     plot_all(&input.rows, &fit, out)?;
@@ -216,7 +216,7 @@ fn plot_all(rows: &[RunRow], fit: &Fit, out: &Path) -> Result<()> {
         let (lo, hi) = cap.points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
         let curve = log_range(lo, hi, 40).into_iter().map(|c| (c, cap.alpha * c.powf(-cap.k))).collect();
         LinePlot {
-            title: "capability: arithmetic pass rate against compute".into(),
+            title: "capability: arithmetic log pass rate against compute".into(),
             x_label: "compute (FLOPs)".into(),
             y_label: "-mean log pass rate".into(),
             series: vec![Series::dots("runs", cap.points.clone()), Series::line(cap.formula, curve)],
@@ -312,8 +312,9 @@ fn write_report(input: &FitInput, fit: &Fit, out: &Path) -> Result<()> {
     if let Some(cap) = &fit.capability {
         rep.heading("Capability");
         rep.paragraph(&format!(
-            "{}: alpha = {} [{}, {}], k = {} [{}, {}], over the arithmetic families every run solves \
-             at least once: {}.",
+            "{}: alpha = {} [{}, {}], k = {} [{}, {}], where a problem's pass rate is the model's \
+             probability of its answer (zero-shot, scored by the evaluation harness), averaged in log \
+             over the held-out problems of the arithmetic families {}.",
             cap.formula,
             sig(cap.alpha),
             sig(cap.intervals["alpha"][0]),
@@ -327,7 +328,7 @@ fn write_report(input: &FitInput, fit: &Fit, out: &Path) -> Result<()> {
     } else if !input.results.is_empty() {
         rep.heading("Capability");
         rep.paragraph(
-            "No capability law: no arithmetic family is solved at least once by every run (or fewer than 3 runs).",
+            "No capability law: fewer than 3 runs were scored on the arithmetic families (capability_problems = 0?).",
         );
     }
     rep.heading("Runs");

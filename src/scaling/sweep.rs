@@ -12,18 +12,16 @@ use std::sync::Mutex;
 
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::RunRow;
 use crate::checkpoint;
 use crate::data::shards::ShardMeta;
-use crate::infer::generate::{self, SampleOptions};
+use crate::eval::harness::{self, RunOptions};
+use crate::eval::{builtin, model::EvalModel};
 use crate::models::gpt::{Gpt, GptConfig};
-use crate::synth::arithmetic::{ArithFamily, ArithFormat, ArithProblem};
-use crate::synth::{Holdout, Mixture, SynthConfig};
-use crate::tokenizer::Tokenizer;
+use crate::synth::arithmetic::ArithFamily;
+use crate::synth::{Mixture, SynthConfig};
 use crate::train::{self, ModelSpec, TrainConfig, TrainSection};
 
 /// `sweep.toml`.
@@ -215,6 +213,10 @@ pub struct RunResult {
     pub val_curve: Vec<(f64, f64)>,
     /// Arithmetic family → share of held-out problems answered exactly (greedy).
     pub pass_rates: BTreeMap<String, f64>,
+    /// Arithmetic family → mean over its held-out problems of log P(the answer), the model's
+    /// pass rate as GPT-4 reads it: defined while greedy accuracy is still 0.
+    #[serde(default)]
+    pub log_pass_rates: BTreeMap<String, f64>,
     pub elapsed_s: f64,
 }
 
@@ -373,11 +375,11 @@ pub fn run_one(dir: &Path, threads: Option<usize>, problems: usize) -> Result<Ru
     let val_curve = metrics.iter().filter_map(|r| Some((r["tokens"].as_f64()?, r["val_loss"].as_f64()?))).collect();
     let device = crate::device::parse_device(&cfg.train.device)?;
     let loaded = checkpoint::load::<Gpt>(&cfg.checkpoint_dir(), device)?;
-    let tok = Tokenizer::from_file(&loaded.dir.join(checkpoint::TOKENIZER_FILE))?;
     let gpt: &GptConfig = &loaded.model.cfg;
     let counts = gpt.param_counts();
     let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
     let flops_per_token = gpt.flops_per_token(gpt.block_size);
+    let (pass_rates, log_pass_rates) = pass_rates(&cfg.checkpoint_dir(), device, problems)?;
     let result = RunResult {
         row: RunRow {
             name,
@@ -395,7 +397,8 @@ pub fn run_one(dir: &Path, threads: Option<usize>, problems: usize) -> Result<Ru
         steps,
         flops_per_token,
         val_curve,
-        pass_rates: pass_rates(&loaded.model, &tok, problems)?,
+        pass_rates,
+        log_pass_rates,
         elapsed_s,
     };
     let tmp = dir.join("result.json.tmp");
@@ -404,26 +407,26 @@ pub fn run_one(dir: &Path, threads: Option<usize>, problems: usize) -> Result<Ru
     Ok(result)
 }
 
-/// Share of `per_family` held-out problems of each arithmetic family that greedy decoding
-/// answers exactly, in the corpus's question format.
-pub fn pass_rates(model: &Gpt, tok: &Tokenizer, per_family: usize) -> Result<BTreeMap<String, f64>> {
-    let mut out = BTreeMap::new();
+/// Each arithmetic family's greedy pass rate and mean log pass rate on its first `per_family`
+/// held-out problems, zero-shot, scored by the evaluation harness (the built-in
+/// `arithmetic_*` tasks, in the corpus's question format).
+pub fn pass_rates(
+    ckpt: &Path,
+    device: tch::Device,
+    per_family: usize,
+) -> Result<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
+    let (mut rates, mut logs) = (BTreeMap::new(), BTreeMap::new());
     if per_family == 0 {
-        return Ok(out);
+        return Ok((rates, logs));
     }
-    let opts =
-        SampleOptions { temperature: 0.0, max_new_tokens: 10, stop: vec!["\n".into()], ..SampleOptions::default() };
-    let holdout = Holdout::default();
-    for (i, family) in ArithFamily::ALL.into_iter().enumerate() {
-        let mut rng = ChaCha8Rng::seed_from_u64(0xca9a_b111 + i as u64);
-        let problems: Vec<ArithProblem> =
-            (0..per_family).filter_map(|_| ArithProblem::random_held_out(&mut rng, family, &holdout)).collect();
-        let mut passed = 0;
-        for p in &problems {
-            let c = generate::complete(model, tok, &p.prompt(ArithFormat::Question), &opts)?;
-            passed += usize::from(c.text.split_whitespace().next() == Some(p.answer.to_string().as_str()));
-        }
-        out.insert(family.name().to_string(), passed as f64 / problems.len().max(1) as f64);
+    let model = EvalModel::load(ckpt, device)?;
+    let opts = RunOptions { limit: Some(per_family), batch_size: 32, seed: 1234 };
+    for family in ArithFamily::ALL {
+        let task = builtin::load(builtin::arithmetic_task(family))?;
+        let score = harness::evaluate(&model, &task, 0, &opts, &indicatif::ProgressBar::hidden())?;
+        let get = |m: &str| score.metric(m).map(|m| m.value).with_context(|| format!("no {m} for {}", task.name()));
+        rates.insert(family.name().to_string(), get("exact_match")?);
+        logs.insert(family.name().to_string(), get("log_pass_rate")?);
     }
-    Ok(out)
+    Ok((rates, logs))
 }

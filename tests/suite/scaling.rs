@@ -193,6 +193,9 @@ fn sweep_counts_flops_resumes_and_feeds_the_fit_and_notebook() {
         assert_eq!(r["compute_exact"].as_f64().unwrap(), flops * tokens);
         assert_eq!(r["compute"].as_f64().unwrap(), 6.0 * total * tokens);
         assert_eq!(r["pass_rates"].as_object().unwrap().len(), 10);
+        let logs = r["log_pass_rates"].as_object().unwrap();
+        assert_eq!(logs.len(), 10);
+        assert!(logs.values().all(|v| v.as_f64().is_some_and(|l| l < 0.0)), "{r}");
         assert!(!r["val_curve"].as_array().unwrap().is_empty());
     }
 
@@ -252,6 +255,10 @@ fn sweep_counts_flops_resumes_and_feeds_the_fit_and_notebook() {
     ]);
     let reg: Value = serde_json::from_str(&std::fs::read_to_string(pred_dir.join("prediction.json")).unwrap()).unwrap();
     assert_eq!(reg["target"], "L1-W48-T16.38k");
+    // The capability law's prediction for the target is registered with the loss's.
+    let cap = &reg["capability"];
+    assert_eq!(cap["families"].as_array().unwrap().len(), 10, "{reg}");
+    assert!(cap["predicted"].as_f64().unwrap() > 0.0 && cap["interval"].is_array());
     let err = common::run_err(&["scaling", "predict", "--runs", runs_arg, "--target", target_arg, "--out", pred_arg]);
     assert!(err.contains("never replaced"), "{err}");
     let target_out = dir.path().join("target");
@@ -271,6 +278,9 @@ fn sweep_counts_flops_resumes_and_feeds_the_fit_and_notebook() {
         serde_json::from_str(&std::fs::read_to_string(pred_dir.join("outcome.json")).unwrap()).unwrap();
     assert_eq!(outcome["actual_loss"], actual["loss"]);
     assert!(outcome["inside_interval"].is_boolean() && pred_dir.join("outcome.png").exists());
+    let logs = actual["log_pass_rates"].as_object().unwrap();
+    let y = -logs.values().map(|v| v.as_f64().unwrap()).sum::<f64>() / 10.0;
+    assert!((outcome["capability"]["actual"].as_f64().unwrap() - y).abs() < 1e-9, "{outcome}");
 }
 
 #[test]
