@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPT-4's predictable scaling at small scale: train a sweep, fit it and register the predicted
 # loss of a 10x larger target in prediction.json, then train the target and check.
-# Usage: run.sh [--small | --gpu]   (extra arguments go to every `scaling sweep`, e.g. --jobs 2)
+# Usage: run.sh [--small | --gpu | --capability]   (extra arguments go to every `scaling sweep`, e.g. --jobs 2)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh
@@ -9,6 +9,7 @@ cargo build --release --quiet
 case "${1:-}" in
   --small) suffix=-small; shift ;;
   --gpu) suffix=-gpu; shift ;;
+  --capability) suffix=-capability; shift ;;
   *) suffix= ;;
 esac
 here=experiments/gpt4_predictable_scaling

@@ -12,7 +12,8 @@ import sys
 
 
 def lm_eval_files(root):
-    results = sorted(glob.glob(os.path.join(root, "**", "results_*.json"), recursive=True))[-1]
+    found = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.startswith("results_")]
+    results = sorted(found)[-1]
     samples = {}
     for path in glob.glob(os.path.join(os.path.dirname(results), "samples_*.jsonl")):
         task = os.path.basename(path)[len("samples_"):].rsplit("_", 1)[0]
@@ -21,14 +22,9 @@ def lm_eval_files(root):
 
 
 def lm_eval_lls(sample):
-    """The log-likelihoods of one lm-eval sample, flattened."""
-    out = []
-    for r in sample["filtered_resps"]:
-        if isinstance(r, (list, tuple)):
-            out.append(float(r[0]))
-        elif isinstance(r, (int, float)):
-            out.append(float(r))
-    return out
+    """The log-likelihoods of one lm-eval sample, flattened: (ll, is_greedy) pairs for choices and
+    targets, a bare number (written as a string) for a rolling document."""
+    return [float(r[0]) if isinstance(r, (list, tuple)) else float(r) for r in sample["filtered_resps"]]
 
 
 def main(ours_dir, theirs_dir):

@@ -5,7 +5,7 @@
 # log-likelihoods side by side.
 #   bash experiments/lm_eval_agreement/run.sh [CKPT]     (default: the quickstart's checkpoint)
 # lm-eval is not a dependency of gptlab: the first run installs it into .venv
-# (`pip install lm-eval==0.4.13`, which leaves torch and transformers as they are).
+# (`pip install "lm-eval[hf]==0.4.13"`, which leaves torch and transformers as they are).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh
@@ -16,7 +16,7 @@ r=runs/lm_eval_agreement
 limit=100
 tasks=arithmetic_2da,arithmetic_2da_mc,scene_count_mc,lambada_scene,lambada_scene_rolling,word_map
 [ -d "$ckpt" ] || $g quickstart
-.venv/bin/python -c "import lm_eval" 2>/dev/null || .venv/bin/pip install -q lm-eval==0.4.13
+.venv/bin/python -c "import lm_eval, accelerate" 2>/dev/null || .venv/bin/pip install -q "lm-eval[hf]==0.4.13"
 rm -rf $r && mkdir -p $r
 $g export hf-gpt2 --ckpt "$ckpt" --out $r/hf
 $g eval --write-tasks $r/tasks --tasks $tasks
@@ -25,8 +25,9 @@ $g eval --ckpt "$ckpt" --tasks $(echo $tasks | sed "s|\([a-z0-9_]*\)|$r/tasks/\1
 echo "gptlab eval: $(echo "$(date +%s.%N) - $start" | bc) s"
 # lm-eval reads data_files relative to the working directory: run it where the task files are.
 start=$(date +%s.%N)
-(cd $r/tasks && ../../../.venv/bin/lm_eval --model hf --model_args pretrained=../hf,dtype=float32 \
+root=$(pwd)
+(cd $r/tasks && "$root/.venv/bin/lm_eval" --model hf --model_args "pretrained=$root/$r/hf,dtype=float32" \
     --device cpu --batch_size 32 --tasks $tasks --include_path . --num_fewshot 0 --limit $limit \
-    --output_path ../lmeval --log_samples > ../lmeval.log 2>&1) || { tail -20 $r/lmeval.log; exit 1; }
+    --output_path "$root/$r/lmeval" --log_samples > "$root/$r/lmeval.log" 2>&1) || { tail -20 $r/lmeval.log; exit 1; }
 echo "lm-eval: $(echo "$(date +%s.%N) - $start" | bc) s"
 .venv/bin/python experiments/lm_eval_agreement/compare.py $r/gptlab $r/lmeval | tee $r/agreement.md

@@ -85,7 +85,7 @@ fn mm_world() -> WorldConfig {
 }
 
 /// Bumped when the multimodal tasks' generation changes, so cached copies are made anew.
-const MM_VERSION: u32 = 1;
+const MM_VERSION: u32 = 2;
 
 /// The names of the built-in tasks.
 pub fn names() -> Vec<&'static str> {
@@ -272,7 +272,7 @@ pub fn generate(name: &str) -> Result<Generated> {
             (yaml, split(&mut lambada_doc))
         }
         "lambada_scene_rolling" => {
-            let yaml = format!("{}doc_to_target: text\n", header(name, "loglikelihood_rolling"));
+            let yaml = format!("{}doc_to_text: \"\"\ndoc_to_target: text\n", header(name, "loglikelihood_rolling"));
             (yaml, split(&mut lambada_doc))
         }
         other => {
@@ -304,7 +304,10 @@ fn vqa(name: &str, kind: &str) -> Result<Generated> {
                 break;
             }
             let item = generate_item(&world, seed, i);
-            if let Some(qa) = item.qa.iter().find(|q| q.kind == world_kind) {
+            // Items may ask several questions of a type (a gauge's reading and its highest
+            // value): take them in turn.
+            let asked: Vec<_> = item.qa.iter().filter(|q| q.kind == world_kind).collect();
+            if let Some(qa) = asked.get(i as usize % asked.len().max(1)) {
                 let rel = format!("{name}_images/{split}/{i:06}.png");
                 docs.push(json!({"image": rel, "question": qa.question, "answer": qa.answer}));
                 images.push((rel, item.image));
