@@ -391,7 +391,7 @@ fn write_report(
         r.heading("Few-shot evaluation");
         r.paragraph(&format!(
             "The GPT scored by `gptlab eval` (lm-evaluation-harness's rules) on built-in tasks whose \
-             items were held out of the corpus, with K examples in the prompt ({} documents per task; \
+             items no training document contains, with K examples in the prompt ({} documents per task; \
              `eval/report.md` has the details, `eval/*/*shot/samples_*.jsonl` every prompt and answer):",
             rows.first().map_or(0, |r| r.n)
         ));
@@ -415,8 +415,10 @@ fn write_report(
             .collect();
         r.table(&header.iter().map(String::as_str).collect::<Vec<_>>(), &table);
         r.paragraph(
-            "A model this small and this briefly trained is near chance on most of these: \
-             `experiments/gpt3_in_context/` trains three sizes with room for 32 shots and plots the curves.",
+            "A model this small and this briefly trained is near chance on these. On `scene_count_mc` \
+             chance is 1/6 by guessing but about 3/4 by always answering 1, since most questions ask about \
+             something the scene has once. `experiments/gpt3_in_context/` trains three sizes with room \
+             for 32 shots and plots the curves.",
         );
     }
     if let Some(ClipPart { summary: c, eval: e, model, batch_size }) = clip {
@@ -485,7 +487,8 @@ fn write_report(
     r.heading("Files");
     r.paragraph(
         "`config.toml` (the resolved training config), `metrics.jsonl`, `loss.png` / `loss.svg`, \
-         `samples.md`, `checkpoint/` (model, optimizer, state, tokenizer), `data/` (corpus, \
+         `samples.md`, `eval/` (the few-shot evaluation), `checkpoint/` (model, optimizer, state, \
+         tokenizer), `data/` (corpus, \
          tokenizer, shards). Rerun with `gptlab quickstart`; continue training with \
          `gptlab train --config config.toml --resume`.",
     );

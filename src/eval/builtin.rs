@@ -422,7 +422,11 @@ fn scene_count_doc(rng: &mut ChaCha8Rng) -> Value {
     let present = rng.random_bool(0.8);
     let pick = |all: &[usize], has: &dyn Fn(usize) -> bool, rng: &mut ChaCha8Rng| {
         let shown: Vec<usize> = all.iter().copied().filter(|&i| has(i)).collect();
-        if present && !shown.is_empty() { any(&shown, rng) } else { any(all, rng) }
+        if present && !shown.is_empty() {
+            any(&shown, rng)
+        } else {
+            any(all, rng)
+        }
     };
     let (noun, count) = if rng.random_bool(0.5) {
         let all: Vec<usize> = (0..Color::ALL.len()).collect();
