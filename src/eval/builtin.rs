@@ -248,20 +248,19 @@ pub fn generate(name: &str) -> Result<Generated> {
                 }),
             )
         }
-        "scene_count" => {
-            let yaml = format!(
-                "{}doc_to_text: \"{{{{scene}}}}\\nQ: How many {{{{noun}}}} are there? A:\"\ndoc_to_target: \"{{{{count}}}}\"\n{GENERATE_TAIL}",
-                header(name, "generate_until")
-            );
-            (yaml, split(&mut scene_count_doc))
-        }
-        "scene_count_mc" => {
-            let choices: Vec<String> = (0..=MAX_DESCRIBED_OBJECTS).map(|n| format!("\"{n}\"")).collect();
-            let yaml = format!(
-                "{}doc_to_text: \"{{{{scene}}}}\\nQ: How many {{{{noun}}}} are there? A:\"\ndoc_to_choice: [{}]\ndoc_to_target: count\n",
-                header(name, "multiple_choice"),
-                choices.join(", ")
-            );
+        "scene_count" | "scene_count_mc" => {
+            // One question, answered by generation or as a choice of 0..=MAX_DESCRIBED_OBJECTS.
+            let question = "doc_to_text: \"{{scene}}\\nQ: How many {{noun}} are there? A:\"\n";
+            let yaml = if name == "scene_count" {
+                format!("{}{question}doc_to_target: \"{{{{count}}}}\"\n{GENERATE_TAIL}", header(name, "generate_until"))
+            } else {
+                let choices: Vec<String> = (0..=MAX_DESCRIBED_OBJECTS).map(|n| format!("\"{n}\"")).collect();
+                let choices = choices.join(", ");
+                format!(
+                    "{}{question}doc_to_choice: [{choices}]\ndoc_to_target: count\n",
+                    header(name, "multiple_choice")
+                )
+            };
             (yaml, split(&mut scene_count_doc))
         }
         "lambada_scene" => {
