@@ -108,7 +108,10 @@ pub fn load(name: &str) -> Result<Task> {
         let dir = std::env::temp_dir().join(format!("gptlab-tasks-v{MM_VERSION}")).join(name);
         let yaml = dir.join(format!("{name}.yaml"));
         if !yaml.is_file() {
-            let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+            // Unique per process and per call: two threads may make the same task at once.
+            static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = dir.with_extension(format!("tmp{}-{call}", std::process::id()));
             write(name, &tmp)?;
             if std::fs::rename(&tmp, &dir).is_err() {
                 // Another process wrote the same files first.

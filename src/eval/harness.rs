@@ -66,6 +66,12 @@ pub struct Sample {
     pub is_greedy: Vec<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unconditional_loglikelihoods: Vec<f64>,
+    /// Multiple choice: the gold choice, and the probability the model gives its chosen one
+    /// (the softmax over the choices' log-likelihoods), what calibration is measured on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gold: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
     pub prediction: String,
     pub metrics: BTreeMap<String, f64>,
 }
@@ -361,6 +367,8 @@ pub fn evaluate(model: &EvalModel, task: &Task, k: usize, opts: &RunOptions, bar
             loglikelihoods: Vec::new(),
             is_greedy: Vec::new(),
             unconditional_loglikelihoods: Vec::new(),
+            gold: None,
+            confidence: None,
             prediction: String::new(),
             metrics: BTreeMap::new(),
         };
@@ -377,10 +385,12 @@ pub fn evaluate(model: &EvalModel, task: &Task, k: usize, opts: &RunOptions, bar
                     s.unconditional_loglikelihoods = lls[u..u + n].iter().map(|l| l.0).collect();
                 }
                 let u = uncond.map(|_| s.unconditional_loglikelihoods.as_slice());
-                for m in &specs {
+                for m in specs.iter().filter(|m| m.metric != "ece") {
                     let pred = metrics::choice_prediction(&m.metric, &s.loglikelihoods, &choices, u);
                     s.metrics.insert(m.metric.clone(), (pred == gold) as u8 as f64);
                 }
+                s.gold = Some(gold);
+                s.confidence = Some(metrics::choice_confidence(&s.loglikelihoods));
                 s.prediction = choices[metrics::argmax(&s.loglikelihoods)].clone();
                 s.choices = choices;
             }
@@ -410,13 +420,29 @@ pub fn evaluate(model: &EvalModel, task: &Task, k: usize, opts: &RunOptions, bar
     Ok(TaskScore { task: task.name().to_string(), k: k_asked, samples, metrics, original: task.docs.len() })
 }
 
+/// Resamples of the ECE bootstrap: each one bins every document again, so fewer than the
+/// perplexity's.
+const ECE_BOOTSTRAP_ITERS: usize = 2_000;
+
+/// (confidence in the chosen answer, whether it is the gold one) of each multiple-choice sample.
+pub fn calibration_pairs(samples: &[Sample]) -> Vec<(f64, bool)> {
+    samples.iter().filter_map(|s| Some((s.confidence?, metrics::argmax(&s.loglikelihoods) == s.gold?))).collect()
+}
+
 /// lm-eval's aggregations: means with `mean_stderr`, perplexity with a bootstrap, weighted
 /// perplexities and bits per byte without a standard error. Generation tasks also report
-/// gptlab's `log_pass_rate`, the mean log-probability of the gold answer.
+/// gptlab's `log_pass_rate`, the mean log-probability of the gold answer, and multiple-choice
+/// tasks `ece`, the expected calibration error over 10 confidence bins (bootstrap stderr).
 fn aggregate(task: &Task, samples: &[Sample], seed: u64) -> Result<Vec<Metric>> {
     let column = |name: &str| samples.iter().map(|s| s.metrics[name]).collect::<Vec<f64>>();
     let mut out = Vec::new();
-    for spec in task.cfg.metrics() {
+    let mut specs = task.cfg.metrics();
+    // Every multiple-choice task also reports its calibration (GPT-4's "does confidence mean
+    // anything"), listed or not.
+    if task.cfg.output_type == OutputType::MultipleChoice && !specs.iter().any(|m| m.metric == "ece") {
+        specs.push(super::task::MetricSpec::named("ece"));
+    }
+    for spec in specs {
         let name = spec.metric.as_str();
         let (value, stderr, higher) = match name {
             "perplexity" => {
@@ -426,6 +452,16 @@ fn aggregate(task: &Task, samples: &[Sample], seed: u64) -> Result<Vec<Metric>> 
                     metrics::bootstrap_stderr(&lls, metrics::perplexity, BOOTSTRAP_ITERS, seed),
                     false,
                 )
+            }
+            "ece" => {
+                let pairs = calibration_pairs(samples);
+                let stat = |idx: &[f64]| {
+                    let picked: Vec<(f64, bool)> = idx.iter().map(|&i| pairs[i as usize]).collect();
+                    metrics::ece(&picked, metrics::CALIBRATION_BINS)
+                };
+                let all: Vec<f64> = (0..pairs.len()).map(|i| i as f64).collect();
+                // The bootstrap resamples documents; ECE is not a mean, so lm-eval's rule applies.
+                (stat(&all), metrics::bootstrap_stderr(&all, stat, ECE_BOOTSTRAP_ITERS, seed), false)
             }
             "word_perplexity" | "byte_perplexity" | "bits_per_byte" => {
                 let lls = column("loglikelihood");

@@ -94,6 +94,59 @@ pub fn count_words(text: &str) -> usize {
     re.split(text).count()
 }
 
+/// The probability a model gives its chosen answer: the softmax over the choices' summed
+/// log-likelihoods, at the argmax.
+pub fn choice_confidence(lls: &[f64]) -> f64 {
+    let best = lls[argmax(lls)];
+    1.0 / lls.iter().map(|ll| (ll - best).exp()).sum::<f64>()
+}
+
+/// Bins of a reliability diagram.
+pub const CALIBRATION_BINS: usize = 10;
+
+/// One equal-width confidence bin: how many answers fell in it, their mean confidence, and the
+/// share of them that were right.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CalibrationBin {
+    pub lo: f64,
+    pub hi: f64,
+    pub n: usize,
+    pub confidence: f64,
+    pub accuracy: f64,
+}
+
+/// (confidence, right) pairs in `bins` equal-width bins of [0, 1]; a confidence of 1 goes to the
+/// last bin.
+pub fn reliability(pairs: &[(f64, bool)], bins: usize) -> Vec<CalibrationBin> {
+    let mut out: Vec<CalibrationBin> = (0..bins)
+        .map(|b| CalibrationBin {
+            lo: b as f64 / bins as f64,
+            hi: (b + 1) as f64 / bins as f64,
+            n: 0,
+            confidence: 0.0,
+            accuracy: 0.0,
+        })
+        .collect();
+    for &(c, right) in pairs {
+        let b = ((c * bins as f64) as usize).min(bins - 1);
+        out[b].n += 1;
+        out[b].confidence += c;
+        out[b].accuracy += right as u8 as f64;
+    }
+    for b in out.iter_mut().filter(|b| b.n > 0) {
+        b.confidence /= b.n as f64;
+        b.accuracy /= b.n as f64;
+    }
+    out
+}
+
+/// Expected calibration error: the bins' |accuracy − confidence| weighted by their share of the
+/// answers.
+pub fn ece(pairs: &[(f64, bool)], bins: usize) -> f64 {
+    let n = pairs.len() as f64;
+    reliability(pairs, bins).iter().map(|b| b.n as f64 / n * (b.accuracy - b.confidence).abs()).sum()
+}
+
 /// Iterations of the bootstrap of non-mean metrics (lm-eval's default).
 pub const BOOTSTRAP_ITERS: usize = 100_000;
 
@@ -155,6 +208,22 @@ mod tests {
         ));
         assert!(!exact_match("Paris.", "paris", &spec(|s| s.ignore_case = true)));
         assert!(exact_match("room 12", "room 7", &spec(|s| s.ignore_numbers = true)));
+    }
+
+    #[test]
+    fn calibration_on_a_hand_computed_case() {
+        // Softmax of log-likelihoods ln 0.2 and ln 0.3: 0.4 and 0.6, so the chosen one has 0.6.
+        assert!((choice_confidence(&[0.2f64.ln(), 0.3f64.ln()]) - 0.6).abs() < 1e-12);
+        // Two answers at 0.95 (one right) and two at 0.55 (both right):
+        // bin 0.9-1: |0.5 - 0.95| * 2/4 = 0.225; bin 0.5-0.6: |1 - 0.55| * 2/4 = 0.225.
+        let pairs = [(0.95, true), (0.95, false), (0.55, true), (0.55, true)];
+        assert!((ece(&pairs, 10) - 0.45).abs() < 1e-12);
+        let bins = reliability(&pairs, 10);
+        assert_eq!((bins[9].n, bins[5].n, bins[0].n), (2, 2, 0));
+        assert!((bins[9].accuracy - 0.5).abs() < 1e-12 && (bins[5].confidence - 0.55).abs() < 1e-12);
+        // Confidence 1 falls in the last bin; a perfectly calibrated set has ECE 0.
+        assert_eq!(reliability(&[(1.0, true)], 10)[9].n, 1);
+        assert!(ece(&[(1.0, true), (0.5, true), (0.5, false)], 10).abs() < 1e-12);
     }
 
     #[test]

@@ -10,9 +10,10 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::harness::{RunOptions, TaskScore};
+use super::harness::{calibration_pairs, RunOptions, TaskScore};
+use super::metrics;
 use super::task::Task;
-use crate::plot::{LinePlot, Series};
+use crate::plot::{BarChart, LinePlot, Series};
 use crate::report::Report;
 
 /// One line of `summary.jsonl`: a metric of a task for a model at K shots.
@@ -123,8 +124,29 @@ pub fn write_run(dir: &Path, results: &Value, scores: &[TaskScore]) -> Result<()
         .with_context(|| format!("writing {}", path.display()))?;
     for s in scores {
         crate::jsonl::write_jsonl(&dir.join(format!("samples_{}.jsonl", s.task)), &s.samples)?;
+        if s.metric("ece").is_some() {
+            reliability_diagram(s, &dir.join(format!("reliability_{}", s.task)))?;
+        }
     }
     Ok(())
+}
+
+/// A reliability diagram: per confidence bin, the share of answers that were right beside the
+/// mean confidence they were given (equal on a calibrated model).
+fn reliability_diagram(score: &TaskScore, stem: &Path) -> Result<()> {
+    let bins = metrics::reliability(&calibration_pairs(&score.samples), metrics::CALIBRATION_BINS);
+    let ece = score.metric("ece").map_or(f64::NAN, |m| m.value);
+    BarChart {
+        title: format!("{} at K = {}: ECE {ece:.3} (answers per bin)", score.task, score.k),
+        y_label: "share right / mean confidence".into(),
+        categories: bins.iter().map(|b| format!("{:.1}+ ({})", b.lo, b.n)).collect(),
+        groups: vec![
+            ("accuracy".into(), bins.iter().map(|b| b.accuracy).collect()),
+            ("confidence".into(), bins.iter().map(|b| b.confidence).collect()),
+        ],
+        y_max: 1.0,
+    }
+    .save(stem)
 }
 
 fn fmt(x: f64) -> String {

@@ -379,7 +379,7 @@ impl TaskConfig {
 /// The metrics each output type can report.
 pub fn metrics_for(output: OutputType) -> &'static [&'static str] {
     match output {
-        OutputType::MultipleChoice => &["acc", "acc_norm", "acc_bytes", "acc_mutual_info"],
+        OutputType::MultipleChoice => &["acc", "acc_norm", "acc_bytes", "acc_mutual_info", "ece"],
         OutputType::GenerateUntil => &["exact_match"],
         OutputType::Loglikelihood => &["perplexity", "acc"],
         OutputType::LoglikelihoodRolling => &["word_perplexity", "byte_perplexity", "bits_per_byte"],

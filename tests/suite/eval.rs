@@ -256,6 +256,26 @@ fn choice_loglikelihoods_are_the_joint_encodings_and_do_not_depend_on_the_batch_
             .unwrap();
         assert_eq!(s.metrics["acc_norm"], (norm == gold) as u8 as f64);
     }
+    // Calibration: the confidence is the softmax of the choices' log-likelihoods at the argmax,
+    // and ECE bins (confidence, right) over 10 equal-width bins.
+    let mut pairs = Vec::new();
+    for s in &one.samples {
+        let z: f64 = s.loglikelihoods.iter().map(|l| l.exp()).sum();
+        let best = s.loglikelihoods.iter().cloned().fold(f64::MIN, f64::max);
+        assert!((s.confidence.unwrap() - best.exp() / z).abs() < 1e-9);
+        pairs.push((s.confidence.unwrap(), s.prediction == s.target));
+    }
+    let mut ece = 0.0;
+    for b in 0..10 {
+        let inside: Vec<&(f64, bool)> = pairs.iter().filter(|p| ((p.0 * 10.0) as usize).min(9) == b).collect();
+        if !inside.is_empty() {
+            let n = inside.len() as f64;
+            let conf = inside.iter().map(|p| p.0).sum::<f64>() / n;
+            let acc = inside.iter().filter(|p| p.1).count() as f64 / n;
+            ece += n / 12.0 * (acc - conf).abs();
+        }
+    }
+    assert!((one.metric("ece").unwrap().value - ece).abs() < 1e-12);
     let acc = one.metric("acc").unwrap();
     let xs: Vec<f64> = one.samples.iter().map(|s| s.metrics["acc"]).collect();
     let mean = xs.iter().sum::<f64>() / 12.0;
@@ -380,6 +400,9 @@ fn results_use_lm_eval_keys_samples_and_a_report_with_the_k_plot() {
     let t = &results["results"]["t"];
     assert!(t["acc,none"].is_number() && t["acc_stderr,none"].is_number() && t["acc_norm,none"].is_number(), "{t}");
     assert!(results["results"]["arithmetic_2da"]["exact_match,none"].is_number());
+    // Calibration comes with every multiple-choice task, with its reliability diagram.
+    assert!(t["ece,none"].is_number() && t["ece_stderr,none"].is_number(), "{t}");
+    assert!(dest.join("gpt/2shot/reliability_t.png").is_file() && dest.join("gpt/2shot/reliability_t.svg").is_file());
     assert_eq!(results["n-shot"]["t"], 2);
     assert_eq!(results["configs"]["t"]["doc_to_choice"], "options");
     assert_eq!(results["configs"]["t"]["target_delimiter"], " ");
