@@ -150,6 +150,7 @@ pub fn check(task: &Task, model: &EvalModel, k: usize) -> Result<()> {
         );
     }
     if task.cfg.output_type != OutputType::LoglikelihoodRolling {
+        ensure!(k <= MAX_SHOTS, "task {}: {k} shots asked; at most {MAX_SHOTS} are supported", task.name());
         let n = shots_available(task);
         ensure!(
             k <= n,

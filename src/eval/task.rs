@@ -515,7 +515,10 @@ impl Task {
                     Target::Text(_) => {}
                 }
             }
-            self.images(doc).with_context(at)?;
+            for image in self.images(doc).with_context(at)? {
+                let file = self.image_root().join(&image);
+                ensure!(file.is_file(), "{}: key `doc_to_image`: image {} does not exist", at(), file.display());
+            }
             if split == "few-shot" || self.same_split {
                 self.shot(doc).with_context(at)?;
             }
