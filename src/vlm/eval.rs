@@ -106,11 +106,9 @@ pub fn normalise(answer: &str) -> String {
     answer.trim().trim_end_matches('.').trim().to_lowercase()
 }
 
-/// The evaluation records `opts` names, or the default synthetic ones sized to the model.
-fn eval_data(model: &Vlm, out: &Path, opts: &EvalOptions) -> Result<PathBuf> {
-    if let Some(path) = &opts.data {
-        return Ok(path.clone());
-    }
+/// The default evaluation records: held-out synthetic questions sized to the model, written
+/// under `out/data`.
+fn synthetic_eval_data(model: &Vlm, out: &Path) -> Result<PathBuf> {
     let dir = out.join("data");
     let cfg = SynthVlmConfig {
         world: WorldConfig { side: model.cfg.vision.image_size as u32, ..SynthVlmConfig::default().world },
@@ -149,8 +147,14 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, opts: &EvalOptions) -> 
     let loaded = checkpoint::load::<Vlm>(ckpt, device)?;
     let tok = loaded.tokenizer()?;
     let model = &loaded.model;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let data = eval_data(model, out, opts)?;
+    // Records the user names are read before anything is written, so bad data leaves no output.
+    let data = match &opts.data {
+        Some(path) => path.clone(),
+        None => {
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            synthetic_eval_data(model, out)?
+        }
+    };
     let items = read_records(&data, opts.image_root.as_deref())?;
     let n = model.cfg.tokens_per_image() as usize;
     let block = model.cfg.text.block_size as usize;
@@ -183,6 +187,7 @@ pub fn evaluate(ckpt: &Path, out: &Path, device: Device, opts: &EvalOptions) -> 
     if skipped_too_long > 0 {
         eprintln!("[vlm eval] {skipped_too_long} record(s) do not fit the context of {block} and are left out");
     }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let sample = SampleOptions { temperature: 0.0, max_new_tokens: opts.max_new_tokens, ..SampleOptions::default() };
     let bar = indicatif::ProgressBar::new(cases.len() as u64);
     let mut predictions = Vec::with_capacity(cases.len());

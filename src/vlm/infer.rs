@@ -56,6 +56,7 @@ pub fn user_message(text: &str, images: &[PathBuf]) -> Result<Message> {
     }
     for p in &parts {
         if let Part::Image(path) = p {
+            ensure!(!path.is_dir(), "image {} is a directory; give an image file", path.display());
             ensure!(path.is_file(), "image {} does not exist", path.display());
         }
     }
