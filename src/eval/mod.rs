@@ -10,9 +10,17 @@ pub mod model;
 pub mod results;
 pub mod task;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::checkpoint::{commit_replacing, is_empty_dir, temp_sibling};
+use harness::RunOptions;
+use model::EvalModel;
+use results::Row;
 
 /// A task by built-in name, or from a task file (a path ending in `.yaml` or `.yml`).
 pub fn load_task(spec: &str) -> Result<task::Task> {
@@ -22,18 +30,6 @@ pub fn load_task(spec: &str) -> Result<task::Task> {
         builtin::load(spec)
     }
 }
-
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-use anyhow::{ensure, Context};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
-
-use crate::checkpoint::{commit_replacing, temp_sibling};
-use harness::RunOptions;
-use model::EvalModel;
-use results::Row;
 
 /// An evaluation: checkpoints x tasks x shot counts; `eval.toml` in the output records it.
 #[derive(Clone, Debug, Serialize)]
@@ -105,10 +101,6 @@ pub fn run(spec: &EvalSpec, out: &Path, device: tch::Device) -> Result<Vec<Row>>
     let rows = written?;
     commit_replacing(&tmp, out, is_eval_output, "a gptlab evaluation")?;
     Ok(rows)
-}
-
-fn is_empty_dir(dir: &Path) -> bool {
-    crate::checkpoint::is_empty_dir(dir)
 }
 
 fn write_all(spec: &EvalSpec, tasks: &[task::Task], models: &[EvalModel], dir: &Path) -> Result<Vec<Row>> {
