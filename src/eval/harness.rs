@@ -73,6 +73,9 @@ pub struct Sample {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
     pub prediction: String,
+    /// The prediction after each `filter_list` pipeline, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub filtered: BTreeMap<String, String>,
     pub metrics: BTreeMap<String, f64>,
 }
 
@@ -80,6 +83,9 @@ pub struct Sample {
 #[derive(Clone, Debug)]
 pub struct Metric {
     pub name: String,
+    /// The filter pipeline the metric was computed after: "none" (lm-eval's name for no filter)
+    /// or a `filter_list` name.
+    pub filter: String,
     pub value: f64,
     pub stderr: Option<f64>,
     pub higher_is_better: bool,
@@ -371,6 +377,7 @@ pub fn evaluate(model: &EvalModel, task: &Task, k: usize, opts: &RunOptions, bar
             gold: None,
             confidence: None,
             prediction: String::new(),
+            filtered: BTreeMap::new(),
             metrics: BTreeMap::new(),
         };
         match plan {
@@ -406,6 +413,12 @@ pub fn evaluate(model: &EvalModel, task: &Task, k: usize, opts: &RunOptions, bar
                 s.loglikelihoods = vec![lls[gold].0];
                 for m in &specs {
                     s.metrics.insert(m.metric.clone(), metrics::exact_match(&s.prediction, &s.target, m) as u8 as f64);
+                    for p in &cfg.filter_list {
+                        let filtered = p.apply(&s.prediction);
+                        let right = metrics::exact_match(&filtered, &s.target, m);
+                        s.metrics.insert(filtered_key(&m.metric, &p.name), right as u8 as f64);
+                        s.filtered.insert(p.name.clone(), filtered);
+                    }
                 }
                 s.metrics.insert("log_pass_rate".into(), lls[gold].0);
             }
@@ -419,6 +432,11 @@ pub fn evaluate(model: &EvalModel, task: &Task, k: usize, opts: &RunOptions, bar
     }
     let metrics = aggregate(task, &samples, opts.seed)?;
     Ok(TaskScore { task: task.name().to_string(), k: k_asked, samples, metrics, original: task.docs.len() })
+}
+
+/// A sample's metric key after filter pipeline `filter`.
+fn filtered_key(metric: &str, filter: &str) -> String {
+    format!("{metric},{filter}")
 }
 
 /// Resamples of the ECE bootstrap: each one bins every document again, so fewer than the
@@ -484,17 +502,19 @@ fn aggregate(task: &Task, samples: &[Sample], seed: u64) -> Result<Vec<Metric>> 
                 (metrics::mean(&xs), metrics::mean_stderr(&xs), true)
             }
         };
-        out.push(Metric {
-            name: name.to_string(),
-            value,
-            stderr,
-            higher_is_better: spec.higher_is_better.unwrap_or(higher),
-        });
+        let higher_is_better = spec.higher_is_better.unwrap_or(higher);
+        out.push(Metric { name: name.to_string(), filter: "none".into(), value, stderr, higher_is_better });
+        for p in &task.cfg.filter_list {
+            let xs = column(&filtered_key(name, &p.name));
+            let (value, stderr) = (metrics::mean(&xs), metrics::mean_stderr(&xs));
+            out.push(Metric { name: name.to_string(), filter: p.name.clone(), value, stderr, higher_is_better });
+        }
     }
     if task.cfg.output_type == OutputType::GenerateUntil {
         let xs = column("log_pass_rate");
         out.push(Metric {
             name: "log_pass_rate".into(),
+            filter: "none".into(),
             value: metrics::mean(&xs),
             stderr: metrics::mean_stderr(&xs),
             higher_is_better: true,

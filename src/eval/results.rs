@@ -38,7 +38,7 @@ pub fn rows(model: &str, score: &TaskScore) -> Vec<Row> {
             model: model.to_string(),
             k: score.k,
             task: score.task.clone(),
-            metric: m.name.clone(),
+            metric: if m.filter == "none" { m.name.clone() } else { format!("{},{}", m.name, m.filter) },
             value: m.value,
             stderr: m.stderr,
             k_used_mean: score.k_used_mean(),
@@ -76,8 +76,8 @@ pub fn results_json(
         entry.insert("sample_len".into(), json!(score.samples.len()));
         let mut hib = Map::new();
         for m in &score.metrics {
-            entry.insert(format!("{},none", m.name), json!(m.value));
-            entry.insert(format!("{}_stderr,none", m.name), m.stderr.map_or(json!("N/A"), |s| json!(s)));
+            entry.insert(format!("{},{}", m.name, m.filter), json!(m.value));
+            entry.insert(format!("{}_stderr,{}", m.name, m.filter), m.stderr.map_or(json!("N/A"), |s| json!(s)));
             hib.insert(m.name.clone(), json!(m.higher_is_better));
         }
         results.insert(name.clone(), Value::Object(entry));

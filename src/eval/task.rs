@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Keys gptlab reads, in lm-eval's spelling.
-const SUPPORTED_KEYS: [&str; 21] = [
+const SUPPORTED_KEYS: [&str; 22] = [
     "task",
     "dataset_path",
     "dataset_kwargs",
@@ -34,6 +34,7 @@ const SUPPORTED_KEYS: [&str; 21] = [
     "fewshot_config",
     "generation_kwargs",
     "metric_list",
+    "filter_list",
     "metadata",
     "tag",
 ];
@@ -146,6 +147,33 @@ fn default_max_gen_toks() -> usize {
     256
 }
 
+/// One entry of `filter_list`: a named pipeline of steps applied to each generation before its
+/// metrics (lm-eval's filters; results are keyed `"<metric>,<name>"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterPipeline {
+    pub name: String,
+    pub filter: Vec<FilterStep>,
+}
+
+/// One filter step: `regex` (lm-eval's `RegexFilter`: the `group_select`-th match, its first
+/// non-empty group when the pattern has groups, stripped; `fallback` when nothing matches),
+/// `take_first`, `lowercase` or `uppercase`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterStep {
+    pub function: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex_pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_select: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+/// The filter functions gptlab applies.
+pub const FILTER_FUNCTIONS: [&str; 4] = ["regex", "take_first", "lowercase", "uppercase"];
+
 /// One entry of `metric_list`, with `exact_match`'s normalisation options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +251,8 @@ pub struct TaskConfig {
     pub generation_kwargs: Option<GenerationKwargs>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metric_list: Vec<MetricSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_list: Vec<FilterPipeline>,
     /// Free-form in lm-eval; gptlab reads `version`, and `unconditional_context` (GPT-3's
     /// normalisation context for `acc_mutual_info`; lm-eval's empty context when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,6 +340,32 @@ impl TaskConfig {
                 "key `fewshot_config.sampler`: `default` or `first_n`, got {sampler:?}"
             );
         }
+        if !self.filter_list.is_empty() {
+            ensure!(
+                self.output_type == OutputType::GenerateUntil,
+                "key `filter_list`: filters apply to generate_until tasks only"
+            );
+        }
+        for (i, p) in self.filter_list.iter().enumerate() {
+            ensure!(!p.name.trim().is_empty(), "key `filter_list`: pipeline {} has no name", i + 1);
+            ensure!(
+                !self.filter_list[..i].iter().any(|q| q.name == p.name),
+                "key `filter_list`: the name {:?} is given twice",
+                p.name
+            );
+            for step in &p.filter {
+                ensure!(
+                    FILTER_FUNCTIONS.contains(&step.function.as_str()),
+                    "key `filter_list`: function `{}` is not supported (choose from {})",
+                    step.function,
+                    FILTER_FUNCTIONS.join(", ")
+                );
+                if step.function == "regex" {
+                    let pattern = step.regex_pattern.as_deref().unwrap_or(DEFAULT_REGEX);
+                    regex::Regex::new(pattern).map_err(|e| anyhow!("key `filter_list.regex_pattern`: {e}"))?;
+                }
+            }
+        }
         for m in &self.metric_list {
             let allowed = metrics_for(self.output_type);
             ensure!(
@@ -373,6 +429,50 @@ impl TaskConfig {
 
     pub fn version(&self) -> Value {
         self.metadata.as_ref().and_then(|m| m.get("version")).cloned().unwrap_or(Value::from(1.0))
+    }
+}
+
+/// lm-eval's default `regex_pattern` (GSM8K's final answer).
+pub const DEFAULT_REGEX: &str = r"#### (\-?[0-9\.\,]+)";
+
+impl FilterPipeline {
+    /// The generation after every step.
+    pub fn apply(&self, text: &str) -> String {
+        self.filter.iter().fold(text.to_string(), |t, step| step.apply(&t))
+    }
+}
+
+impl FilterStep {
+    fn apply(&self, text: &str) -> String {
+        match self.function.as_str() {
+            "lowercase" => text.to_lowercase(),
+            "uppercase" => text.to_uppercase(),
+            "regex" => {
+                let fallback = || self.fallback.clone().unwrap_or_else(|| "[invalid]".into());
+                let re = regex::Regex::new(self.regex_pattern.as_deref().unwrap_or(DEFAULT_REGEX)).expect("validated");
+                // Python's findall: the whole match without groups, the group with one, and the
+                // first non-empty group with several (none: the fallback).
+                let matches: Vec<Option<String>> = re
+                    .captures_iter(text)
+                    .map(|c| match c.len() {
+                        1 => Some(c[0].to_string()),
+                        2 => Some(c.get(1).map_or("", |m| m.as_str()).to_string()),
+                        _ => (1..c.len())
+                            .filter_map(|g| c.get(g))
+                            .map(|m| m.as_str())
+                            .find(|m| !m.is_empty())
+                            .map(String::from),
+                    })
+                    .collect();
+                let select = self.group_select.unwrap_or(0);
+                let index = if select < 0 { matches.len() as i64 + select } else { select };
+                match usize::try_from(index).ok().and_then(|i| matches.get(i)) {
+                    Some(Some(m)) => m.trim().to_string(),
+                    _ => fallback(),
+                }
+            }
+            _ => text.to_string(), // take_first: one generation per request here
+        }
     }
 }
 
@@ -720,5 +820,51 @@ fn jinja_error(e: &minijinja::Error) -> String {
     match e.detail() {
         Some(detail) => format!("{} ({detail})", e.kind()),
         None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regex(pattern: &str, group_select: Option<i64>, fallback: Option<&str>) -> FilterStep {
+        FilterStep {
+            function: "regex".into(),
+            regex_pattern: Some(pattern.into()),
+            group_select,
+            fallback: fallback.map(String::from),
+        }
+    }
+
+    #[test]
+    fn regex_filters_extract_as_lm_eval_does() {
+        // One group: the group of the first match, stripped.
+        let answer = regex(r"So .* = (-?\d+)", None, None);
+        assert_eq!(answer.apply("Add 48 + 76 digit by digit:\n...\nSo 48 + 76 = 124\n"), "124");
+        // Nothing matches: lm-eval's fallback, or the one given.
+        assert_eq!(answer.apply("no idea"), "[invalid]");
+        assert_eq!(regex(r"= (\d+)", None, Some("none")).apply("?"), "none");
+        // group_select picks among matches, from the end when negative; without groups the
+        // whole match; with several groups the first non-empty one.
+        assert_eq!(regex(r"(\d)", Some(-1), None).apply("a 1 b 2"), "2");
+        assert_eq!(regex(r"\d+", Some(1), None).apply("12 and 345"), "345");
+        assert_eq!(regex(r"(x)|(y)", None, None).apply("y"), "y");
+        assert_eq!(regex(r"(\d)", Some(5), None).apply("1"), "[invalid]");
+        // A pipeline applies its steps in order.
+        let lower =
+            FilterStep { function: "lowercase".into(), regex_pattern: None, group_select: None, fallback: None };
+        let p = FilterPipeline { name: "get".into(), filter: vec![lower, regex(r"answer: (\w+)", None, None)] };
+        assert_eq!(p.apply("ANSWER: Paris"), "paris");
+    }
+
+    #[test]
+    fn filter_lists_are_checked() {
+        let base = "task: t\ndataset_kwargs: {data_files: {test: x.jsonl}}\ntest_split: test\ndoc_to_text: q\ndoc_to_target: a\n";
+        let ok = format!("{base}filter_list:\n  - name: get\n    filter:\n      - function: regex\n        regex_pattern: '(\\d+)'\n      - function: take_first\n");
+        assert_eq!(TaskConfig::from_yaml(&ok).unwrap().filter_list[0].filter.len(), 2);
+        let bad = format!("{base}filter_list:\n  - name: get\n    filter:\n      - function: majority_vote\n");
+        assert!(TaskConfig::from_yaml(&bad).unwrap_err().to_string().contains("`majority_vote` is not supported"));
+        let mc = "task: t\ndataset_kwargs: {data_files: {test: x.jsonl}}\ntest_split: test\noutput_type: multiple_choice\ndoc_to_text: q\ndoc_to_choice: c\ndoc_to_target: 0\nfilter_list: [{name: g, filter: [{function: lowercase}]}]\n";
+        assert!(TaskConfig::from_yaml(mc).unwrap_err().to_string().contains("generate_until tasks only"));
     }
 }

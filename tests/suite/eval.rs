@@ -285,7 +285,7 @@ fn choice_loglikelihoods_are_the_joint_encodings_and_do_not_depend_on_the_batch_
 fn generations_do_not_depend_on_the_batch_size_and_stop_at_the_stop_string() {
     let docs = qa_docs(10);
     let (_d, path) = task_dir(
-        "doc_to_text: \"Q: {{q}} A:\"\ndoc_to_target: a\ngeneration_kwargs: {until: [\"e\"], max_gen_toks: 6}\n",
+        "doc_to_text: \"Q: {{q}} A:\"\ndoc_to_target: a\ngeneration_kwargs: {until: [\"e\"], max_gen_toks: 6}\nfilter_list: [{name: digits, filter: [{function: regex, regex_pattern: '(\\d+)', fallback: '?'}]}]\n",
         &docs,
         &docs,
     );
@@ -300,6 +300,15 @@ fn generations_do_not_depend_on_the_batch_size_and_stop_at_the_stop_string() {
         assert!((a.loglikelihoods[0] - b.loglikelihoods[0]).abs() < 1e-5);
     }
     assert!(one.metric("exact_match").is_some() && one.metric("log_pass_rate").is_some());
+    // The filter pipeline's metric is scored on each prediction after the filter.
+    let digits = one.metrics.iter().find(|m| m.filter == "digits").expect("a filtered metric");
+    let mut right = 0.0;
+    for s in &one.samples {
+        let first = s.prediction.split(|c: char| !c.is_ascii_digit()).find(|p| !p.is_empty()).unwrap_or("?");
+        assert_eq!(s.filtered["digits"], first, "{:?}", s.prediction);
+        right += (first == s.target) as u8 as f64;
+    }
+    assert!((digits.value - right / one.samples.len() as f64).abs() < 1e-12);
 }
 
 #[test]
