@@ -33,7 +33,7 @@ const SHOT_DOCS: usize = 100;
 const WORD_MAP_PAIRS: usize = 6;
 
 /// Every built-in task, with what it measures.
-pub const TASKS: [(&str, &str); 35] = [
+pub const TASKS: [(&str, &str); 40] = [
     ("arithmetic_2da", "GPT-3 2-digit addition, generated answer"),
     ("arithmetic_2ds", "GPT-3 2-digit subtraction"),
     ("arithmetic_3da", "GPT-3 3-digit addition"),
@@ -45,6 +45,14 @@ pub const TASKS: [(&str, &str); 35] = [
     ("arithmetic_2dm", "GPT-3 2-digit multiplication"),
     ("arithmetic_1dc", "GPT-3 one-digit composite, e.g. 6+(4*8)"),
     ("arithmetic_2da_mc", "2-digit addition as multiple choice among near misses"),
+    (
+        "arithmetic_2da_cot",
+        "arithmetic_2da's problems worked digit by digit (the corpus's scratchpad), answer extracted",
+    ),
+    ("arithmetic_3da_cot", "arithmetic_3da's problems with the scratchpad"),
+    ("arithmetic_4da_cot", "arithmetic_4da's problems with the scratchpad"),
+    ("arithmetic_5da_cot", "arithmetic_5da's problems with the scratchpad"),
+    ("arithmetic_2dm_cot", "arithmetic_2dm's problems by partial products"),
     ("cycle_letters", "GPT-3 word scrambling: letters cycled"),
     ("anagrams1", "GPT-3 word scrambling: all but the first and last letter shuffled"),
     ("anagrams2", "GPT-3 word scrambling: all but the first and last two letters shuffled"),
@@ -165,9 +173,11 @@ const GENERATE_TAIL: &str = "generation_kwargs:\n  until: [\"\\n\"]\n  max_gen_t
 /// Generates built-in task `name`.
 pub fn generate(name: &str) -> Result<Generated> {
     let split = |f: &mut dyn FnMut(&mut ChaCha8Rng) -> Value| -> (Vec<Value>, Vec<Value>) {
-        let mut rng = seeded(name, "test");
+        // A scratchpad task asks its direct twin's problems, drawn from the same streams.
+        let stream = name.strip_suffix("_cot").unwrap_or(name);
+        let mut rng = seeded(stream, "test");
         let test = (0..TEST_DOCS).map(|_| f(&mut rng)).collect();
-        let mut rng = seeded(name, "train");
+        let mut rng = seeded(stream, "train");
         let train = (0..SHOT_DOCS).map(|_| f(&mut rng)).collect();
         (test, train)
     };
@@ -179,6 +189,14 @@ pub fn generate(name: &str) -> Result<Generated> {
     }
     let holdout = Holdout::default();
     let (yaml, (test, train)) = match name {
+        n if n.starts_with("arithmetic_") && n.ends_with("_cot") => {
+            let family = arithmetic_family(&n["arithmetic_".len()..n.len() - "_cot".len()])?;
+            let yaml = format!(
+                "{}doc_to_text: prompt\ntarget_delimiter: \"\\n\"\ndoc_to_target: answer\nfewshot_config:\n  doc_to_target: steps\ngeneration_kwargs:\n  until: [\"\\n\\n\"]\n  max_gen_toks: 96\nfilter_list:\n  - name: answer\n    filter:\n      - function: regex\n        regex_pattern: \"So .* = (-?[0-9]+)\"\n      - function: take_first\nmetric_list:\n  - metric: exact_match\n",
+                header(n, "generate_until")
+            );
+            (yaml, split(&mut |rng| worked_doc(rng, family, &holdout)))
+        }
         n if n.starts_with("arithmetic_") && !n.ends_with("_mc") => {
             let family = arithmetic_family(&n["arithmetic_".len()..])?;
             let yaml = format!(
@@ -401,6 +419,16 @@ fn arithmetic_doc(rng: &mut ChaCha8Rng, family: ArithFamily, holdout: &Holdout) 
     json!({"question": p.question(), "answer": p.answer.to_string()})
 }
 
+/// A held-out problem worked out step by step, as the corpus's worked documents are: the header
+/// line is the prompt, the steps (ending "So a + b = c") the shots' target. Draws exactly what
+/// [`arithmetic_doc`] draws, so the two tasks ask the same problems.
+fn worked_doc(rng: &mut ChaCha8Rng, family: ArithFamily, holdout: &Holdout) -> Value {
+    let p = held_out_problem(rng, family, holdout);
+    let worked = p.worked().expect("scratchpad tasks are addition and multiplication");
+    let (prompt, steps) = worked.split_once('\n').expect("a header and steps");
+    json!({"question": p.question(), "prompt": prompt, "steps": steps, "answer": p.answer.to_string()})
+}
+
 /// The right sum among three near misses (off by one, by ten, digits of the tens swapped).
 fn arithmetic_mc_doc(rng: &mut ChaCha8Rng, holdout: &Holdout) -> Value {
     let p = held_out_problem(rng, ArithFamily::Add2, holdout);
@@ -507,6 +535,13 @@ mod tests {
                 .map(|n| n.parse().unwrap())
                 .collect();
             assert!(crate::synth::lexicon::is_held_out_pair(nums[0], nums[1], holdout.numbers), "{q}");
+        }
+        // The scratchpad tasks ask the direct ones' problems.
+        let direct = generate("arithmetic_3da").unwrap().test;
+        let worked = generate("arithmetic_3da_cot").unwrap().test;
+        for (d, w) in direct.iter().zip(&worked) {
+            assert_eq!((&d["question"], &d["answer"]), (&w["question"], &w["answer"]));
+            assert!(w["steps"].as_str().unwrap().ends_with(&format!("= {}", w["answer"].as_str().unwrap())));
         }
         for family in ArithFamily::ALL {
             let name = arithmetic_task(family);

@@ -112,9 +112,10 @@ impl TaskScore {
         self.metrics.iter().find(|m| m.name == name)
     }
 
-    /// The metric reports lead with: the task's first.
+    /// The metric reports lead with: the task's first, after its first filter when it has
+    /// filters (a scratchpad's unfiltered text never equals the answer).
     pub fn headline(&self) -> &Metric {
-        &self.metrics[0]
+        self.metrics.iter().find(|m| m.filter != "none").unwrap_or(&self.metrics[0])
     }
 }
 

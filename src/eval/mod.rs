@@ -120,7 +120,10 @@ fn write_all(spec: &EvalSpec, tasks: &[task::Task], models: &[EvalModel], dir: &
             let mut scores = Vec::new();
             for t in tasks {
                 let score = harness::evaluate(m, t, k, &spec.options, &bar)?;
-                headline.entry(score.task.clone()).or_insert_with(|| score.headline().name.clone());
+                let lead = score.headline();
+                let key =
+                    if lead.filter == "none" { lead.name.clone() } else { format!("{},{}", lead.name, lead.filter) };
+                headline.entry(score.task.clone()).or_insert(key);
                 rows.extend(results::rows(&m.name, &score));
                 scores.push(score);
             }
