@@ -76,8 +76,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let device = args.dev.resolve()?;
     let rows = eval::run(&spec, &out, device)?;
+    // One line per model, K and task: its first metric, after its first filter when it has one.
     let mut seen = std::collections::BTreeSet::new();
-    for r in &rows {
+    let lead = |r: &&gptlab::eval::results::Row| {
+        r.metric.contains(',') || !rows.iter().any(|o| o.task == r.task && o.metric.contains(','))
+    };
+    for r in rows.iter().filter(lead) {
         if seen.insert((r.model.clone(), r.k, r.task.clone())) {
             let err = r.stderr.map(|s| format!(" ± {s:.4}")).unwrap_or_default();
             println!(
