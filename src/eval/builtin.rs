@@ -5,7 +5,7 @@
 //! random (the word and linear maps), so nothing scored was seen in training. Each task is an lm-eval task file plus JSONL splits, the same thing a user
 //! writes: `gptlab eval tasks --write DIR` puts them on disk for lm-eval or for editing.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -148,7 +148,9 @@ pub fn write(name: &str, dir: &Path) -> Result<()> {
     crate::jsonl::write_jsonl(&dir.join(format!("{name}_train.jsonl")), &g.train)?;
     g.images.par_iter().try_for_each(|(rel, img)| -> Result<()> {
         let file = dir.join(rel);
-        std::fs::create_dir_all(file.parent().expect("a file in a folder"))?;
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
         img.save(&file).with_context(|| format!("writing {}", file.display()))
     })
 }
@@ -191,6 +193,13 @@ pub fn generate(name: &str) -> Result<Generated> {
     let (yaml, (test, train)) = match name {
         n if n.starts_with("arithmetic_") && n.ends_with("_cot") => {
             let family = arithmetic_family(&n["arithmetic_".len()..n.len() - "_cot".len()])?;
+            // Only additions and multiplications have a worked form in the corpus.
+            use ArithFamily::*;
+            ensure!(
+                matches!(family, Add2 | Add3 | Add4 | Add5 | Mul2),
+                "unknown task {n:?}: scratchpad tasks are {}",
+                names().into_iter().filter(|t| t.ends_with("_cot")).collect::<Vec<_>>().join(", ")
+            );
             let yaml = format!(
                 "{}doc_to_text: prompt\ntarget_delimiter: \"\\n\"\ndoc_to_target: answer\nfewshot_config:\n  doc_to_target: steps\ngeneration_kwargs:\n  until: [\"\\n\\n\"]\n  max_gen_toks: 96\nfilter_list:\n  - name: answer\n    filter:\n      - function: regex\n        regex_pattern: \"So .* = (-?[0-9]+)\"\n      - function: take_first\nmetric_list:\n  - metric: exact_match\n",
                 header(n, "generate_until")
@@ -335,13 +344,9 @@ fn vqa(name: &str, kind: &str) -> Result<Generated> {
         }
         docs
     };
-    let test = split("test", MM_TEST_DOCS);
-    let train = split("train", MM_SHOT_DOCS);
-    let yaml = format!(
-        "{}{CHAT_HEADER}doc_to_text: \"<image>\\n{{{{question}}}}<|endoftext|><|assistant|>\\n\"\ndoc_to_target: answer\nfewshot_delimiter: \"<|endoftext|><|user|>\\n\"\n{CHAT_TAIL}",
-        header(name, "generate_until")
-    );
-    Ok(Generated { yaml, test, train, images })
+    let (test, train) = (split("test", MM_TEST_DOCS), split("train", MM_SHOT_DOCS));
+    let keys = "doc_to_text: \"<image>\\n{{question}}<|endoftext|><|assistant|>\\n\"\ndoc_to_target: answer\nfewshot_delimiter: \"<|endoftext|><|user|>\\n\"\n";
+    Ok(chat_task(name, keys, test, train, images))
 }
 
 /// GPT-4V's gauge reading in context: every gauge of the task shares one of `data synth-vlm`'s
@@ -368,13 +373,23 @@ fn gauge_reading(name: &str, scale: &str) -> Result<Generated> {
             })
             .collect()
     };
-    let test = split("test", MM_TEST_DOCS);
-    let train = split("train", MM_SHOT_DOCS);
-    let yaml = format!(
-        "{}{CHAT_HEADER}doc_to_text: \"<image>\\n{EPISODE_QUESTION}<|endoftext|><|assistant|>\\n\"\ndoc_to_target: reading\nfewshot_config:\n  doc_to_text: \"<image>\\nIt reads\"\n  target_delimiter: \" \"\n  fewshot_delimiter: \".\\n\"\n{CHAT_TAIL}",
-        header(name, "generate_until")
+    let (test, train) = (split("test", MM_TEST_DOCS), split("train", MM_SHOT_DOCS));
+    let keys = format!(
+        "doc_to_text: \"<image>\\n{EPISODE_QUESTION}<|endoftext|><|assistant|>\\n\"\ndoc_to_target: reading\nfewshot_config:\n  doc_to_text: \"<image>\\nIt reads\"\n  target_delimiter: \" \"\n  fewshot_delimiter: \".\\n\"\n"
     );
-    Ok(Generated { yaml, test, train, images })
+    Ok(chat_task(name, &keys, test, train, images))
+}
+
+/// A multimodal task in the chat template: the shared header and tail around its own `keys`.
+fn chat_task(
+    name: &str,
+    keys: &str,
+    test: Vec<Value>,
+    train: Vec<Value>,
+    images: Vec<(String, RgbImage)>,
+) -> Generated {
+    let yaml = format!("{}{CHAT_HEADER}{keys}{CHAT_TAIL}", header(name, "generate_until"));
+    Generated { yaml, test, train, images }
 }
 
 /// The built-in task of an arithmetic family ("arithmetic_2da" for 2-digit addition).
@@ -424,7 +439,7 @@ fn arithmetic_doc(rng: &mut ChaCha8Rng, family: ArithFamily, holdout: &Holdout) 
 /// [`arithmetic_doc`] draws, so the two tasks ask the same problems.
 fn worked_doc(rng: &mut ChaCha8Rng, family: ArithFamily, holdout: &Holdout) -> Value {
     let p = held_out_problem(rng, family, holdout);
-    let worked = p.worked().expect("scratchpad tasks are addition and multiplication");
+    let worked = p.worked().expect("generate() admits only the families with a worked form");
     let (prompt, steps) = worked.split_once('\n').expect("a header and steps");
     json!({"question": p.question(), "prompt": prompt, "steps": steps, "answer": p.answer.to_string()})
 }
@@ -521,6 +536,8 @@ mod tests {
             assert_eq!(generate(name).unwrap().test, task.docs, "{name}");
         }
         assert!(load("no_such_task").err().unwrap().to_string().contains("unknown task"));
+        // Subtraction has no worked form: a one-line error, not a panic.
+        assert!(load("arithmetic_2ds_cot").err().unwrap().to_string().contains("scratchpad tasks are"));
     }
 
     #[test]
