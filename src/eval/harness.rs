@@ -360,6 +360,7 @@ pub fn evaluate(model: &EvalModel, task: &Task, k: usize, opts: &RunOptions, bar
     let lls = model.loglikelihood(&ll_reqs, opts.batch_size, bar).with_context(|| format!("task {}", task.name()))?;
     let gens = model.generate(&gen_reqs, opts.batch_size, bar).with_context(|| format!("task {}", task.name()))?;
 
+    let filters = cfg.filter_list.iter().map(|p| p.compile()).collect::<Result<Vec<_>>>()?;
     let mut samples = Vec::with_capacity(n_docs);
     for (i, (prompt, plan)) in prompts.into_iter().zip(plans).enumerate() {
         let doc = &task.docs[i];
@@ -412,13 +413,14 @@ pub fn evaluate(model: &EvalModel, task: &Task, k: usize, opts: &RunOptions, bar
             Plan::Generate { gen, gold } => {
                 s.prediction = gens[gen].clone();
                 s.loglikelihoods = vec![lls[gold].0];
+                for f in &filters {
+                    s.filtered.insert(f.name.clone(), f.apply(&s.prediction));
+                }
                 for m in &specs {
                     s.metrics.insert(m.metric.clone(), metrics::exact_match(&s.prediction, &s.target, m) as u8 as f64);
-                    for p in &cfg.filter_list {
-                        let filtered = p.apply(&s.prediction);
-                        let right = metrics::exact_match(&filtered, &s.target, m);
-                        s.metrics.insert(filtered_key(&m.metric, &p.name), right as u8 as f64);
-                        s.filtered.insert(p.name.clone(), filtered);
+                    for (name, filtered) in &s.filtered {
+                        let right = metrics::exact_match(filtered, &s.target, m);
+                        s.metrics.insert(filtered_key(&m.metric, name), right as u8 as f64);
                     }
                 }
                 s.metrics.insert("log_pass_rate".into(), lls[gold].0);

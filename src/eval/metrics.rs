@@ -90,8 +90,9 @@ pub fn bits_per_byte(lls: &[f64], bytes: &[f64]) -> f64 {
 /// Words as lm-eval counts them: pieces of a split on whitespace runs (`re.split(r"\s+", text)`),
 /// so leading or trailing whitespace adds an empty piece.
 pub fn count_words(text: &str) -> usize {
-    let re = Regex::new(r"\s+").expect("a valid regex");
-    re.split(text).count()
+    static WHITESPACE: std::sync::LazyLock<Regex> =
+        std::sync::LazyLock::new(|| Regex::new(r"\s+").expect("a constant, valid pattern"));
+    WHITESPACE.split(text).count()
 }
 
 /// The probability a model gives its chosen answer: the softmax over the choices' summed

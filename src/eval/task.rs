@@ -353,18 +353,7 @@ impl TaskConfig {
                 "key `filter_list`: the name {:?} is given twice",
                 p.name
             );
-            for step in &p.filter {
-                ensure!(
-                    FILTER_FUNCTIONS.contains(&step.function.as_str()),
-                    "key `filter_list`: function `{}` is not supported (choose from {})",
-                    step.function,
-                    FILTER_FUNCTIONS.join(", ")
-                );
-                if step.function == "regex" {
-                    let pattern = step.regex_pattern.as_deref().unwrap_or(DEFAULT_REGEX);
-                    regex::Regex::new(pattern).map_err(|e| anyhow!("key `filter_list.regex_pattern`: {e}"))?;
-                }
-            }
+            p.compile()?;
         }
         for m in &self.metric_list {
             let allowed = metrics_for(self.output_type);
@@ -436,24 +425,63 @@ impl TaskConfig {
 pub const DEFAULT_REGEX: &str = r"#### (\-?[0-9\.\,]+)";
 
 impl FilterPipeline {
-    /// The generation after every step.
-    pub fn apply(&self, text: &str) -> String {
-        self.filter.iter().fold(text.to_string(), |t, step| step.apply(&t))
+    /// The pipeline ready to run, its regexes compiled once (errors name the key).
+    pub fn compile(&self) -> Result<CompiledFilter> {
+        let steps = self
+            .filter
+            .iter()
+            .map(|step| {
+                Ok(match step.function.as_str() {
+                    "lowercase" => Step::Lowercase,
+                    "uppercase" => Step::Uppercase,
+                    "take_first" => Step::TakeFirst,
+                    "regex" => Step::Regex {
+                        re: regex::Regex::new(step.regex_pattern.as_deref().unwrap_or(DEFAULT_REGEX))
+                            .map_err(|e| anyhow!("key `filter_list.regex_pattern`: {e}"))?,
+                        select: step.group_select.unwrap_or(0),
+                        fallback: step.fallback.clone().unwrap_or_else(|| "[invalid]".into()),
+                    },
+                    other => bail!(
+                        "key `filter_list`: function `{other}` is not supported (choose from {})",
+                        FILTER_FUNCTIONS.join(", ")
+                    ),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(CompiledFilter { name: self.name.clone(), steps })
     }
 }
 
-impl FilterStep {
-    fn apply(&self, text: &str) -> String {
-        match self.function.as_str() {
-            "lowercase" => text.to_lowercase(),
-            "uppercase" => text.to_uppercase(),
-            "regex" => {
-                let fallback = || self.fallback.clone().unwrap_or_else(|| "[invalid]".into());
-                let re = regex::Regex::new(self.regex_pattern.as_deref().unwrap_or(DEFAULT_REGEX)).expect("validated");
+/// A `filter_list` pipeline, compiled.
+pub struct CompiledFilter {
+    pub name: String,
+    steps: Vec<Step>,
+}
+
+enum Step {
+    Lowercase,
+    Uppercase,
+    /// One generation per request here, so the first is the only one.
+    TakeFirst,
+    Regex {
+        re: regex::Regex,
+        select: i64,
+        fallback: String,
+    },
+}
+
+impl CompiledFilter {
+    /// The generation after every step.
+    pub fn apply(&self, text: &str) -> String {
+        self.steps.iter().fold(text.to_string(), |t, step| match step {
+            Step::Lowercase => t.to_lowercase(),
+            Step::Uppercase => t.to_uppercase(),
+            Step::TakeFirst => t,
+            Step::Regex { re, select, fallback } => {
                 // Python's findall: the whole match without groups, the group with one, and the
                 // first non-empty group with several (none: the fallback).
                 let matches: Vec<Option<String>> = re
-                    .captures_iter(text)
+                    .captures_iter(&t)
                     .map(|c| match c.len() {
                         1 => Some(c[0].to_string()),
                         2 => Some(c.get(1).map_or("", |m| m.as_str()).to_string()),
@@ -464,15 +492,13 @@ impl FilterStep {
                             .map(String::from),
                     })
                     .collect();
-                let select = self.group_select.unwrap_or(0);
-                let index = if select < 0 { matches.len() as i64 + select } else { select };
+                let index = if *select < 0 { matches.len() as i64 + select } else { *select };
                 match usize::try_from(index).ok().and_then(|i| matches.get(i)) {
                     Some(Some(m)) => m.trim().to_string(),
-                    _ => fallback(),
+                    _ => fallback.clone(),
                 }
             }
-            _ => text.to_string(), // take_first: one generation per request here
-        }
+        })
     }
 }
 
@@ -560,6 +586,8 @@ impl Task {
         shot_docs: Vec<Value>,
         same_split: bool,
     ) -> Result<Task> {
+        // Built in code rather than read from YAML, the config is checked here all the same.
+        cfg.validate()?;
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_syntax(
@@ -836,24 +864,29 @@ mod tests {
         }
     }
 
+    /// A pipeline of the given steps, compiled.
+    fn pipeline(steps: Vec<FilterStep>) -> CompiledFilter {
+        FilterPipeline { name: "get".into(), filter: steps }.compile().unwrap()
+    }
+
     #[test]
     fn regex_filters_extract_as_lm_eval_does() {
         // One group: the group of the first match, stripped.
-        let answer = regex(r"So .* = (-?\d+)", None, None);
+        let answer = pipeline(vec![regex(r"So .* = (-?\d+)", None, None)]);
         assert_eq!(answer.apply("Add 48 + 76 digit by digit:\n...\nSo 48 + 76 = 124\n"), "124");
         // Nothing matches: lm-eval's fallback, or the one given.
         assert_eq!(answer.apply("no idea"), "[invalid]");
-        assert_eq!(regex(r"= (\d+)", None, Some("none")).apply("?"), "none");
+        assert_eq!(pipeline(vec![regex(r"= (\d+)", None, Some("none"))]).apply("?"), "none");
         // group_select picks among matches, from the end when negative; without groups the
         // whole match; with several groups the first non-empty one.
-        assert_eq!(regex(r"(\d)", Some(-1), None).apply("a 1 b 2"), "2");
-        assert_eq!(regex(r"\d+", Some(1), None).apply("12 and 345"), "345");
-        assert_eq!(regex(r"(x)|(y)", None, None).apply("y"), "y");
-        assert_eq!(regex(r"(\d)", Some(5), None).apply("1"), "[invalid]");
+        assert_eq!(pipeline(vec![regex(r"(\d)", Some(-1), None)]).apply("a 1 b 2"), "2");
+        assert_eq!(pipeline(vec![regex(r"\d+", Some(1), None)]).apply("12 and 345"), "345");
+        assert_eq!(pipeline(vec![regex(r"(x)|(y)", None, None)]).apply("y"), "y");
+        assert_eq!(pipeline(vec![regex(r"(\d)", Some(5), None)]).apply("1"), "[invalid]");
         // A pipeline applies its steps in order.
         let lower =
             FilterStep { function: "lowercase".into(), regex_pattern: None, group_select: None, fallback: None };
-        let p = FilterPipeline { name: "get".into(), filter: vec![lower, regex(r"answer: (\w+)", None, None)] };
+        let p = pipeline(vec![lower, regex(r"answer: (\w+)", None, None)]);
         assert_eq!(p.apply("ANSWER: Paris"), "paris");
     }
 

@@ -19,7 +19,7 @@ use crate::checkpoint;
 use crate::data::shards::ShardMeta;
 use crate::eval::harness::{self, RunOptions};
 use crate::eval::{builtin, model::EvalModel};
-use crate::models::gpt::{Gpt, GptConfig};
+use crate::models::gpt::GptConfig;
 use crate::synth::arithmetic::ArithFamily;
 use crate::synth::{Mixture, SynthConfig};
 use crate::train::{self, ModelSpec, TrainConfig, TrainSection};
@@ -374,8 +374,8 @@ pub fn run_one(dir: &Path, threads: Option<usize>, problems: usize) -> Result<Ru
     };
     let val_curve = metrics.iter().filter_map(|r| Some((r["tokens"].as_f64()?, r["val_loss"].as_f64()?))).collect();
     let device = crate::device::parse_device(&cfg.train.device)?;
-    let loaded = checkpoint::load::<Gpt>(&cfg.checkpoint_dir(), device)?;
-    let gpt: &GptConfig = &loaded.model.cfg;
+    // The config alone: the harness loads the weights once, for the pass rates.
+    let gpt: &GptConfig = &checkpoint::read_config(&checkpoint::resolve(&cfg.checkpoint_dir())?)?;
     let counts = gpt.param_counts();
     let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
     let flops_per_token = gpt.flops_per_token(gpt.block_size);
