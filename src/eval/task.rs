@@ -365,7 +365,7 @@ impl TaskConfig {
                 allowed.join(", ")
             );
             for re in &m.regexes_to_ignore {
-                regex::Regex::new(re).map_err(|e| anyhow!("key `metric_list.regexes_to_ignore`: {e}"))?;
+                regex::Regex::new(re).map_err(|e| anyhow!("key `metric_list.regexes_to_ignore`: {}", one_line(&e)))?;
             }
         }
         Ok(())
@@ -437,7 +437,7 @@ impl FilterPipeline {
                     "take_first" => Step::TakeFirst,
                     "regex" => Step::Regex {
                         re: regex::Regex::new(step.regex_pattern.as_deref().unwrap_or(DEFAULT_REGEX))
-                            .map_err(|e| anyhow!("key `filter_list.regex_pattern`: {e}"))?,
+                            .map_err(|e| anyhow!("key `filter_list.regex_pattern`: {}", one_line(&e)))?,
                         select: step.group_select.unwrap_or(0),
                         fallback: step.fallback.clone().unwrap_or_else(|| "[invalid]".into()),
                     },
@@ -839,9 +839,15 @@ fn parse_list_literal(s: &str) -> Result<Vec<String>> {
 
 /// lm-eval's one custom Jinja filter: `re.sub(pattern, repl, string, count)` (0 = every match).
 fn regex_replace(s: String, pattern: String, repl: String, count: Option<usize>) -> Result<String, minijinja::Error> {
-    let re = regex::Regex::new(&pattern)
-        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("regex_replace: {e}")))?;
+    let re = regex::Regex::new(&pattern).map_err(|e| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("regex_replace: {}", one_line(&e)))
+    })?;
     Ok(re.replacen(&s, count.unwrap_or(0), repl.as_str()).into_owned())
+}
+
+/// A regex error on one line: the crate draws a caret under the pattern over several.
+fn one_line(e: &regex::Error) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn jinja_error(e: &minijinja::Error) -> String {

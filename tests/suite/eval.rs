@@ -131,6 +131,7 @@ fn broken_task_files_are_one_line_errors_and_leave_no_output() {
             "metric `bleu` does not apply",
         ),
         ("doc_to_text: q\ndoc_to_target: a\ndoc_to_image: q\n", docs.clone(), "key `doc_to_image`: image"),
+        ("doc_to_text: q\ndoc_to_target: a\nfilter_list: [{name: g, filter: [{function: regex, regex_pattern: '(x'}]}]\n", docs.clone(), "key `filter_list.regex_pattern`"),
     ];
     for (body, test, expected) in cases {
         let (_d, path) = task_dir(body, &test, &docs);
@@ -138,6 +139,9 @@ fn broken_task_files_are_one_line_errors_and_leave_no_output() {
             run_err(&["eval", "--ckpt", ckpt, "--tasks", path.to_str().unwrap(), "--out", dest.to_str().unwrap()]);
         assert!(err.contains(expected), "{body}: {err}");
         assert!(err.contains("t.yaml"), "the error names the file: {err}");
+        let args = ["eval", "--ckpt", ckpt, "--tasks", path.to_str().unwrap(), "--out", dest.to_str().unwrap()];
+        let stderr = String::from_utf8(crate::common::gptlab(&args).stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         assert!(!dest.exists(), "{body}: the output directory was created");
     }
     let (d, path) = task_dir("doc_to_text: q\ndoc_to_target: a\n", &docs, &docs);
