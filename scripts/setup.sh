@@ -19,8 +19,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
             exit 1
         fi
     fi
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -r requirements.txt
+    # No pip cache: torch's CUDA wheels are gigabytes, and a cached copy beside the installed one
+    # doubles what the first set-up needs on disk (CI once ran out of space there).
+    .venv/bin/python -m pip install -q --no-cache-dir --upgrade pip
+    .venv/bin/python -m pip install -q --no-cache-dir -r requirements.txt
     echo "$want" > "$stamp"
 fi
 torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')
