@@ -255,6 +255,18 @@ impl ModelConfig for crate::models::vlm::VlmConfig {
     }
 }
 
+impl ModelConfig for crate::models::finetuned::FinetunedConfig {
+    const FAMILY: &'static str = FINETUNED;
+    const DISPLAY: &'static str = "fine-tuned GPT";
+    fn validate(&self) -> Result<()> {
+        crate::models::finetuned::FinetunedConfig::validate(self)
+    }
+}
+
+/// The family of GPT-1-style fine-tuned models. Their decoder is a whole GPT, so anything that
+/// takes a GPT checkpoint takes one of these too (its config's `gpt`, its tensors but `heads.`).
+const FINETUNED: &str = "gpt-finetuned";
+
 impl ModelConfig for ClipConfig {
     const FAMILY: &'static str = "clip";
     const DISPLAY: &'static str = "CLIP";
@@ -292,6 +304,16 @@ impl Family for crate::models::vlm::Vlm {
     }
 }
 
+impl Family for crate::models::finetuned::FinetunedGpt {
+    type Config = crate::models::finetuned::FinetunedConfig;
+    fn build(cfg: &Self::Config, p: nn::Path) -> Result<Self> {
+        crate::models::finetuned::FinetunedGpt::new(cfg, p)
+    }
+    fn vocab_rows(&self) -> i64 {
+        self.cfg.gpt.vocab_size
+    }
+}
+
 impl Family for Clip {
     type Config = ClipConfig;
     fn build(cfg: &ClipConfig, p: nn::Path) -> Result<Self> {
@@ -308,6 +330,7 @@ fn display_name(family: &str) -> &str {
         "gpt" => GptConfig::DISPLAY,
         "clip" => ClipConfig::DISPLAY,
         "vlm" => crate::models::vlm::VlmConfig::DISPLAY,
+        FINETUNED => crate::models::finetuned::FinetunedConfig::DISPLAY,
         other => other,
     }
 }
@@ -341,6 +364,7 @@ pub fn is_checkpoint(dir: &Path) -> bool {
             "gpt" => parse_config::<GptConfig>(v, dir).is_ok(),
             "clip" => parse_config::<ClipConfig>(v, dir).is_ok(),
             "vlm" => parse_config::<crate::models::vlm::VlmConfig>(v, dir).is_ok(),
+            FINETUNED => parse_config::<crate::models::finetuned::FinetunedConfig>(v, dir).is_ok(),
             _ => false,
         })
 }
@@ -352,7 +376,11 @@ pub fn read_config<C: ModelConfig>(dir: &Path) -> Result<C> {
 }
 
 fn parse_config<C: ModelConfig>(mut v: Value, dir: &Path) -> Result<C> {
-    let family = family_of(&v).to_string();
+    let mut family = family_of(&v).to_string();
+    if family == FINETUNED && C::FAMILY == GptConfig::FAMILY {
+        v = v.get("gpt").cloned().unwrap_or(Value::Null);
+        family = C::FAMILY.to_string();
+    }
     ensure!(
         family == C::FAMILY,
         "{} is a {} checkpoint, not a {} checkpoint",
@@ -462,8 +490,11 @@ pub fn load<M: Family>(dir: &Path, device: Device) -> Result<Loaded<M>> {
     let vs = VarStore::new(device);
     let model = M::build(&cfg, vs.root())?;
     let file = dir.join(MODEL_FILE);
-    let tensors = read_tensors(&file)?;
+    let mut tensors = read_tensors(&file)?;
     check_finite(&tensors, &file)?;
+    if M::Config::FAMILY == GptConfig::FAMILY && family(&dir)? == FINETUNED {
+        tensors.retain(|(name, _)| !name.starts_with("heads."));
+    }
     fill(&vs, tensors, &file)?;
     Ok(Loaded { dir, vs, model })
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod finetune;
 pub mod hf;
 pub mod infer;
 pub mod jsonl;

@@ -12,5 +12,12 @@ pub const SYSTEM: &str = "<|system|>";
 pub const USER: &str = "<|user|>";
 pub const ASSISTANT: &str = "<|assistant|>";
 
+/// GPT-1's fine-tuning tokens, added to a pretrained model's tokenizer (with fresh embedding
+/// rows) by `gptlab finetune`: they open a sequence, separate its parts, and mark the position
+/// the task head reads.
+pub const START: &str = "<|start|>";
+pub const DELIM: &str = "<|delim|>";
+pub const EXTRACT: &str = "<|extract|>";
+
 /// All special tokens in id order.
 pub const ALL: [&str; 6] = [EOT, PAD, IMAGE, SYSTEM, USER, ASSISTANT];

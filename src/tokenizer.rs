@@ -102,6 +102,13 @@ impl Tokenizer {
         self.pad
     }
 
+    /// Adds special tokens (never split, ids after the current ones), as fine-tuning adds
+    /// GPT-1's start, delimiter and extract tokens.
+    pub fn add_special_tokens(&mut self, tokens: &[String]) {
+        let added: Vec<AddedToken> = tokens.iter().map(|t| AddedToken::from(t.as_str(), true)).collect();
+        self.inner.add_special_tokens(&added);
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

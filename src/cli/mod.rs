@@ -5,6 +5,7 @@ mod bench;
 mod clip;
 mod data;
 mod eval;
+mod finetune;
 mod infer;
 mod interop;
 mod quickstart;
@@ -41,6 +42,8 @@ enum Command {
     Tokenizer(tokenizer::TokenizerCommand),
     /// Train a GPT from a TOML config
     Train(train::TrainArgs),
+    /// Fine-tune a pretrained GPT on labelled tasks with GPT-1's input transformations and heads
+    Finetune(finetune::FinetuneArgs),
     /// CLIP: contrastive image-text pretraining
     #[command(subcommand)]
     Clip(clip::ClipCommand),
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Tokenizer(cmd) => tokenizer::run(cmd),
         Command::Train(args) => train::run(args),
+        Command::Finetune(args) => finetune::run(args),
         Command::Clip(cmd) => clip::run(cmd),
         Command::Vlm(cmd) => vlm::run(cmd),
         Command::Sample(args) => infer::sample(args),

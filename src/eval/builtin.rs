@@ -15,6 +15,7 @@ use std::path::Path;
 use super::task::{Task, TaskConfig};
 use crate::synth::arithmetic::{ArithFamily, ArithFormat, ArithProblem};
 use crate::synth::icl::Scramble;
+use crate::synth::labelled;
 use crate::synth::lexicon::{held_out_words, train_words};
 use crate::synth::scene::{list_objects, Color, Scene, Shape, MAX_DESCRIBED_OBJECTS};
 use crate::synth::vlm::{episode_gauge, EPISODE_QUESTION, EPISODE_SCALES};
@@ -33,7 +34,7 @@ const SHOT_DOCS: usize = 100;
 const WORD_MAP_PAIRS: usize = 6;
 
 /// Every built-in task, with what it measures.
-pub const TASKS: [(&str, &str); 40] = [
+pub const TASKS: [(&str, &str); 44] = [
     ("arithmetic_2da", "GPT-3 2-digit addition, generated answer"),
     ("arithmetic_2ds", "GPT-3 2-digit subtraction"),
     ("arithmetic_3da", "GPT-3 3-digit addition"),
@@ -62,6 +63,10 @@ pub const TASKS: [(&str, &str); 40] = [
     ("linear_map", "in-context rule: a fixed linear map y = a x + b"),
     ("scene_count", "scene question answering in text: how many objects of a colour or shape"),
     ("scene_count_mc", "the same as multiple choice over 0..5"),
+    ("scene_entailment", "labelled: does the sentence hold for the described scene (true/false); fine-tunable"),
+    ("review_sentiment", "labelled: is the synthetic review positive or negative; fine-tunable"),
+    ("scene_paraphrase", "labelled: do two listings describe the same picture (yes/no); fine-tunable"),
+    ("scene_qa", "labelled: a question on a described scene, four choices; fine-tunable"),
     ("lambada_scene", "LAMBADA-style last word: an object named earlier in the description"),
     ("lambada_scene_rolling", "the same descriptions scored whole (loglikelihood_rolling)"),
     ("vqa_count", "VLM: how many objects of a colour or shape the picture shows"),
@@ -292,6 +297,31 @@ pub fn generate(name: &str) -> Result<Generated> {
                 )
             };
             (yaml, split(&mut scene_count_doc))
+        }
+        n if labelled::task_type(n).is_some() => {
+            // The records `gptlab finetune` trains and tests on, asked in natural language: the
+            // test split is its test split, shots come from its training split.
+            let (text, choices) = match n {
+                "scene_entailment" => {
+                    ("{{premise}}\\nQuestion: {{hypothesis}} True or false?\\nAnswer:", "[\"false\", \"true\"]")
+                }
+                "review_sentiment" => (
+                    "Review: {{text}}\\nQuestion: Is the review positive or negative?\\nAnswer:",
+                    "[\"negative\", \"positive\"]",
+                ),
+                "scene_paraphrase" => (
+                    "First: {{text_a}}\\nSecond: {{text_b}}\\nQuestion: Do they describe the same picture?\\nAnswer:",
+                    "[\"no\", \"yes\"]",
+                ),
+                _ => ("{{context}} A:", "choices"),
+            };
+            let yaml = format!(
+                "{}doc_to_text: \"{text}\"\ndoc_to_choice: {choices}\ndoc_to_target: label\nmetric_list:\n  - metric: acc\n",
+                header(n, "multiple_choice")
+            );
+            let test = labelled::records(n, "test", TEST_DOCS)?;
+            let train = labelled::records(n, "train", SHOT_DOCS)?;
+            (yaml, (test, train))
         }
         "lambada_scene" => {
             let yaml = format!(

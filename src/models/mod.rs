@@ -1,4 +1,5 @@
 //! Model families. One file per model, one transformer block per family.
 
+pub mod finetuned;
 pub mod gpt;
 pub mod vlm;

@@ -10,6 +10,7 @@
 pub mod arithmetic;
 pub mod icl;
 pub mod instruct;
+pub mod labelled;
 pub mod lexicon;
 pub mod scene;
 pub mod vlm;

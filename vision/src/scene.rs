@@ -444,7 +444,7 @@ fn number(n: usize) -> String {
 }
 
 /// "a, b and c".
-fn join_list(mut items: Vec<String>) -> String {
+pub fn join_list(mut items: Vec<String>) -> String {
     match items.len() {
         0 => String::new(),
         1 => items.remove(0),
