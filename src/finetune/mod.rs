@@ -576,7 +576,7 @@ fn run_loop(mut trainer: Trainer, obj: &mut Finetune, steps_per_epoch: u64) -> R
             let batch = obj.train[*task].batch(idx, obj.pad, obj.device);
             let flops = gpt_cfg.flops_per_token(batch.ids.size()[1]) * batch.positions as f64;
             let out = obj.model.losses(&batch, obj.lm_coef > 0.0, true)?;
-            Ok((out.task + out.lm * obj.lm_coef, flops))
+            Ok((out.total(obj.lm_coef), flops))
         })?;
         trainer.end_step(obj)?;
     }

@@ -148,6 +148,13 @@ pub struct Losses {
     pub logits: Tensor,
 }
 
+impl Losses {
+    /// GPT-1's objective, `L_task + lm_coef * L_LM`.
+    pub fn total(self, lm_coef: f64) -> Tensor {
+        self.task + self.lm * lm_coef
+    }
+}
+
 /// The decoder and its task heads.
 #[derive(Debug)]
 pub struct FinetunedGpt {

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use gptlab::data::shards;
 use gptlab::synth::{self, SynthConfig};
 use gptlab::tokenizer::Tokenizer;
+use tch::Tensor;
 
 pub fn gptlab(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gptlab")).args(args).output().expect("running gptlab")
@@ -101,4 +102,22 @@ pub fn run_python(args: &[&str]) -> String {
     let out = Command::new(python()).args(args).output().expect("running python");
     assert!(out.status.success(), "python {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A safetensors file's tensors, sorted by name.
+pub fn tensors(path: &Path) -> Vec<(String, Tensor)> {
+    let mut t = Tensor::read_safetensors(path).unwrap();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
+/// Two safetensors files hold the same tensors, equal within 1e-6.
+pub fn assert_same(a: &Path, b: &Path) {
+    let (ta, tb) = (tensors(a), tensors(b));
+    assert_eq!(ta.len(), tb.len());
+    for ((na, xa), (nb, xb)) in ta.iter().zip(&tb) {
+        assert_eq!(na, nb);
+        let diff = (xa - xb).abs().max().double_value(&[]);
+        assert!(diff <= 1e-6, "{na} differs by {diff} between {} and {}", a.display(), b.display());
+    }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod clip;
 mod data;
 mod eval;
+mod finetune;
 mod hf;
 mod hostile;
 mod model;

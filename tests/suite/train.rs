@@ -3,29 +3,13 @@
 
 use std::path::Path;
 
-use crate::common::{run_err, run_ok, write_config};
+use crate::common::{assert_same, run_err, run_ok, tensors, write_config};
 use gptlab::checkpoint;
 use gptlab::models::gpt::{lm_loss, GptConfig, Input, Pass};
 use gptlab::train::optim::AdamWConfig;
 use gptlab::train::trainer::{run, Evaluate, Objective, RunParts, Setup, Trainer, ValMetrics};
 use gptlab::train::TrainSection;
 use tch::{Kind, Tensor};
-
-fn tensors(path: &Path) -> Vec<(String, Tensor)> {
-    let mut t = Tensor::read_safetensors(path).unwrap();
-    t.sort_by(|a, b| a.0.cmp(&b.0));
-    t
-}
-
-fn assert_same(a: &Path, b: &Path) {
-    let (ta, tb) = (tensors(a), tensors(b));
-    assert_eq!(ta.len(), tb.len());
-    for ((na, xa), (nb, xb)) in ta.iter().zip(&tb) {
-        assert_eq!(na, nb);
-        let diff = (xa - xb).abs().max().double_value(&[]);
-        assert!(diff <= 1e-6, "{na} differs by {diff} between {} and {}", a.display(), b.display());
-    }
-}
 
 #[test]
 fn resume_continues_exactly() {
