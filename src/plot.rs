@@ -118,6 +118,12 @@ impl LinePlot {
         let pad = ((y1 - y0) * 0.05).max(1e-3);
         (y0, y1) = (y0 - pad, y1 + pad);
         let y_label = |y: &f64| human(if self.log_y { 10f64.powf(*y) } else { *y });
+        if self.log_x {
+            (x0, x1) = (x0.max(1e-12) * 0.8, x1 * 1.25);
+        }
+        let log_x = self.log_x;
+        let fx = |x: f64| if log_x { x.max(1e-300).log10() } else { x };
+        let corner = emptiest_corner(series, |x, y| ((fx(x) - fx(x0)) / (fx(x1) - fx(x0)), (y - y0) / (y1 - y0)));
         let mut builder = ChartBuilder::on(&root);
         builder.caption(&self.title, ("sans-serif", 24)).margin(16).x_label_area_size(48).y_label_area_size(64);
         macro_rules! finish {
@@ -149,11 +155,8 @@ impl LinePlot {
                         .label(&s.label)
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
                 }
-                draw_legend(&mut chart).map_err(err)?;
+                draw_legend(&mut chart, corner).map_err(err)?;
             }};
-        }
-        if self.log_x {
-            (x0, x1) = (x0.max(1e-12) * 0.8, x1 * 1.25);
         }
         if self.log_x {
             finish!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(err)?);
@@ -232,19 +235,55 @@ impl BarChart {
                 .label(name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
         }
-        draw_legend(&mut chart).map_err(err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(err)?;
         root.present().map_err(err)?;
         Ok(())
     }
 }
 
-/// The series labels in the upper right, on a translucent white box.
+/// The corner of the plot whose third holds the fewest drawn points (`points` in 0..1 of each
+/// axis, lines sampled between their vertices), so the legend hides as little as it can; the
+/// upper right on a tie.
+fn emptiest_corner(series: &[Series], to_unit: impl Fn(f64, f64) -> (f64, f64)) -> SeriesLabelPosition {
+    let mut counts = [0usize; 4];
+    let mut count = |x: f64, y: f64| {
+        let (u, v) = to_unit(x, y);
+        let corner = match (v > 0.6, v < 0.4, u > 0.6, u < 0.4) {
+            (true, _, true, _) => 0,
+            (true, _, _, true) => 1,
+            (_, true, true, _) => 2,
+            (_, true, _, true) => 3,
+            _ => return,
+        };
+        counts[corner] += 1;
+    };
+    for s in series {
+        for (i, &(x, y)) in s.points.iter().enumerate() {
+            count(x, y);
+            if let (Style::Line, Some(&(x2, y2))) = (s.style, s.points.get(i + 1)) {
+                for k in 1..10 {
+                    let t = k as f64 / 10.0;
+                    count(x + t * (x2 - x), y + t * (y2 - y));
+                }
+            }
+        }
+    }
+    match (0..4).min_by_key(|&i| counts[i]).unwrap_or(0) {
+        0 => SeriesLabelPosition::UpperRight,
+        1 => SeriesLabelPosition::UpperLeft,
+        2 => SeriesLabelPosition::LowerRight,
+        _ => SeriesLabelPosition::LowerLeft,
+    }
+}
+
+/// The series labels at `position`, on a translucent white box.
 fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))

@@ -55,3 +55,20 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// The three paradigms side by side, from results files.
+#[derive(Args)]
+pub struct ParadigmsArgs {
+    /// results.json files, or folders holding them (fine-tuning runs, eval outputs); repeatable
+    #[arg(long, required = true)]
+    results: Vec<PathBuf>,
+    /// Where paradigms.md, paradigms.jsonl and the plots go
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn paradigms(args: ParadigmsArgs) -> Result<()> {
+    let rows = finetune::paradigms::report(&args.results, &args.out)?;
+    println!("{} results compared; report {}", rows.len(), args.out.join("paradigms.md").display());
+    Ok(())
+}

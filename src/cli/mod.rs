@@ -44,6 +44,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Fine-tune a pretrained GPT on labelled tasks with GPT-1's input transformations and heads
     Finetune(finetune::FinetuneArgs),
+    /// The three paradigms (fine-tuned, multitask, prompted) side by side from their results files
+    Paradigms(finetune::ParadigmsArgs),
     /// CLIP: contrastive image-text pretraining
     #[command(subcommand)]
     Clip(clip::ClipCommand),
@@ -81,6 +83,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokenizer(cmd) => tokenizer::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Finetune(args) => finetune::run(args),
+        Command::Paradigms(args) => finetune::paradigms(args),
         Command::Clip(cmd) => clip::run(cmd),
         Command::Vlm(cmd) => vlm::run(cmd),
         Command::Sample(args) => infer::sample(args),

@@ -174,6 +174,17 @@ fn header(name: &str, output_type: &str) -> String {
     )
 }
 
+/// The addition tasks' place in the chain-of-thought probe: `metadata.steps` is the number of
+/// digit columns a worked answer takes, `metadata.series` whether the answer is direct or worked,
+/// so the report can put accuracy against steps for each form. Other families have none.
+fn steps_metadata(family: ArithFamily, series: &str) -> String {
+    use ArithFamily::*;
+    match family {
+        Add2 | Add3 | Add4 | Add5 => format!("metadata:\n  steps: {}\n  series: {series}\n", family.digits()),
+        _ => String::new(),
+    }
+}
+
 /// A generated answer, cut at the end of its line and compared without surrounding spaces.
 const GENERATE_TAIL: &str = "generation_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 12\nmetric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n    regexes_to_ignore: [\"^\\\\s+\", \"\\\\s+$\"]\n";
 
@@ -206,16 +217,18 @@ pub fn generate(name: &str) -> Result<Generated> {
                 names().into_iter().filter(|t| t.ends_with("_cot")).collect::<Vec<_>>().join(", ")
             );
             let yaml = format!(
-                "{}doc_to_text: prompt\ntarget_delimiter: \"\\n\"\ndoc_to_target: answer\nfewshot_config:\n  doc_to_target: steps\ngeneration_kwargs:\n  until: [\"\\n\\n\"]\n  max_gen_toks: 96\nfilter_list:\n  - name: answer\n    filter:\n      - function: regex\n        regex_pattern: \"So .* = (-?[0-9]+)\"\n      - function: take_first\nmetric_list:\n  - metric: exact_match\n",
-                header(n, "generate_until")
+                "{}doc_to_text: prompt\ntarget_delimiter: \"\\n\"\ndoc_to_target: answer\nfewshot_config:\n  doc_to_target: steps\ngeneration_kwargs:\n  until: [\"\\n\\n\"]\n  max_gen_toks: 160\nfilter_list:\n  - name: answer\n    filter:\n      - function: regex\n        regex_pattern: \"So .* = (-?[0-9]+)\"\n      - function: take_first\nmetric_list:\n  - metric: exact_match\n{}",
+                header(n, "generate_until"),
+                steps_metadata(family, "scratchpad")
             );
             (yaml, split(&mut |rng| worked_doc(rng, family, &holdout)))
         }
         n if n.starts_with("arithmetic_") && !n.ends_with("_mc") => {
             let family = arithmetic_family(&n["arithmetic_".len()..])?;
             let yaml = format!(
-                "{}doc_to_text: \"Q: {{{{question}}}} A:\"\ndoc_to_target: answer\nfewshot_delimiter: \"\\n\\n\"\n{GENERATE_TAIL}",
-                header(n, "generate_until")
+                "{}doc_to_text: \"Q: {{{{question}}}} A:\"\ndoc_to_target: answer\nfewshot_delimiter: \"\\n\\n\"\n{GENERATE_TAIL}{}",
+                header(n, "generate_until"),
+                steps_metadata(family, "direct")
             );
             (yaml, split(&mut |rng| arithmetic_doc(rng, family, &holdout)))
         }
@@ -439,19 +452,8 @@ pub fn arithmetic_task(family: ArithFamily) -> &'static str {
 }
 
 fn arithmetic_family(code: &str) -> Result<ArithFamily> {
-    Ok(match code {
-        "2da" => ArithFamily::Add2,
-        "3da" => ArithFamily::Add3,
-        "4da" => ArithFamily::Add4,
-        "5da" => ArithFamily::Add5,
-        "2ds" => ArithFamily::Sub2,
-        "3ds" => ArithFamily::Sub3,
-        "4ds" => ArithFamily::Sub4,
-        "5ds" => ArithFamily::Sub5,
-        "2dm" => ArithFamily::Mul2,
-        "1dc" => ArithFamily::Composite1,
-        other => bail!("unknown task \"arithmetic_{other}\": built-in tasks are {}", names().join(", ")),
-    })
+    ArithFamily::from_code(code)
+        .with_context(|| format!("unknown task \"arithmetic_{code}\": built-in tasks are {}", names().join(", ")))
 }
 
 fn held_out_problem(rng: &mut ChaCha8Rng, family: ArithFamily, holdout: &Holdout) -> ArithProblem {

@@ -136,6 +136,7 @@ fn write_all(spec: &EvalSpec, tasks: &[task::Task], models: &[EvalModel], dir: &
         }
     }
     crate::jsonl::write_jsonl(&dir.join(SUMMARY_FILE), &rows)?;
-    results::write_report(dir, &rows, &headline)?;
+    let steps = tasks.iter().filter_map(|t| t.cfg.steps().map(|s| (t.cfg.task.clone(), s))).collect();
+    results::write_report(dir, &rows, &headline, &steps)?;
     Ok(rows)
 }

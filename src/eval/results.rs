@@ -125,19 +125,21 @@ pub fn write_run(dir: &Path, results: &Value, scores: &[TaskScore]) -> Result<()
     for s in scores {
         crate::jsonl::write_jsonl(&dir.join(format!("samples_{}.jsonl", s.task)), &s.samples)?;
         if s.metric("ece").is_some() {
-            reliability_diagram(s, &dir.join(format!("reliability_{}", s.task)))?;
+            let what = format!("{} at K = {}", s.task, s.k);
+            reliability_diagram(&calibration_pairs(&s.samples), &what, &dir.join(format!("reliability_{}", s.task)))?;
         }
     }
     Ok(())
 }
 
-/// A reliability diagram: per confidence bin, the share of answers that were right beside the
-/// mean confidence they were given (equal on a calibrated model).
-fn reliability_diagram(score: &TaskScore, stem: &Path) -> Result<()> {
-    let bins = metrics::reliability(&calibration_pairs(&score.samples), metrics::CALIBRATION_BINS);
-    let ece = score.metric("ece").map_or(f64::NAN, |m| m.value);
+/// A reliability diagram of (confidence, right) pairs: per confidence bin, the share of answers
+/// that were right beside the mean confidence they were given (equal on a calibrated model).
+/// `what` names the task and setting in the title.
+pub fn reliability_diagram(pairs: &[(f64, bool)], what: &str, stem: &Path) -> Result<()> {
+    let bins = metrics::reliability(pairs, metrics::CALIBRATION_BINS);
+    let ece = metrics::ece(pairs, metrics::CALIBRATION_BINS);
     BarChart {
-        title: format!("{} at K = {}: ECE {ece:.3} (answers per bin)", score.task, score.k),
+        title: format!("{what}: ECE {ece:.3} (answers per bin)"),
         y_label: "share right / mean confidence".into(),
         categories: bins.iter().map(|b| format!("{:.1}+ ({})", b.lo, b.n)).collect(),
         groups: vec![
@@ -160,7 +162,12 @@ fn fmt(x: f64) -> String {
 /// `report.md`: the headline metric of every task by model (rows) and K (columns), each cell
 /// with its standard error and the mean K used where it is lower than K; and a plot of it
 /// against K per task, one line per model.
-pub fn write_report(dir: &Path, rows: &[Row], headline: &BTreeMap<String, String>) -> Result<()> {
+pub fn write_report(
+    dir: &Path,
+    rows: &[Row],
+    headline: &BTreeMap<String, String>,
+    steps: &BTreeMap<String, (f64, String)>,
+) -> Result<()> {
     let mut report = Report::new("Few-shot evaluation");
     let models: Vec<String> = unique(rows.iter().map(|r| r.model.clone()));
     let ks: Vec<usize> = unique(rows.iter().map(|r| r.k));
@@ -225,10 +232,64 @@ pub fn write_report(dir: &Path, rows: &[Row], headline: &BTreeMap<String, String
             report.image(&format!("{task} against K"), &format!("{stem}.png"));
         }
     }
+    if !steps.is_empty() {
+        steps_section(&mut report, dir, rows, headline, steps)?;
+    }
     report.write(&dir.join("report.md"))
 }
 
-fn unique<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+/// Tasks that stand on a steps axis (`metadata.steps`): per K, a table and a plot of the headline
+/// metric against steps, one line per model and series (direct against scratchpad answers).
+fn steps_section(
+    report: &mut Report,
+    dir: &Path,
+    rows: &[Row],
+    headline: &BTreeMap<String, String>,
+    steps: &BTreeMap<String, (f64, String)>,
+) -> Result<()> {
+    report.heading("Against the number of steps");
+    let on_axis: Vec<&Row> =
+        rows.iter().filter(|r| steps.contains_key(&r.task) && headline.get(&r.task) == Some(&r.metric)).collect();
+    let mut xs: Vec<f64> = unique(steps.values().map(|s| s.0));
+    xs.sort_by(f64::total_cmp);
+    for k in unique(on_axis.iter().map(|r| r.k)) {
+        let lines: Vec<(String, String)> =
+            unique(on_axis.iter().filter(|r| r.k == k).map(|r| (r.model.clone(), steps[&r.task].1.clone())));
+        let mut header = vec!["model".to_string(), "series".into()];
+        header.extend(xs.iter().map(|x| format!("{x} steps")));
+        let mut table = Vec::new();
+        let mut series = Vec::new();
+        for (model, name) in &lines {
+            let at =
+                |x: f64| on_axis.iter().find(|r| r.k == k && &r.model == model && steps[&r.task] == (x, name.clone()));
+            let mut line = vec![model.clone(), name.clone()];
+            line.extend(xs.iter().map(|&x| at(x).map_or("–".into(), |r| fmt(r.value))));
+            table.push(line);
+            series.push(Series::line(
+                &format!("{model}, {name}"),
+                xs.iter().filter_map(|&x| at(x).map(|r| (x, r.value))).collect(),
+            ));
+        }
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        report.paragraph(&format!("{k}-shot:"));
+        report.table(&header, &table);
+        let stem = format!("steps_{k}shot");
+        LinePlot {
+            title: format!("{k}-shot: accuracy against steps"),
+            x_label: "steps".into(),
+            y_label: "accuracy".into(),
+            series,
+            log_x: false,
+            log_y: false,
+        }
+        .save(&dir.join(&stem))?;
+        report.image(&format!("{k}-shot against steps"), &format!("{stem}.png"));
+    }
+    Ok(())
+}
+
+/// The distinct items, in first-seen order.
+pub(crate) fn unique<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
     let mut out = Vec::new();
     for x in items {
         if !out.contains(&x) {

@@ -416,6 +416,16 @@ impl TaskConfig {
         self.metadata.as_ref().and_then(|m| m.get("unconditional_context")).and_then(Value::as_str).unwrap_or("")
     }
 
+    /// `metadata.steps` and `metadata.series`: where the task stands on a steps axis (the
+    /// chain-of-thought probe's digit columns) and which line it belongs to ("direct",
+    /// "scratchpad"); the report plots the metric against steps per series.
+    pub fn steps(&self) -> Option<(f64, String)> {
+        let meta = self.metadata.as_ref()?;
+        let steps = meta.get("steps")?.as_f64()?;
+        let series = meta.get("series").and_then(Value::as_str).unwrap_or("all");
+        Some((steps, series.to_string()))
+    }
+
     pub fn version(&self) -> Value {
         self.metadata.as_ref().and_then(|m| m.get("version")).cloned().unwrap_or(Value::from(1.0))
     }

@@ -15,9 +15,11 @@
 //! replaces the derived value.
 //!
 //! When training ends, every task's held-out records are scored and written in lm-eval's shape:
-//! `eval/results.json` (`acc,none`, `acc_stderr,none`, `ece,none`) and `eval/samples_<task>.jsonl`.
+//! `eval/results.json` (`acc,none`, `acc_stderr,none`, `ece,none`), `eval/samples_<task>.jsonl`
+//! and a reliability diagram per task (`eval/reliability_<task>.png`).
 
 pub mod data;
+pub mod paradigms;
 
 use std::path::{Path, PathBuf};
 
@@ -296,11 +298,12 @@ fn load_pretrained(vs: &tch::nn::VarStore, init: &Path, fresh_from: usize) -> Re
     let file = init.join(checkpoint::MODEL_FILE);
     let tensors = checkpoint::read_tensors(&file)?;
     let mut vars = vs.variables();
+    vars.retain(|name, _| !name.starts_with("heads."));
     for (name, t) in tensors {
         if name.starts_with("heads.") {
             continue;
         }
-        let var = vars.get_mut(&name).with_context(|| format!("{}: unexpected tensor {name}", file.display()))?;
+        let mut var = vars.remove(&name).with_context(|| format!("{}: unexpected tensor {name}", file.display()))?;
         tch::no_grad(|| -> Result<()> {
             if name.ends_with("wte.weight") || name == "lm_head.weight" {
                 let rows = fresh_from as i64;
@@ -311,6 +314,9 @@ fn load_pretrained(vs: &tch::nn::VarStore, init: &Path, fresh_from: usize) -> Re
             }
             Ok(())
         })?;
+    }
+    if let Some(missing) = vars.keys().next() {
+        bail!("{} lacks tensor {missing} of the decoder", file.display());
     }
     Ok(())
 }
@@ -425,8 +431,9 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
     let multitask = f.task_tokens.unwrap_or(tasks.len() > 1);
     let init = checkpoint::resolve(&file.init)?;
     let b = file.train.get("batch_size").and_then(|v| v.as_integer()).unwrap_or(32).max(1) as usize;
-    let steps_per_epoch: u64 = tasks.iter().map(|t| t.train.len().div_ceil(b) as u64).sum();
-    let section = file.resolve_train(steps_per_epoch, pretrain_lr(&init))?;
+    let batches_per_epoch: u64 = tasks.iter().map(|t| t.train.len().div_ceil(b) as u64).sum();
+    let accum = file.train.get("grad_accum").and_then(|v| v.as_integer()).unwrap_or(1).max(1) as u64;
+    let section = file.resolve_train(batches_per_epoch.div_ceil(accum), pretrain_lr(&init))?;
     let cfg = FinetuneConfig {
         out_dir: file.out_dir.clone(),
         init: file.init.clone(),
@@ -507,7 +514,7 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
     let params_trained: i64 = setup.vs.trainable_variables().iter().map(|v| v.numel() as i64).sum();
     let labelled_examples = train.iter().map(|d| d.examples.len()).sum();
     eprintln!(
-        "[finetune] {} task(s), {labelled_examples} labelled examples, {} steps ({steps_per_epoch} per epoch), lr {:.3e}, lm_coef {}",
+        "[finetune] {} task(s), {labelled_examples} labelled examples, {} steps ({batches_per_epoch} batches per epoch), lr {:.3e}, lm_coef {}",
         tasks.len(),
         section.max_steps,
         section.lr,
@@ -534,7 +541,7 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
         pad: tok.pad() as i64,
         device,
     };
-    let summary = run_loop(trainer, &mut objective, steps_per_epoch)?;
+    let summary = run_loop(trainer, &mut objective, batches_per_epoch)?;
     let scores = test.iter().map(|d| objective.score(d)).collect::<Result<Vec<_>>>()?;
     let results = write_results(&cfg, &objective.model.cfg, &scores, params_trained, labelled_examples)?;
     let tasks = objective
@@ -557,9 +564,9 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
     Ok(FinetuneSummary { train: summary, tasks, params_trained, labelled_examples, results })
 }
 
-/// The loop over epoch plans; batch `g` of the run is batch `g % steps_per_epoch` of epoch
-/// `g / steps_per_epoch`, so a resumed run continues the same sequence.
-fn run_loop(mut trainer: Trainer, obj: &mut Finetune, steps_per_epoch: u64) -> Result<TrainSummary> {
+/// The loop over epoch plans; micro-batch `g` of the run is batch `g % batches_per_epoch` of
+/// epoch `g / batches_per_epoch`, so a resumed run continues the same sequence.
+fn run_loop(mut trainer: Trainer, obj: &mut Finetune, batches_per_epoch: u64) -> Result<TrainSummary> {
     let seed = trainer.state.sampler.seed;
     let sizes: Vec<usize> = obj.train.iter().map(|d| d.examples.len()).collect();
     let mut plan: Option<(u64, Plan)> = None;
@@ -568,11 +575,11 @@ fn run_loop(mut trainer: Trainer, obj: &mut Finetune, steps_per_epoch: u64) -> R
         let next = trainer.state.sampler.next_batch;
         trainer.step(|i| {
             let g = next + i as u64;
-            let epoch = g / steps_per_epoch;
+            let epoch = g / batches_per_epoch;
             if plan.as_ref().is_none_or(|(e, _)| *e != epoch) {
                 plan = Some((epoch, epoch_plan(&sizes, obj.batch_size, seed, epoch)));
             }
-            let (task, idx) = plan.as_ref().map(|(_, p)| &p[(g % steps_per_epoch) as usize]).context("epoch plan")?;
+            let (task, idx) = plan.as_ref().map(|(_, p)| &p[(g % batches_per_epoch) as usize]).context("epoch plan")?;
             let batch = obj.train[*task].batch(idx, obj.pad, obj.device);
             let flops = gpt_cfg.flops_per_token(batch.ids.size()[1]) * batch.positions as f64;
             let out = obj.model.losses(&batch, obj.lm_coef > 0.0, true)?;
@@ -623,6 +630,11 @@ fn write_results(
             .map(|(i, (p, &l))| json!({"doc_id": i, "target": l, "pred": m::argmax(p), "probs": p, "acc": (m::argmax(p) == l as usize) as u8}))
             .collect();
         crate::jsonl::write_jsonl(&tmp.join(format!("samples_{}.jsonl", h.name)), &samples)?;
+        crate::eval::results::reliability_diagram(
+            &cal,
+            &format!("{} fine-tuned", h.name),
+            &tmp.join(format!("reliability_{}", h.name)),
+        )?;
     }
     let doc = json!({
         "results": results,

@@ -5,12 +5,14 @@
 
 use super::lexicon::is_held_out_pair;
 use super::{any, Holdout};
+use anyhow::{ensure, Context, Result};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
 /// Most problems in one document; several problems in one format read like a few-shot prompt.
 const MAX_PROBLEMS_PER_DOC: usize = 5;
 
-/// Share of documents that work one problem out step by step instead of listing answers.
+/// Default share of documents that work one problem out step by step instead of listing answers.
 const WORKED_SHARE: f64 = 0.25;
 
 /// Draws `random_held_out` tries before concluding that the family has no held-out problems.
@@ -82,6 +84,26 @@ impl ArithFamily {
         ArithFamily::Mul2,
         ArithFamily::Composite1,
     ];
+
+    /// The family's code in task names and configs: "2da" … "5da", "2ds" … "5ds", "2dm", "1dc".
+    pub fn code(self) -> &'static str {
+        match self {
+            ArithFamily::Add2 => "2da",
+            ArithFamily::Add3 => "3da",
+            ArithFamily::Add4 => "4da",
+            ArithFamily::Add5 => "5da",
+            ArithFamily::Sub2 => "2ds",
+            ArithFamily::Sub3 => "3ds",
+            ArithFamily::Sub4 => "4ds",
+            ArithFamily::Sub5 => "5ds",
+            ArithFamily::Mul2 => "2dm",
+            ArithFamily::Composite1 => "1dc",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.code() == code)
+    }
 
     /// GPT-3's label for the family ("2D+", "5D-", "2Dx", "1DC"), for reports.
     pub fn name(self) -> &'static str {
@@ -283,12 +305,58 @@ impl ArithProblem {
     }
 }
 
+/// Which arithmetic a corpus holds: its families (codes, default all ten) and the share of
+/// problems with a worked form that are written worked (default a quarter). The chain-of-thought
+/// probe trains on additions only, half of them worked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArithmeticMix {
+    pub families: Vec<String>,
+    pub worked_share: f64,
+}
+
+impl Default for ArithmeticMix {
+    fn default() -> Self {
+        Self { families: ArithFamily::ALL.iter().map(|f| f.code().to_string()).collect(), worked_share: WORKED_SHARE }
+    }
+}
+
+impl ArithmeticMix {
+    /// The families, checked; an unknown code or an empty list is a one-line error.
+    pub fn resolve(&self) -> Result<Vec<ArithFamily>> {
+        ensure!(!self.families.is_empty(), "synth.arithmetic.families must name at least one family");
+        ensure!(
+            (0.0..=1.0).contains(&self.worked_share),
+            "synth.arithmetic.worked_share must be in [0, 1], got {}",
+            self.worked_share
+        );
+        self.families
+            .iter()
+            .map(|c| {
+                ArithFamily::from_code(c).with_context(|| {
+                    let codes: Vec<&str> = ArithFamily::ALL.iter().map(|f| f.code()).collect();
+                    format!(
+                        "unknown arithmetic family {c:?} in synth.arithmetic.families; families are {}",
+                        codes.join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
 /// A training document: one worked problem, or one to a few problems of one family in one
-/// format separated by blank lines, never with held-out operands.
-pub fn random_document<R: Rng + ?Sized>(rng: &mut R, holdout: &Holdout) -> String {
-    let family = any(&ArithFamily::ALL, rng);
+/// format separated by blank lines, never with held-out operands. `families` comes from
+/// [`ArithmeticMix::resolve`].
+pub fn random_document<R: Rng + ?Sized>(
+    rng: &mut R,
+    holdout: &Holdout,
+    families: &[ArithFamily],
+    worked_share: f64,
+) -> String {
+    let family = any(families, rng);
     let first = ArithProblem::random(rng, family, holdout);
-    if rng.random_bool(WORKED_SHARE) {
+    if rng.random_bool(worked_share) {
         if let Some(worked) = first.worked() {
             return worked;
         }

@@ -48,11 +48,20 @@ pub struct SynthConfig {
     pub val_fraction: f64,
     pub mix: Mixture,
     pub holdout: Holdout,
+    /// The arithmetic documents' families and worked share.
+    pub arithmetic: arithmetic::ArithmeticMix,
 }
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { docs: 20_000, seed: 0, val_fraction: 0.05, mix: Mixture::default(), holdout: Holdout::default() }
+        SynthConfig {
+            docs: 20_000,
+            seed: 0,
+            val_fraction: 0.05,
+            mix: Mixture::default(),
+            holdout: Holdout::default(),
+            arithmetic: arithmetic::ArithmeticMix::default(),
+        }
     }
 }
 
@@ -66,6 +75,7 @@ impl SynthConfig {
             self.val_fraction
         );
         self.mix.validate()?;
+        self.arithmetic.resolve()?;
         self.holdout.validate()
     }
 }
@@ -173,28 +183,35 @@ pub fn generate(cfg: &SynthConfig) -> Result<Corpus> {
     cfg.validate()?;
     let kinds = WeightedIndex::new(cfg.mix.weights()).context("invalid synth.mix")?;
     let words = lexicon::train_words(cfg.holdout.words);
+    let arith = (cfg.arithmetic.resolve()?, cfg.arithmetic.worked_share);
     let docs: Vec<Document> = (0..cfg.docs)
         .into_par_iter()
         .map(|index| {
             let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
             rng.set_stream(index as u64);
             let kind = DocKind::ALL[kinds.sample(&mut rng)];
-            let text = random_text(kind, &mut rng, &words, &cfg.holdout);
+            let text = random_text(kind, &mut rng, &words, &cfg.holdout, (&arith.0, arith.1));
             Document { kind, text }
         })
         .collect();
     Ok(split(docs, cfg.val_fraction))
 }
 
-/// One document of `kind`, drawing words only from `words` and operands only outside the
-/// hold-out.
-fn random_text<R: Rng + ?Sized>(kind: DocKind, rng: &mut R, words: &[&str], holdout: &Holdout) -> String {
+/// One document of `kind`, drawing words only from `words`, operands only outside the hold-out,
+/// and arithmetic from `arith` (its families and worked share).
+fn random_text<R: Rng + ?Sized>(
+    kind: DocKind,
+    rng: &mut R,
+    words: &[&str],
+    holdout: &Holdout,
+    arith: (&[arithmetic::ArithFamily], f64),
+) -> String {
     match kind {
         DocKind::Scene => {
             let scene = scene::Scene::random(rng, scene::MAX_DESCRIBED_OBJECTS);
             scene::describe(&scene, rng)
         }
-        DocKind::Arithmetic => arithmetic::random_document(rng, holdout),
+        DocKind::Arithmetic => arithmetic::random_document(rng, holdout, arith.0, arith.1),
         DocKind::Icl => icl::random_episode(rng, words),
         DocKind::Instruct => InstructTask::random(rng, holdout).document(),
     }
@@ -353,6 +370,18 @@ mod tests {
         };
         let corpus = generate(&cfg).unwrap();
         assert!(corpus.train.iter().all(|d| d.kind == DocKind::Arithmetic));
+        // Additions only, every one worked: the chain-of-thought probe's corpus, at its extreme.
+        let worked = SynthConfig {
+            arithmetic: arithmetic::ArithmeticMix { families: vec!["2da".into(), "5da".into()], worked_share: 1.0 },
+            ..cfg.clone()
+        };
+        let corpus = generate(&worked).unwrap();
+        assert!(corpus.train.iter().all(|d| d.text.starts_with("Add ") && d.text.contains("digit by digit")));
+        let bad = SynthConfig {
+            arithmetic: arithmetic::ArithmeticMix { families: vec!["2dx".into()], ..Default::default() },
+            ..cfg
+        };
+        assert!(format!("{:#}", generate(&bad).unwrap_err()).contains("unknown arithmetic family \"2dx\""));
     }
 
     #[test]

@@ -287,6 +287,7 @@ fn finetuning_resumes_exactly_and_its_checkpoint_still_samples() {
     assert!(r["acc,none"].is_f64() && r["ece,none"].is_f64() && r["acc_stderr,none"].is_f64(), "{r}");
     let samples = gptlab::jsonl::read_jsonl(&split.join("run/eval/samples_scene_entailment.jsonl")).unwrap();
     assert_eq!(samples.len(), 12);
+    assert!(split.join("run/eval/reliability_scene_entailment.png").is_file(), "a reliability diagram per task");
     // The LM is intact: sampling and scoring take the fine-tuned checkpoint as a GPT.
     let c = ckpt.to_str().unwrap();
     let text = run_ok(&["sample", "--ckpt", c, "--prompt", "There is", "--max-new-tokens", "5", "--device", "cpu"]);
