@@ -428,6 +428,9 @@ fn results_use_lm_eval_keys_samples_and_a_report_with_the_k_plot() {
     let report = std::fs::read_to_string(dest.join("report.md")).unwrap();
     assert!(report.contains("| t | acc | gpt | 5 |") && report.contains("k_t.png"), "{report}");
     assert!(dest.join("k_arithmetic_2da.svg").is_file() && dest.join("summary.jsonl").is_file());
+    // Tasks on a steps axis (metadata.steps and series) get a table and a plot against steps.
+    assert!(report.contains("## Against the number of steps") && report.contains("| gpt | direct |"), "{report}");
+    assert!(dest.join("steps_0shot.png").is_file() && dest.join("steps_2shot.svg").is_file());
     assert!(!dest.join("results.json").exists(), "two K: results per K only");
     // One model at one K: results.json at the top too; the earlier evaluation is replaced.
     let a = args("1");

@@ -379,3 +379,40 @@ fn bad_fine_tuning_input_is_a_one_line_error() {
     );
     assert!(!root.join("bad/checkpoint").exists(), "nothing trained");
 }
+
+#[test]
+fn paradigms_are_compared_from_their_results_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, v: Value| {
+        let p = dir.path().join(name).join("results.json");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, v.to_string()).unwrap();
+    };
+    let acc = |a: f64| json!({"acc,none": a, "acc_stderr,none": 0.02});
+    let ft = |labelled: usize, lm: f64, results: Value| json!({"results": results, "config": {"model": "gptlab-finetuned", "labelled_examples": labelled, "params_trained": 1000, "lm_coef": lm}});
+    write("ft-a", ft(100, 0.5, json!({"a": acc(0.7)})));
+    write("ft-b", ft(100, 0.5, json!({"b": acc(0.6)})));
+    write("ft-a-nolm", ft(100, 0.0, json!({"a": acc(0.65)})));
+    write("multi", ft(200, 0.5, json!({"a": acc(0.8), "b": acc(0.5)})));
+    write(
+        "prompted/m/4shot",
+        json!({"results": {"a": acc(0.55), "b": acc(0.45)}, "n-shot": {"a": 4, "b": 4}, "config": {}}),
+    );
+    let out = dir.path().join("report");
+    run_ok(&["paradigms", "--results", dir.path().to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let md = std::fs::read_to_string(out.join("paradigms.md")).unwrap();
+    for row in [
+        "| fine-tuned | 100 | 0.700 ± 0.020 | 0.600 ± 0.020 | 0.650 | 2k | 200 | 2 (one per task) |",
+        "| fine-tuned, no LM loss | 100 | 0.650 ± 0.020 | – | 0.650 | 1k | 100 | 1 (one per task) |",
+        "| multitask | 100 | 0.800 ± 0.020 | 0.500 ± 0.020 | 0.650 | 1k | 200 | 1 |",
+        "| prompted | K = 4 | 0.550 ± 0.020 | 0.450 ± 0.020 | 0.500 | 0 | 4 per prompt |",
+    ] {
+        assert!(md.contains(row), "missing {row} in\n{md}");
+    }
+    assert_eq!(gptlab::jsonl::read_jsonl(&out.join("paradigms.jsonl")).unwrap().len(), 7);
+    assert!(out.join("accuracy_vs_examples.png").is_file() && out.join("accuracy_vs_examples_a.svg").is_file());
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"x\": 1}").unwrap();
+    let err = run_err(&["paradigms", "--results", bad.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(err.contains("is not a results file"), "{err}");
+}
