@@ -6,42 +6,13 @@ use anyhow::Result;
 use clap::Args;
 use gptlab::finetune;
 
-#[derive(Args)]
-pub struct FinetuneArgs {
-    /// The run's TOML config (see experiments/three_paradigms/)
-    #[arg(long)]
-    config: PathBuf,
-    /// Continue from out_dir/checkpoint exactly where it stopped
-    #[arg(long)]
-    resume: bool,
-    /// Overrides out_dir
-    #[arg(long)]
-    out_dir: Option<PathBuf>,
-    /// Overrides train.device
-    #[arg(long)]
-    device: Option<String>,
-    /// Overrides train.threads
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Overrides train.seed
-    #[arg(long)]
-    seed: Option<u64>,
-}
+use super::train::TrainArgs;
 
-pub fn run(args: FinetuneArgs) -> Result<()> {
-    let mut file = finetune::FinetuneFile::from_file(&args.config)?;
-    if let Some(o) = args.out_dir {
-        file.out_dir = o;
-    }
-    if let Some(d) = args.device {
-        file.train.insert("device".into(), d.into());
-    }
-    if let Some(t) = args.threads {
-        file.train.insert("threads".into(), (t as i64).into());
-    }
-    if let Some(s) = args.seed {
-        file.train.insert("seed".into(), (s as i64).into());
-    }
+/// `gptlab finetune --config FILE.toml [--resume]`, with the training overrides `gptlab train`
+/// takes (see experiments/three_paradigms/finetune.toml).
+pub fn run(args: TrainArgs) -> Result<()> {
+    let mut file = finetune::FinetuneFile::from_file(args.config())?;
+    args.apply_to_table(&mut file.train, &mut file.out_dir);
     let s = finetune::finetune(&file, args.resume)?;
     super::train::print_summary("", &s.train);
     for (task, acc, stderr, ece, n) in &s.tasks {

@@ -43,7 +43,7 @@ enum Command {
     /// Train a GPT from a TOML config
     Train(train::TrainArgs),
     /// Fine-tune a pretrained GPT on labelled tasks with GPT-1's input transformations and heads
-    Finetune(finetune::FinetuneArgs),
+    Finetune(train::TrainArgs),
     /// The three paradigms (fine-tuned, multitask, prompted) side by side from their results files
     Paradigms(finetune::ParadigmsArgs),
     /// CLIP: contrastive image-text pretraining

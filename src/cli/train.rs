@@ -39,6 +39,24 @@ impl TrainArgs {
         &self.config
     }
 
+    /// The same overrides for a `[train]` table whose other keys are derived later (fine-tuning).
+    pub fn apply_to_table(&self, t: &mut toml::Table, out_dir: &mut PathBuf) {
+        if let Some(o) = &self.out_dir {
+            out_dir.clone_from(o);
+        }
+        let keys = [
+            ("device", self.device.clone().map(toml::Value::from)),
+            ("threads", self.threads.map(|n| toml::Value::from(n as i64))),
+            ("seed", self.seed.map(|n| toml::Value::from(n as i64))),
+            ("dtype", self.dtype.clone().map(toml::Value::from)),
+        ];
+        for (key, value) in keys {
+            if let Some(v) = value {
+                t.insert(key.into(), v);
+            }
+        }
+    }
+
     /// `--device`, `--threads`, `--seed`, `--dtype` and `--out-dir` given on the command line win
     /// over the config file.
     pub fn apply(&self, t: &mut train::TrainSection, out_dir: &mut PathBuf) -> Result<()> {
