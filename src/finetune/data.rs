@@ -95,8 +95,13 @@ pub fn record_fields(spec: &HeadSpec, record: &Value) -> Result<(Vec<Vec<String>
     let what = if spec.task_type == TaskType::MultipleChoice { "choices" } else { "classes" };
     let label = match record.get("label") {
         Some(Value::Number(n)) => {
-            let i = n.as_i64().filter(|i| (0..answers.len() as i64).contains(i));
-            i.with_context(|| format!("label {n} is outside the {} {what} {answers:?}", answers.len()))?
+            let i = n.as_i64().with_context(|| format!("label {n} must be an integer index or a string"))?;
+            ensure!(
+                (0..answers.len() as i64).contains(&i),
+                "label {n} is outside the {} {what} {answers:?}",
+                answers.len()
+            );
+            i
         }
         Some(Value::String(s)) => answers
             .iter()
@@ -179,7 +184,8 @@ impl Layout {
                 let segments = texts
                     .iter()
                     .map(|t| Ok(tok.encode(t)?.into_iter().map(i64::from).collect()))
-                    .collect::<Result<Vec<Vec<i64>>>>()?;
+                    .collect::<Result<Vec<Vec<i64>>>>()
+                    .with_context(at)?;
                 let (row, cut) = self.row(segments, spec.task_token).with_context(at)?;
                 cut_any |= cut;
                 out.push(row);

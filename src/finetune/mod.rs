@@ -84,8 +84,9 @@ pub struct FinetuneSection {
     pub too_long: TooLong,
     /// A token per task after `start` (default: on when there are several tasks).
     pub task_tokens: Option<bool>,
-    /// Records a built-in task validates and is tested on.
+    /// Records a built-in task validates on (each epoch).
     pub val_examples: usize,
+    /// Records a built-in task's final accuracy is reported on.
     pub test_examples: usize,
 }
 
@@ -117,8 +118,9 @@ pub struct FinetuneFile {
     pub finetune: FinetuneSection,
     #[serde(default)]
     pub train: toml::Table,
+    /// AdamW settings; `weight_decay` defaults to GPT-1's 0.01 here.
     #[serde(default)]
-    pub optim: Option<AdamWConfig>,
+    pub optim: toml::Table,
 }
 
 /// The resolved run.
@@ -154,8 +156,25 @@ impl FinetuneFile {
                 t.name
             );
             ensure!(!self.tasks[..i].iter().any(|o| o.name == t.name), "task {:?} is listed twice", t.name);
+            ensure!(t.train_examples != Some(0), "task {:?}: train_examples must be positive", t.name);
+            ensure!(
+                t.train.is_some() || (t.val.is_none() && t.test.is_none()),
+                "task {:?}: val and test records need train records too (a built-in task generates all three)",
+                t.name
+            );
         }
         Ok(())
+    }
+
+    /// The `[optim]` section: the user's keys over AdamW's defaults, with GPT-1's weight decay.
+    fn resolve_optim(&self) -> Result<AdamWConfig> {
+        let mut t = self.optim.clone();
+        t.entry("weight_decay".to_string()).or_insert(0.01.into());
+        let optim: AdamWConfig = toml::Value::Table(t)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("[optim]: {}", e.message()))?;
+        optim.validate()?;
+        Ok(optim)
     }
 
     /// The `[train]` section: the user's keys, the rest derived from the data and the
@@ -251,6 +270,7 @@ fn task_records(t: &TaskSpec, f: &FinetuneSection) -> Result<TaskRecords> {
             )
         }
     };
+    ensure!(!train.is_empty(), "task {:?}: no training records", t.name);
     let choices = match task_type {
         TaskType::MultipleChoice => match train[0].get("choices") {
             Some(Value::Array(c)) => c.len(),
@@ -280,6 +300,12 @@ fn extend_vocab(init: &Path, tokens: &[String]) -> Result<(Tokenizer, GptConfig,
     let mut tok = Tokenizer::from_file(&init.join(checkpoint::TOKENIZER_FILE))
         .with_context(|| format!("the GPT checkpoint {} needs its tokenizer", init.display()))?;
     let old = tok.vocab_size();
+    let rows = gpt.vocab_size;
+    ensure!(
+        old as i64 <= rows && rows - (old as i64) < checkpoint::VOCAB_PADDING,
+        "{}: the tokenizer does not belong to this model ({old} tokens for {rows} embedding rows)",
+        init.display()
+    );
     for t in tokens {
         ensure!(tok.token_to_id(t).is_none(), "the checkpoint's tokenizer already has {t}: give a pretrained GPT");
     }
@@ -440,7 +466,7 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
         tasks: file.tasks.clone(),
         finetune: FinetuneSection { task_tokens: Some(multitask), ..f.clone() },
         train: section.clone(),
-        optim: file.optim.clone().unwrap_or(AdamWConfig { weight_decay: 0.01, ..AdamWConfig::default() }),
+        optim: file.resolve_optim()?,
     };
     let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
     let mut added = vec![special::START.to_string(), special::DELIM.to_string(), special::EXTRACT.to_string()];
@@ -511,7 +537,10 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
     }
     let tok_path = cfg.out_dir.join(checkpoint::TOKENIZER_FILE);
     tok.save(&tok_path)?;
-    let params_trained: i64 = setup.vs.trainable_variables().iter().map(|v| v.numel() as i64).sum();
+    // What the optimizer will change: every variable but those of frozen groups (first match wins).
+    let frozen = |name: &str| section.groups.iter().find(|g| name.starts_with(&g.prefix)).is_some_and(|g| g.frozen);
+    let params_trained: i64 =
+        setup.vs.variables().iter().filter(|(n, _)| !frozen(n)).map(|(_, v)| v.numel() as i64).sum();
     let labelled_examples = train.iter().map(|d| d.examples.len()).sum();
     eprintln!(
         "[finetune] {} task(s), {labelled_examples} labelled examples, {} steps ({batches_per_epoch} batches per epoch), lr {:.3e}, lm_coef {}",

@@ -23,7 +23,8 @@ use crate::report::Report;
 /// One task's accuracy under one paradigm setting.
 #[derive(Clone, Debug, Serialize)]
 pub struct ParadigmRow {
-    /// "fine-tuned", "fine-tuned, no LM loss", "multitask" or "prompted".
+    /// "fine-tuned", "fine-tuned, no LM loss", "multitask", or "prompted" (with the model's name
+    /// when an evaluation scored several).
     pub paradigm: String,
     pub task: String,
     /// Labelled examples of this task the paradigm used: training records, or shots (K).
@@ -83,7 +84,11 @@ fn rows_of(path: &Path) -> Result<Vec<ParadigmRow>> {
             (paradigm.to_string(), labelled / n_tasks, cfg["params_trained"].as_i64().unwrap_or(0))
         } else {
             let k = v["n-shot"][task].as_u64().with_context(|| format!("{}: no n-shot for {task}", path.display()))?;
-            ("prompted".to_string(), k as usize, 0)
+            let paradigm = match cfg["model_name"].as_str() {
+                Some(m) if !m.is_empty() => format!("prompted ({m})"),
+                _ => "prompted".to_string(),
+            };
+            (paradigm, k as usize, 0)
         };
         rows.push(ParadigmRow {
             paradigm,
@@ -119,8 +124,11 @@ pub fn report(inputs: &[PathBuf], out: &Path) -> Result<Vec<ParadigmRow>> {
     crate::jsonl::write_jsonl(&out.join("paradigms.jsonl"), &rows)?;
     let tasks: Vec<String> = unique(rows.iter().map(|r| r.task.clone()));
     // Settings: (paradigm, examples per task), in the order fine-tuning, multitask, prompting.
-    let order =
-        |p: &str| ["fine-tuned", "fine-tuned, no LM loss", "multitask", "prompted"].iter().position(|x| *x == p);
+    let order = |p: &str| {
+        ["fine-tuned", "fine-tuned, no LM loss", "multitask", "prompted"]
+            .iter()
+            .position(|x| p == *x || p.starts_with(&format!("{x} (")))
+    };
     let mut settings: Vec<(String, usize)> = unique(rows.iter().map(|r| (r.paradigm.clone(), r.examples)));
     settings.sort_by_key(|(p, n)| (order(p), *n));
     let mut header: Vec<String> = vec!["paradigm".into(), "labelled examples per task".into()];
@@ -142,14 +150,17 @@ pub fn report(inputs: &[PathBuf], out: &Path) -> Result<Vec<ParadigmRow>> {
             "multitask" => {
                 (found.first().map_or(0, |r| r.params_trained), (n * found.len()).to_string(), "1".to_string())
             }
-            "prompted" => (0, format!("{n} per prompt"), "1 (the pretrained model, unchanged)".to_string()),
+            p if p.starts_with("prompted") => {
+                (0, format!("{n} per prompt"), "1 (the pretrained model, unchanged)".to_string())
+            }
             _ => (
                 found.iter().map(|r| r.params_trained).sum(),
                 (n * found.len()).to_string(),
                 format!("{} (one per task)", found.len()),
             ),
         };
-        let mut line = vec![paradigm.clone(), if paradigm == "prompted" { format!("K = {n}") } else { n.to_string() }];
+        let mut line =
+            vec![paradigm.clone(), if paradigm.starts_with("prompted") { format!("K = {n}") } else { n.to_string() }];
         line.extend(cells.iter().map(|c| match c {
             Some(r) => match r.stderr {
                 Some(s) => format!("{:.3} ± {:.3}", r.acc, s),
@@ -180,9 +191,11 @@ pub fn report(inputs: &[PathBuf], out: &Path) -> Result<Vec<ParadigmRow>> {
         }
         .save(&out.join(stem))
     };
+    let paradigms: Vec<String> = unique(settings.iter().map(|(p, _)| p.clone()));
     let series_for = |points: &dyn Fn(&str) -> Vec<(f64, f64)>| -> Vec<Series> {
         let mut series = Vec::new();
-        for p in ["fine-tuned", "fine-tuned, no LM loss", "multitask", "prompted"] {
+        for p in &paradigms {
+            let p = p.as_str();
             let mut pts = points(p);
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             // A log axis has no 0: the 0-shot score is drawn as a level across the plot.
@@ -201,12 +214,13 @@ pub fn report(inputs: &[PathBuf], out: &Path) -> Result<Vec<ParadigmRow>> {
         }
         series
     };
-    plot(
-        "mean accuracy over the tasks",
-        series_for(&|p| means.get(p).cloned().unwrap_or_default()),
-        "accuracy_vs_examples",
-    )?;
-    report.heading("Accuracy against labelled examples").image("mean accuracy", "accuracy_vs_examples.png");
+    report.heading("Accuracy against labelled examples");
+    // The mean needs a setting with every task; results on disjoint tasks get per-task plots only.
+    if !means.is_empty() {
+        let mean = |p: &str| means.get(p).cloned().unwrap_or_default();
+        plot("mean accuracy over the tasks", series_for(&mean), "accuracy_vs_examples")?;
+        report.image("mean accuracy", "accuracy_vs_examples.png");
+    }
     for task in &tasks {
         let pts = |p: &str| {
             rows.iter().filter(|r| r.paradigm == p && &r.task == task).map(|r| (r.examples as f64, r.acc)).collect()

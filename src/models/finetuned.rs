@@ -212,8 +212,8 @@ impl FinetunedGpt {
     }
 }
 
-/// Next-token targets of right-padded rows: `ids` shifted left, with padding (and the position
-/// after the last real token) ignored.
+/// Next-token targets of a right-padded row of `len` real tokens: `ids` shifted left; the last
+/// real position (`extract`, which has no next token) and the padding are ignored.
 pub fn lm_targets(ids: &[i64], len: usize) -> Vec<i64> {
     (0..ids.len()).map(|t| if t + 1 < len { ids[t + 1] } else { IGNORE_INDEX }).collect()
 }

@@ -117,6 +117,7 @@ fn bad_labels_and_choice_counts_name_the_record() {
     assert!(err(TaskType::Classification, 0, json!({"text": "b", "label": "maybe"}))
         .contains("\"maybe\" is not one of the classes"));
     assert!(err(TaskType::Classification, 0, json!({"label": 1})).contains("lacks field \"text\""));
+    assert!(err(TaskType::Classification, 0, json!({"text": "b", "label": 1.5})).contains("must be an integer index"));
     let mc = |choices: Value| {
         format!(
             "{:#}",
@@ -363,6 +364,8 @@ fn bad_fine_tuning_input_is_a_one_line_error() {
     assert!(err.contains("mc.jsonl record 2: has 3 choices, but the task's records have 2"), "{err}");
     let err = run_err(&["finetune", "--config", &cfg("name = \"nope\"")]);
     assert!(err.contains("give its type"), "{err}");
+    let err = run_err(&["finetune", "--config", &cfg("name = \"scene_qa\"\ntrain_examples = 0")]);
+    assert!(err.contains("train_examples must be positive"), "{err}");
     let long = records("long.jsonl", &[json!({"text": "There is a red circle. ".repeat(40), "label": 1})]);
     let err = run_err(&[
         "finetune",
