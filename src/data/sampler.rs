@@ -7,11 +7,33 @@ use std::sync::Arc;
 use std::thread;
 
 use anyhow::{ensure, Result};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::shards::TokenShards;
+
+/// Indices of batch `index` of size `b` over `n` examples taken in epochs: positions
+/// `index * b ..` of the sequence of epochs, each epoch a permutation seeded by (seed, epoch). A
+/// pure function of its arguments, so a resumed run takes the same batches (VLM and SFT data).
+pub fn epoch_batch(n: usize, seed: u64, index: u64, b: usize) -> Vec<usize> {
+    let mut perm: Option<(u64, Vec<usize>)> = None;
+    (0..b as u64)
+        .map(|j| {
+            let at = index * b as u64 + j;
+            let epoch = at / n.max(1) as u64;
+            if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                rng.set_stream(epoch);
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(&mut rng);
+                perm = Some((epoch, order));
+            }
+            perm.as_ref().and_then(|(_, order)| order.get((at % n.max(1) as u64) as usize).copied()).unwrap_or(0)
+        })
+        .collect()
+}
 
 /// What a checkpoint stores of the sampler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use gptlab_vision::transform::{load_image, resize_center_crop};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
@@ -177,25 +174,9 @@ impl VlmDataset {
         }
     }
 
-    /// Indices of training batch `index`: positions `index * b ..` of the sequence of epochs, each
-    /// epoch a permutation of the examples seeded by (seed, epoch).
+    /// Indices of training batch `index` (see [`crate::data::sampler::epoch_batch`]).
     pub fn batch_indices(&self, seed: u64, index: u64, b: usize) -> Vec<usize> {
-        let n = self.examples.len();
-        let mut perm: Option<(u64, Vec<usize>)> = None;
-        (0..b as u64)
-            .map(|j| {
-                let at = index * b as u64 + j;
-                let epoch = at / n as u64;
-                if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                    rng.set_stream(epoch);
-                    let mut order: Vec<usize> = (0..n).collect();
-                    order.shuffle(&mut rng);
-                    perm = Some((epoch, order));
-                }
-                perm.as_ref().map(|(_, order)| order[(at % n as u64) as usize]).unwrap_or(0)
-            })
-            .collect()
+        crate::data::sampler::epoch_batch(self.examples.len(), seed, index, b)
     }
 }
 
