@@ -23,6 +23,7 @@ pub mod models;
 pub mod plot;
 pub mod quickstart;
 pub mod report;
+pub mod rlhf;
 pub mod scaling;
 pub mod special;
 pub mod synth;

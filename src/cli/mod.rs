@@ -9,6 +9,7 @@ mod finetune;
 mod infer;
 mod interop;
 mod quickstart;
+mod rlhf;
 mod scaling;
 mod tokenizer;
 mod train;
@@ -46,6 +47,9 @@ enum Command {
     Finetune(train::TrainArgs),
     /// The three paradigms (fine-tuned, multitask, prompted) side by side from their results files
     Paradigms(finetune::ParadigmsArgs),
+    /// InstructGPT: RLHF data from the programmatic labeler, supervised fine-tuning
+    #[command(subcommand)]
+    Rlhf(rlhf::RlhfCommand),
     /// CLIP: contrastive image-text pretraining
     #[command(subcommand)]
     Clip(clip::ClipCommand),
@@ -84,6 +88,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Paradigms(args) => finetune::paradigms(args),
+        Command::Rlhf(cmd) => rlhf::run(cmd),
         Command::Clip(cmd) => clip::run(cmd),
         Command::Vlm(cmd) => vlm::run(cmd),
         Command::Sample(args) => infer::sample(args),

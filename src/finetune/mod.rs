@@ -40,7 +40,7 @@ use crate::synth::labelled;
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
 use crate::train::trainer::{Evaluate, RunParts, Setup, Trainer, ValMetrics};
-use crate::train::{TrainSection, TrainState, TrainSummary};
+use crate::train::{epoch_section, pretraining_lr, table_int, EpochRecipe, TrainSection, TrainSummary};
 use data::{Layout, Specials, TaskData, TooLong};
 
 /// One task to fine-tune on: a built-in labelled task (by name alone) or records of the user's.
@@ -175,32 +175,6 @@ impl FinetuneFile {
             .map_err(|e: toml::de::Error| anyhow::anyhow!("[optim]: {}", e.message()))?;
         optim.validate()?;
         Ok(optim)
-    }
-
-    /// The `[train]` section: the user's keys, the rest derived from the data and the
-    /// checkpoint's pretraining.
-    fn resolve_train(&self, steps_per_epoch: u64, pretrain_lr: Option<f64>) -> Result<TrainSection> {
-        let mut t = self.train.clone();
-        let max_steps = ((self.finetune.epochs * steps_per_epoch as f64).ceil() as u64).max(1);
-        let max_steps = t.get("max_steps").and_then(|v| v.as_integer()).map_or(max_steps, |v| v.max(0) as u64);
-        let derived: [(&str, toml::Value); 8] = [
-            ("lr", pretrain_lr.map_or(6.25e-5, |lr| lr * 0.25).into()),
-            ("batch_size", 32.into()),
-            ("max_steps", (max_steps as i64).into()),
-            ("warmup_steps", ((self.finetune.warmup_fraction * max_steps as f64).ceil() as i64).into()),
-            ("min_lr", 0.0.into()),
-            ("eval_interval", (steps_per_epoch.min(max_steps) as i64).into()),
-            ("ckpt_interval", (steps_per_epoch.min(max_steps) as i64).into()),
-            ("log_interval", (steps_per_epoch.clamp(1, 10) as i64).into()),
-        ];
-        for (key, value) in derived {
-            t.entry(key.to_string()).or_insert(value);
-        }
-        let section: TrainSection = toml::Value::Table(t)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("[train]: {}", e.message()))?;
-        section.validate()?;
-        Ok(section)
     }
 }
 
@@ -347,11 +321,6 @@ fn load_pretrained(vs: &tch::nn::VarStore, init: &Path, fresh_from: usize) -> Re
     Ok(())
 }
 
-/// The pretraining learning rate of a checkpoint, when it kept its training state.
-fn pretrain_lr(init: &Path) -> Option<f64> {
-    checkpoint::read_state::<TrainState>(init).ok().map(|s| s.schedule.lr)
-}
-
 /// The objective: GPT-1's loss on batches of one task at a time.
 struct Finetune {
     model: FinetunedGpt,
@@ -456,10 +425,17 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
     let mut tasks = file.tasks.iter().map(|t| task_records(t, f)).collect::<Result<Vec<_>>>()?;
     let multitask = f.task_tokens.unwrap_or(tasks.len() > 1);
     let init = checkpoint::resolve(&file.init)?;
-    let b = file.train.get("batch_size").and_then(|v| v.as_integer()).unwrap_or(32).max(1) as usize;
+    let b = table_int(&file.train, "batch_size", 32).max(1) as usize;
     let batches_per_epoch: u64 = tasks.iter().map(|t| t.train.len().div_ceil(b) as u64).sum();
-    let accum = file.train.get("grad_accum").and_then(|v| v.as_integer()).unwrap_or(1).max(1) as u64;
-    let section = file.resolve_train(batches_per_epoch.div_ceil(accum), pretrain_lr(&init))?;
+    let accum = table_int(&file.train, "grad_accum", 1).max(1) as u64;
+    let recipe = EpochRecipe {
+        epochs: f.epochs,
+        steps_per_epoch: batches_per_epoch.div_ceil(accum),
+        warmup_fraction: f.warmup_fraction,
+        lr: pretraining_lr(&init).map_or(6.25e-5, |lr| lr * 0.25),
+        batch_size: 32,
+    };
+    let section = epoch_section(&file.train, &recipe)?;
     let cfg = FinetuneConfig {
         out_dir: file.out_dir.clone(),
         init: file.init.clone(),

@@ -114,6 +114,54 @@ impl Default for TrainSection {
     }
 }
 
+/// How a run counted in epochs (fine-tuning, SFT) fills the `[train]` keys its user left out.
+pub struct EpochRecipe {
+    pub epochs: f64,
+    /// Optimizer steps per epoch, at the batch size and accumulation the run will use.
+    pub steps_per_epoch: u64,
+    /// Share of the steps the learning rate warms up over.
+    pub warmup_fraction: f64,
+    pub lr: f64,
+    pub batch_size: i64,
+}
+
+/// The integer `key` of a user's `[train]` table, or `default`.
+pub fn table_int(table: &toml::Table, key: &str, default: i64) -> i64 {
+    table.get(key).and_then(|v| v.as_integer()).unwrap_or(default)
+}
+
+/// The user's `[train]` keys over those `recipe` derives: `max_steps` from the epochs (unless
+/// given), warmup as a share of it, decay to 0, validation and a checkpoint every epoch.
+pub fn epoch_section(user: &toml::Table, recipe: &EpochRecipe) -> Result<TrainSection> {
+    let mut t = user.clone();
+    let per_epoch = recipe.steps_per_epoch;
+    let max_steps = ((recipe.epochs * per_epoch as f64).ceil() as i64).max(1);
+    let max_steps = table_int(&t, "max_steps", max_steps).max(0);
+    let derived: [(&str, toml::Value); 8] = [
+        ("lr", recipe.lr.into()),
+        ("batch_size", recipe.batch_size.into()),
+        ("max_steps", max_steps.into()),
+        ("warmup_steps", ((recipe.warmup_fraction * max_steps as f64).ceil() as i64).into()),
+        ("min_lr", 0.0.into()),
+        ("eval_interval", (per_epoch as i64).clamp(1, max_steps.max(1)).into()),
+        ("ckpt_interval", (per_epoch as i64).clamp(1, max_steps.max(1)).into()),
+        ("log_interval", (per_epoch as i64).clamp(1, 10).into()),
+    ];
+    for (key, value) in derived {
+        t.entry(key.to_string()).or_insert(value);
+    }
+    let section: TrainSection =
+        toml::Value::Table(t).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("[train]: {}", e.message()))?;
+    section.validate()?;
+    Ok(section)
+}
+
+/// The learning rate a checkpoint was pretrained with, when it kept its training state: what
+/// fine-tuning recipes scale from.
+pub fn pretraining_lr(dir: &std::path::Path) -> Option<f64> {
+    crate::checkpoint::read_state::<TrainState>(dir).ok().map(|s| s.schedule.lr)
+}
+
 /// Where a training run stands; with the optimizer moments this is all that exact resume needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {

@@ -11,6 +11,7 @@ mod hf;
 mod hostile;
 mod model;
 mod optim;
+mod rlhf;
 mod scaling;
 mod tokenizer;
 mod train;

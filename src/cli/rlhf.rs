@@ -1,0 +1,47 @@
+//! `gptlab rlhf`: InstructGPT's stages and their data.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use gptlab::rlhf;
+
+use super::train::TrainArgs;
+
+#[derive(Subcommand)]
+pub enum RlhfCommand {
+    /// Write the embedded world's RLHF data: demonstrations, K-wise rankings, preferences, prompts
+    Data(DataArgs),
+    /// Supervised fine-tuning on demonstrations (InstructGPT's first stage)
+    Sft(TrainArgs),
+}
+
+#[derive(Args)]
+pub struct DataArgs {
+    /// Output folder (sft, rankings, preferences and prompts JSONL, each with a _val twin)
+    #[arg(long)]
+    out: PathBuf,
+    /// Prompts per file
+    #[arg(long, default_value_t = 2000)]
+    prompts: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(cmd: RlhfCommand) -> Result<()> {
+    match cmd {
+        RlhfCommand::Data(a) => {
+            anyhow::ensure!(a.prompts > 0, "--prompts must be positive");
+            rlhf::data::write_synthetic(&a.out, a.prompts, a.seed)?;
+            println!("wrote sft, rankings, preferences and prompts (and their _val twins) to {}", a.out.display());
+            Ok(())
+        }
+        RlhfCommand::Sft(args) => {
+            let mut file = rlhf::sft::SftFile::from_file(args.config())?;
+            args.apply_to_table(&mut file.train, &mut file.out_dir);
+            let s = rlhf::sft::sft(&file, args.resume)?;
+            super::train::print_summary("SFT ", &s);
+            Ok(())
+        }
+    }
+}

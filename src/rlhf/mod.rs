@@ -1,0 +1,7 @@
+//! InstructGPT's pipeline: demonstrations and K-wise rankings from a programmatic labeler
+//! ([`labeler`], [`data`]), then supervised fine-tuning ([`sft`]). The reward model, PPO with
+//! the pretraining mix, and DPO build on these.
+
+pub mod data;
+pub mod labeler;
+pub mod sft;

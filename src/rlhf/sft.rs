@@ -1,0 +1,254 @@
+//! `gptlab rlhf sft --config FILE.toml [--resume]`: InstructGPT's first stage, supervised
+//! fine-tuning on demonstrations, through the shared [`Trainer`].
+//!
+//! Records are chats in the chat template (see [`super::data`]); the loss is on the assistant's
+//! tokens and the end-of-text that closes each of its turns, padding is `<|pad|>` (never the
+//! end-of-text, whose prediction the model must learn), and residual dropout is on (InstructGPT:
+//! 0.2). Left-out `[train]` keys follow an epoch recipe: 2 epochs, batch 16, warmup over 2% of the
+//! steps, decay to 0, a learning rate a quarter of the pretraining one. The checkpoint is a GPT
+//! with the same tokenizer: `sample`, `eval` and the later RLHF stages read it as any GPT.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use super::data::{parse_sft, read};
+use crate::checkpoint;
+use crate::data::multimodal::LossOn;
+use crate::data::sampler::epoch_batch;
+use crate::models::gpt::{lm_loss, Gpt, GptConfig, Input, Pass, IGNORE_INDEX};
+use crate::special::IMAGE;
+use crate::tokenizer::Tokenizer;
+use crate::train::optim::AdamWConfig;
+use crate::train::trainer::{Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::{epoch_section, pretraining_lr, table_int, EpochRecipe, TrainSection, TrainSummary};
+
+/// The SFT stage's own settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftSection {
+    pub epochs: f64,
+    /// Residual, attention and embedding dropout while training (InstructGPT: 0.2).
+    pub dropout: f64,
+    pub warmup_fraction: f64,
+    /// Leave out records longer than the context (with a count) instead of stopping.
+    pub skip_too_long: bool,
+}
+
+impl Default for SftSection {
+    fn default() -> Self {
+        Self { epochs: 2.0, dropout: 0.2, warmup_fraction: 0.02, skip_too_long: false }
+    }
+}
+
+/// The demonstrations: training and held-out records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftData {
+    pub train: PathBuf,
+    pub val: PathBuf,
+}
+
+/// An SFT run as the user writes it; the resolved [`SftConfig`] is written next to the outputs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftFile {
+    pub out_dir: PathBuf,
+    /// The pretrained GPT checkpoint; its tokenizer needs the chat markers.
+    pub init: PathBuf,
+    pub data: SftData,
+    #[serde(default)]
+    pub sft: SftSection,
+    #[serde(default)]
+    pub train: toml::Table,
+    #[serde(default)]
+    pub optim: AdamWConfig,
+}
+
+/// The resolved run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SftConfig {
+    pub out_dir: PathBuf,
+    pub init: PathBuf,
+    pub data: SftData,
+    pub sft: SftSection,
+    pub train: TrainSection,
+    pub optim: AdamWConfig,
+}
+
+impl SftFile {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let file: Self = crate::config::read_toml(path)?;
+        let s = &file.sft;
+        ensure!(s.epochs > 0.0 && s.epochs.is_finite(), "config {}: sft.epochs must be positive", path.display());
+        ensure!((0.0..1.0).contains(&s.dropout), "config {}: sft.dropout must be in [0, 1)", path.display());
+        ensure!(
+            (0.0..1.0).contains(&s.warmup_fraction),
+            "config {}: sft.warmup_fraction must be in [0, 1)",
+            path.display()
+        );
+        Ok(file)
+    }
+}
+
+/// Demonstrations as ids and labels (the id where the position trains, else ignored).
+struct Demos {
+    examples: Vec<(Vec<i64>, Vec<i64>)>,
+    skipped: usize,
+}
+
+fn load_demos(path: &Path, tok: &Tokenizer, block: usize, skip_too_long: bool) -> Result<Demos> {
+    let records = read(path, parse_sft)?;
+    let image_id = tok.token_to_id(IMAGE).map_or(-1, i64::from);
+    let mut examples = Vec::with_capacity(records.len());
+    let mut skipped = 0;
+    for (i, r) in records.iter().enumerate() {
+        let ex = r.encode(tok, LossOn::Assistant).with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        let (ids, labels) = ex.expanded(image_id, 1);
+        if ids.len() > block {
+            ensure!(
+                skip_too_long,
+                "{} line {}: {} tokens, longer than the model's context of {block} (set sft.skip_too_long = true to leave such records out)",
+                path.display(),
+                i + 1,
+                ids.len()
+            );
+            skipped += 1;
+            continue;
+        }
+        examples.push((ids, labels));
+    }
+    ensure!(!examples.is_empty(), "{}: no record fits the model's context of {block}", path.display());
+    Ok(Demos { examples, skipped })
+}
+
+/// A batch: ids [B, T] right-padded, and the next-token targets [B, T - 1].
+fn batch(demos: &Demos, indices: &[usize], pad: i64, device: Device) -> (Tensor, Tensor, usize) {
+    let width = indices.iter().map(|&i| demos.examples[i].0.len()).max().unwrap_or(1);
+    let (mut ids, mut targets, mut positions) = (Vec::new(), Vec::new(), 0);
+    for &i in indices {
+        let (x, y) = &demos.examples[i];
+        positions += x.len();
+        ids.extend(x.iter().copied().chain(std::iter::repeat_n(pad, width - x.len())));
+        // The label at position t + 1 is what position t predicts.
+        targets.extend(y[1..].iter().copied().chain(std::iter::repeat_n(IGNORE_INDEX, width - x.len())));
+    }
+    let b = indices.len() as i64;
+    let ids = Tensor::from_slice(&ids).view([b, width as i64]).to_device(device);
+    let targets = Tensor::from_slice(&targets).view([b, width as i64 - 1]).to_device(device);
+    (ids, targets, positions)
+}
+
+/// Mean cross-entropy over the trained positions of a batch.
+fn loss(model: &Gpt, ids: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
+    let t = ids.size()[1];
+    let logits = model.forward(Input::Tokens(ids), Pass { train, ..Default::default() })?; // [B, T, V]
+    Ok(lm_loss(&logits.narrow(1, 0, t - 1), targets))
+}
+
+struct Objective {
+    model: Gpt,
+    val: Demos,
+    batch_size: usize,
+    pad: i64,
+    device: Device,
+}
+
+impl Evaluate for Objective {
+    fn validate(&mut self) -> Result<ValMetrics> {
+        let n = self.val.examples.len();
+        let (mut total, mut batches) = (0.0, 0);
+        for start in (0..n).step_by(self.batch_size) {
+            let idx: Vec<usize> = (start..(start + self.batch_size).min(n)).collect();
+            let (ids, targets, _) = batch(&self.val, &idx, self.pad, self.device);
+            total += tch::no_grad(|| loss(&self.model, &ids, &targets, false))?.double_value(&[]);
+            batches += 1;
+        }
+        Ok(ValMetrics::from([("val_loss".to_string(), total / batches.max(1) as f64)]))
+    }
+}
+
+/// Trains per `file`; with `resume`, continues from `out_dir/checkpoint` exactly.
+pub fn sft(file: &SftFile, resume: bool) -> Result<TrainSummary> {
+    let init = checkpoint::resolve(&file.init)?;
+    let mut gpt: GptConfig = checkpoint::read_config(&init)?;
+    gpt.dropout = file.sft.dropout;
+    let tok_path = init.join(checkpoint::TOKENIZER_FILE);
+    let tok = Tokenizer::from_file(&tok_path)
+        .with_context(|| format!("the GPT checkpoint {} needs its tokenizer", init.display()))?;
+    for marker in crate::special::ALL {
+        ensure!(tok.token_to_id(marker).is_some(), "{}: the tokenizer lacks {marker}", tok_path.display());
+    }
+    let block = gpt.block_size as usize;
+    let s = &file.sft;
+    let train = load_demos(&file.data.train, &tok, block, s.skip_too_long)?;
+    let val = load_demos(&file.data.val, &tok, block, s.skip_too_long)?;
+    if train.skipped + val.skipped > 0 {
+        eprintln!("warning: left out {} records longer than the context", train.skipped + val.skipped);
+    }
+    let b = table_int(&file.train, "batch_size", 16).max(1) as usize;
+    let accum = table_int(&file.train, "grad_accum", 1).max(1) as u64;
+    let recipe = EpochRecipe {
+        epochs: s.epochs,
+        steps_per_epoch: (train.examples.len().div_ceil(b) as u64).div_ceil(accum),
+        warmup_fraction: s.warmup_fraction,
+        lr: pretraining_lr(&init).map_or(1e-4, |lr| lr * 0.25),
+        batch_size: 16,
+    };
+    let section = epoch_section(&file.train, &recipe)?;
+    let cfg = SftConfig {
+        out_dir: file.out_dir.clone(),
+        init: file.init.clone(),
+        data: file.data.clone(),
+        sft: file.sft.clone(),
+        train: section.clone(),
+        optim: file.optim.clone(),
+    };
+    let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
+    let mut model = Gpt::new(&gpt, setup.vs.root())?;
+    model.set_compute_kind(setup.kind);
+    if setup.resumed.is_none() {
+        let file = init.join(checkpoint::MODEL_FILE);
+        checkpoint::fill(&setup.vs, checkpoint::read_tensors(&file)?, &file)?;
+    }
+    eprintln!(
+        "[sft] {} demonstrations ({} held out), {} steps, lr {:.3e}, dropout {}",
+        train.examples.len(),
+        val.examples.len(),
+        section.max_steps,
+        section.lr,
+        s.dropout
+    );
+    let trainer = Trainer::new(
+        setup,
+        RunParts {
+            model_config: &gpt,
+            tokenizer: Some(tok_path),
+            optim: cfg.optim.clone(),
+            unit: "examples",
+            units_per_step: (section.batch_size * section.grad_accum) as u64,
+            baseline: None,
+        },
+    )?;
+    let device = trainer.device();
+    let mut objective = Objective { model, val, batch_size: section.batch_size, pad: tok.pad() as i64, device };
+    run_loop(trainer, &mut objective, &train)
+}
+
+fn run_loop(mut trainer: Trainer, obj: &mut Objective, train: &Demos) -> Result<TrainSummary> {
+    let seed = trainer.state.sampler.seed;
+    let n = train.examples.len();
+    while !trainer.is_done() {
+        let next = trainer.state.sampler.next_batch;
+        trainer.step(|i| {
+            let idx = epoch_batch(n, seed, next + i as u64, obj.batch_size);
+            let (ids, targets, positions) = batch(train, &idx, obj.pad, obj.device);
+            let flops = obj.model.cfg.flops_per_token(ids.size()[1]) * positions as f64;
+            Ok((loss(&obj.model, &ids, &targets, true)?, flops))
+        })?;
+        trainer.end_step(obj)?;
+    }
+    trainer.finish()
+}

@@ -1,0 +1,117 @@
+//! InstructGPT's stages: the labeler's data, SFT's loss mask, exact resume, and bad data files.
+
+use std::path::{Path, PathBuf};
+
+use gptlab::checkpoint;
+use gptlab::models::gpt::{Gpt, GptConfig};
+use gptlab::tokenizer::Tokenizer;
+use serde_json::{json, Value};
+use tch::nn::VarStore;
+use tch::Device;
+
+use crate::common::{assert_same, persistent_tempdir, run_err, run_ok, shard_dir};
+
+/// A nano GPT with random weights, dropout on, and the test corpus's tokenizer (chat markers
+/// included).
+fn gpt_ckpt(dir: &Path) -> PathBuf {
+    let ckpt = dir.join("gpt");
+    tch::manual_seed(9);
+    let vs = VarStore::new(Device::Cpu);
+    let cfg = GptConfig { vocab_size: 448, block_size: 64, dropout: 0.1, ..GptConfig::preset("nano").unwrap() };
+    Gpt::new(&cfg, vs.root()).unwrap();
+    checkpoint::save_model(&ckpt, &vs, &cfg, Some(&shard_dir().parent().unwrap().join("tokenizer.json"))).unwrap();
+    ckpt
+}
+
+fn sft_config(dir: &Path, init: &Path, data: &Path, max_steps: u64) -> PathBuf {
+    let text = format!(
+        "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\n[sft]\nskip_too_long = true\n[train]\nbatch_size = 4\nmax_steps = {max_steps}\ndecay_steps = 6\neval_interval = 3\nckpt_interval = 3\nlog_interval = 1\ndevice = \"cpu\"\nthreads = 1\npeak_tflops = 1.0\n",
+        dir.join("run").display(),
+        init.display(),
+        data.join("sft.jsonl").display(),
+        data.join("sft_val.jsonl").display()
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(format!("sft_{max_steps}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_labeler_writes_ranked_data_that_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(&["rlhf", "data", "--out", dir.path().to_str().unwrap(), "--prompts", "40"]);
+    let rankings =
+        gptlab::rlhf::data::read(&dir.path().join("rankings.jsonl"), gptlab::rlhf::data::parse_ranked).unwrap();
+    assert_eq!(rankings.len(), 40);
+    assert!(rankings.iter().all(|r| (4..=9).contains(&r.responses.len())));
+    let sft = gptlab::jsonl::read_jsonl(&dir.path().join("sft.jsonl")).unwrap();
+    // Where the demonstration is among the responses, the labeler ranks it first.
+    let mut with_demo = 0;
+    for (r, s) in rankings.iter().zip(&sft) {
+        let demo = s["completion"].as_str().unwrap();
+        if r.responses.iter().any(|x| x == demo) {
+            assert_eq!(r.responses[r.ranking[0]], demo);
+            with_demo += 1;
+        }
+    }
+    assert!(with_demo > 10, "{with_demo}");
+    assert_eq!(gptlab::jsonl::read_jsonl(&dir.path().join("prompts_val.jsonl")).unwrap().len(), 4);
+}
+
+#[test]
+fn sft_trains_on_the_assistant_tokens_and_resumes_exactly() {
+    let root = persistent_tempdir();
+    let data = root.join("data");
+    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "24"]);
+    let init = gpt_ckpt(&root);
+    let (straight, split) = (root.join("straight"), root.join("split"));
+    run_ok(&["rlhf", "sft", "--config", sft_config(&straight, &init, &data, 6).to_str().unwrap()]);
+    run_ok(&["rlhf", "sft", "--config", sft_config(&split, &init, &data, 3).to_str().unwrap()]);
+    let out = run_ok(&["rlhf", "sft", "--config", sft_config(&split, &init, &data, 6).to_str().unwrap(), "--resume"]);
+    assert!(out.contains("trained SFT 6 steps"), "{out}");
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        assert_same(&straight.join("run/checkpoint").join(f), &split.join("run/checkpoint").join(f));
+    }
+    // The loss mask: what trains is the assistant's answer and its closing end-of-text.
+    let tok = Tokenizer::from_file(&init.join("tokenizer.json")).unwrap();
+    let record = gptlab::rlhf::data::parse_sft(&json!({"prompt": "Spell it.", "completion": "ti"})).unwrap();
+    let ex = record.encode(&tok, gptlab::data::multimodal::LossOn::Assistant).unwrap();
+    let trained: Vec<u32> = ex.ids.iter().zip(&ex.trained).filter(|(_, t)| **t).map(|(&i, _)| i as u32).collect();
+    assert_eq!(tok.decode(&trained).unwrap(), "ti<|endoftext|>");
+    assert_ne!(tok.pad(), tok.eot(), "padding is not the end-of-text");
+}
+
+#[test]
+fn bad_rlhf_data_is_a_one_line_error_naming_the_line() {
+    let root = persistent_tempdir();
+    let init = gpt_ckpt(&root);
+    let data = root.join("bad");
+    std::fs::create_dir_all(&data).unwrap();
+    let write = |name: &str, recs: &[Value]| gptlab::jsonl::write_jsonl(&data.join(name), recs).unwrap();
+    write("sft_val.jsonl", &[json!({"prompt": "a", "completion": "b"})]);
+    write("sft.jsonl", &[json!({"prompt": "a", "completion": "b"}), json!({"prompt": "a"})]);
+    let cfg = sft_config(&root.join("run-bad"), &init, &data, 2);
+    let err = run_err(&["rlhf", "sft", "--config", cfg.to_str().unwrap()]);
+    assert!(err.contains("sft.jsonl line 2") && err.contains("lacks \"completion\""), "{err}");
+    write(
+        "sft.jsonl",
+        &[json!({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b ".repeat(80)}]})],
+    );
+    let cfg = sft_config(&root.join("run-long"), &init, &data, 2).to_str().unwrap().to_string();
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap().replace("skip_too_long = true", "skip_too_long = false"),
+    )
+    .unwrap();
+    let err = run_err(&["rlhf", "sft", "--config", &cfg]);
+    assert!(err.contains("sft.jsonl line 1") && err.contains("longer than the model's context of 64"), "{err}");
+    let rankings = data.join("r.jsonl");
+    gptlab::jsonl::write_jsonl(
+        &rankings,
+        &[json!({"prompt": "p", "responses": ["a", "b", "c"], "ranking": [0, 1, 1]})],
+    )
+    .unwrap();
+    let err = format!("{:#}", gptlab::rlhf::data::read(&rankings, gptlab::rlhf::data::parse_ranked).unwrap_err());
+    assert!(err.contains("r.jsonl line 1") && err.contains("not a permutation"), "{err}");
+}
