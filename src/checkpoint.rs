@@ -263,9 +263,20 @@ impl ModelConfig for crate::models::finetuned::FinetunedConfig {
     }
 }
 
-/// The family of GPT-1-style fine-tuned models. Their decoder is a whole GPT, so anything that
-/// takes a GPT checkpoint takes one of these too (its config's `gpt`, its tensors but `heads.`).
+impl ModelConfig for crate::models::reward::RewardConfig {
+    const FAMILY: &'static str = REWARD;
+    const DISPLAY: &'static str = "reward model";
+    fn validate(&self) -> Result<()> {
+        crate::models::reward::RewardConfig::validate(self)
+    }
+}
+
+/// GPT-1-style fine-tuned models and reward models: families that hold a whole GPT (their
+/// config's `gpt`) beside heads of their own, so anything that takes a GPT checkpoint takes
+/// these too, reading only the GPT's tensors (`transformer.*`, `lm_head.*`).
 const FINETUNED: &str = "gpt-finetuned";
+const REWARD: &str = "gpt-reward";
+const GPT_HOSTS: [&str; 2] = [FINETUNED, REWARD];
 
 impl ModelConfig for ClipConfig {
     const FAMILY: &'static str = "clip";
@@ -314,6 +325,16 @@ impl Family for crate::models::finetuned::FinetunedGpt {
     }
 }
 
+impl Family for crate::models::reward::RewardModel {
+    type Config = crate::models::reward::RewardConfig;
+    fn build(cfg: &Self::Config, p: nn::Path) -> Result<Self> {
+        crate::models::reward::RewardModel::new(cfg, p)
+    }
+    fn vocab_rows(&self) -> i64 {
+        self.cfg.gpt.vocab_size
+    }
+}
+
 impl Family for Clip {
     type Config = ClipConfig;
     fn build(cfg: &ClipConfig, p: nn::Path) -> Result<Self> {
@@ -331,6 +352,7 @@ fn display_name(family: &str) -> &str {
         "clip" => ClipConfig::DISPLAY,
         "vlm" => crate::models::vlm::VlmConfig::DISPLAY,
         FINETUNED => crate::models::finetuned::FinetunedConfig::DISPLAY,
+        REWARD => crate::models::reward::RewardConfig::DISPLAY,
         other => other,
     }
 }
@@ -365,6 +387,7 @@ pub fn is_checkpoint(dir: &Path) -> bool {
             "clip" => parse_config::<ClipConfig>(v, dir).is_ok(),
             "vlm" => parse_config::<crate::models::vlm::VlmConfig>(v, dir).is_ok(),
             FINETUNED => parse_config::<crate::models::finetuned::FinetunedConfig>(v, dir).is_ok(),
+            REWARD => parse_config::<crate::models::reward::RewardConfig>(v, dir).is_ok(),
             _ => false,
         })
 }
@@ -377,7 +400,7 @@ pub fn read_config<C: ModelConfig>(dir: &Path) -> Result<C> {
 
 fn parse_config<C: ModelConfig>(mut v: Value, dir: &Path) -> Result<C> {
     let mut family = family_of(&v).to_string();
-    if family == FINETUNED && C::FAMILY == GptConfig::FAMILY {
+    if GPT_HOSTS.contains(&family.as_str()) && C::FAMILY == GptConfig::FAMILY {
         v = v.get("gpt").cloned().unwrap_or(Value::Null);
         family = C::FAMILY.to_string();
     }
@@ -492,8 +515,8 @@ pub fn load<M: Family>(dir: &Path, device: Device) -> Result<Loaded<M>> {
     let file = dir.join(MODEL_FILE);
     let mut tensors = read_tensors(&file)?;
     check_finite(&tensors, &file)?;
-    if M::Config::FAMILY == GptConfig::FAMILY && family(&dir)? == FINETUNED {
-        tensors.retain(|(name, _)| !name.starts_with("heads."));
+    if M::Config::FAMILY == GptConfig::FAMILY && GPT_HOSTS.contains(&family(&dir)?.as_str()) {
+        tensors.retain(|(name, _)| name.starts_with("transformer.") || name.starts_with("lm_head."));
     }
     fill(&vs, tensors, &file)?;
     Ok(Loaded { dir, vs, model })

@@ -14,6 +14,8 @@ pub enum RlhfCommand {
     Data(DataArgs),
     /// Supervised fine-tuning on demonstrations (InstructGPT's first stage)
     Sft(TrainArgs),
+    /// The reward model on K-wise rankings or preferences (InstructGPT's second stage)
+    Rm(TrainArgs),
 }
 
 #[derive(Args)]
@@ -41,6 +43,14 @@ pub fn run(cmd: RlhfCommand) -> Result<()> {
             args.apply_to_table(&mut file.train, &mut file.out_dir);
             let s = rlhf::sft::sft(&file, args.resume)?;
             super::train::print_summary("SFT ", &s);
+            Ok(())
+        }
+        RlhfCommand::Rm(args) => {
+            let mut file = rlhf::reward::RmFile::from_file(args.config())?;
+            args.apply_to_table(&mut file.train, &mut file.out_dir);
+            let s = rlhf::reward::train_rm(&file, args.resume)?;
+            super::train::print_summary("reward model ", &s.train);
+            println!("reward offset {:.4}: demonstrations now score 0 on average", s.offset);
             Ok(())
         }
     }

@@ -2,4 +2,5 @@
 
 pub mod finetuned;
 pub mod gpt;
+pub mod reward;
 pub mod vlm;

@@ -13,11 +13,11 @@ use crate::common::{assert_same, persistent_tempdir, run_err, run_ok, shard_dir}
 
 /// A nano GPT with random weights, dropout on, and the test corpus's tokenizer (chat markers
 /// included).
-fn gpt_ckpt(dir: &Path) -> PathBuf {
-    let ckpt = dir.join("gpt");
+fn gpt_ckpt(dir: &Path, block_size: i64) -> PathBuf {
+    let ckpt = dir.join(format!("gpt{block_size}"));
     tch::manual_seed(9);
     let vs = VarStore::new(Device::Cpu);
-    let cfg = GptConfig { vocab_size: 448, block_size: 64, dropout: 0.1, ..GptConfig::preset("nano").unwrap() };
+    let cfg = GptConfig { vocab_size: 448, block_size, dropout: 0.1, ..GptConfig::preset("nano").unwrap() };
     Gpt::new(&cfg, vs.root()).unwrap();
     checkpoint::save_model(&ckpt, &vs, &cfg, Some(&shard_dir().parent().unwrap().join("tokenizer.json"))).unwrap();
     ckpt
@@ -64,7 +64,7 @@ fn sft_trains_on_the_assistant_tokens_and_resumes_exactly() {
     let root = persistent_tempdir();
     let data = root.join("data");
     run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "24"]);
-    let init = gpt_ckpt(&root);
+    let init = gpt_ckpt(&root, 64);
     let (straight, split) = (root.join("straight"), root.join("split"));
     run_ok(&["rlhf", "sft", "--config", sft_config(&straight, &init, &data, 6).to_str().unwrap()]);
     run_ok(&["rlhf", "sft", "--config", sft_config(&split, &init, &data, 3).to_str().unwrap()]);
@@ -85,7 +85,7 @@ fn sft_trains_on_the_assistant_tokens_and_resumes_exactly() {
 #[test]
 fn bad_rlhf_data_is_a_one_line_error_naming_the_line() {
     let root = persistent_tempdir();
-    let init = gpt_ckpt(&root);
+    let init = gpt_ckpt(&root, 64);
     let data = root.join("bad");
     std::fs::create_dir_all(&data).unwrap();
     let write = |name: &str, recs: &[Value]| gptlab::jsonl::write_jsonl(&data.join(name), recs).unwrap();
@@ -114,4 +114,88 @@ fn bad_rlhf_data_is_a_one_line_error_naming_the_line() {
     .unwrap();
     let err = format!("{:#}", gptlab::rlhf::data::read(&rankings, gptlab::rlhf::data::parse_ranked).unwrap_err());
     assert!(err.contains("r.jsonl line 1") && err.contains("not a permutation"), "{err}");
+}
+
+#[test]
+fn the_kwise_loss_matches_a_hand_computation() {
+    use gptlab::models::reward::kwise_loss;
+    use tch::Tensor;
+    // Prompt 1: K = 3, rewards 1, 0, 2 for responses ranked [2, 0, 1]; prompt 2: K = 2.
+    let r = Tensor::from_slice(&[1.0f32, 0.0, 2.0, 0.5, -0.5]);
+    let ranked =
+        gptlab::rlhf::data::Ranked { prompt: "p".into(), responses: vec!["a".into(); 3], ranking: vec![2, 0, 1] };
+    let p1: Vec<(i64, i64)> = ranked.pairs().into_iter().map(|(w, l)| (w as i64, l as i64)).collect();
+    assert_eq!(p1, vec![(2, 0), (2, 1), (0, 1)]);
+    let loss = kwise_loss(&r, &[p1, vec![(4, 3)]]).double_value(&[]);
+    let ls = |x: f64| -(1.0 + (-x).exp()).ln();
+    let first = -(ls(1.0) + ls(2.0) + ls(1.0)) / 3.0;
+    let second = -ls(-1.0);
+    assert!((loss - (first + second) / 2.0).abs() < 1e-6, "{loss} vs {}", (first + second) / 2.0);
+}
+
+fn rm_config(dir: &Path, init: &Path, data: &Path, max_steps: u64) -> PathBuf {
+    let text = format!(
+        "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\ndemonstrations = \"{}\"\n[train]\nbatch_size = 2\nmax_steps = {max_steps}\ndecay_steps = 6\neval_interval = 3\nckpt_interval = 3\nlog_interval = 1\ndevice = \"cpu\"\nthreads = 1\npeak_tflops = 1.0\n",
+        dir.join("run").display(),
+        init.display(),
+        data.join("rankings.jsonl").display(),
+        data.join("rankings_val.jsonl").display(),
+        data.join("sft_val.jsonl").display()
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(format!("rm_{max_steps}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_reward_model_resumes_exactly_and_centres_demonstrations_on_zero() {
+    use gptlab::models::reward::RewardModel;
+    let root = persistent_tempdir();
+    let data = root.join("data");
+    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "16"]);
+    let init = gpt_ckpt(&root, 256);
+    let (straight, split) = (root.join("straight"), root.join("split"));
+    run_ok(&["rlhf", "rm", "--config", rm_config(&straight, &init, &data, 6).to_str().unwrap()]);
+    run_ok(&["rlhf", "rm", "--config", rm_config(&split, &init, &data, 3).to_str().unwrap()]);
+    let out = run_ok(&["rlhf", "rm", "--config", rm_config(&split, &init, &data, 6).to_str().unwrap(), "--resume"]);
+    assert!(out.contains("reward offset"), "{out}");
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        assert_same(&straight.join("run/checkpoint").join(f), &split.join("run/checkpoint").join(f));
+    }
+    let metrics = gptlab::jsonl::read_jsonl(&split.join("run/metrics.jsonl")).unwrap();
+    assert!(metrics.iter().any(|m| m["val_pair_acc"].is_f64()));
+    // The demonstrations' mean reward is 0 once the offset is subtracted.
+    let loaded = checkpoint::load::<RewardModel>(&split.join("run/checkpoint"), Device::Cpu).unwrap();
+    let tok = loaded.tokenizer().unwrap();
+    let demos = gptlab::jsonl::read_jsonl(&data.join("sft_val.jsonl")).unwrap();
+    let mut total = 0.0;
+    for d in &demos {
+        let ids = gptlab::rlhf::reward::encode_response(
+            &tok,
+            d["prompt"].as_str().unwrap(),
+            d["completion"].as_str().unwrap(),
+        )
+        .unwrap();
+        let n = ids.len() as i64;
+        let r = tch::no_grad(|| {
+            loaded.model.rewards(&tch::Tensor::from_slice(&ids).view([1, n]), &tch::Tensor::from_slice(&[n - 1]), false)
+        })
+        .unwrap();
+        total += r.double_value(&[0]);
+    }
+    assert!((total / demos.len() as f64).abs() < 1e-4, "mean demonstration reward {}", total / demos.len() as f64);
+    assert!(loaded.model.offset.double_value(&[0]).abs() > 0.0, "an offset was fitted");
+    // The LM is intact: the reward checkpoint samples as a GPT.
+    run_ok(&[
+        "sample",
+        "--ckpt",
+        split.join("run/checkpoint").to_str().unwrap(),
+        "--prompt",
+        "a",
+        "--max-new-tokens",
+        "3",
+        "--device",
+        "cpu",
+    ]);
 }

@@ -1,0 +1,331 @@
+//! `gptlab rlhf rm --config FILE.toml [--resume]`: InstructGPT's reward model, trained from the
+//! SFT checkpoint on K-wise rankings through the shared [`Trainer`].
+//!
+//! Each batch element is one prompt with all its K ranked responses, and its loss is the mean
+//! over the prompt's C(K, 2) pairs of -log sigmoid(r_better - r_worse), so a prompt counts once
+//! however many pairs it has (InstructGPT section 3.5: putting every pair of a prompt in one
+//! element avoids overfitting to pairs seen K - 1 times). One epoch by default (more overfits).
+//! Validation reports the loss and the held-out pair accuracy. At the last step the reward offset
+//! is fitted so that demonstrations (`data.demonstrations`, else each held-out prompt's
+//! best-ranked response) score 0 on average, and saved with the weights.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use super::data::{parse_ranked, parse_sft, read, Ranked};
+use crate::chat::{self, Role, Turn};
+use crate::checkpoint;
+use crate::data::multimodal::LossOn;
+use crate::data::sampler::epoch_batch;
+use crate::models::gpt::GptConfig;
+use crate::models::reward::{kwise_loss, RewardConfig, RewardModel};
+use crate::tokenizer::Tokenizer;
+use crate::train::optim::{AdamWConfig, ParamGroup};
+use crate::train::trainer::{Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::{epoch_section, pretraining_lr, table_int, EpochRecipe, TrainSection, TrainSummary};
+
+/// The rankings to learn from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RmData {
+    /// Preferences or K-wise rankings (see [`super::data`]).
+    pub train: PathBuf,
+    pub val: PathBuf,
+    /// SFT records whose assistant answers should score 0 on average (default: each held-out
+    /// prompt's best-ranked response).
+    #[serde(default)]
+    pub demonstrations: Option<PathBuf>,
+}
+
+/// The reward model's own settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RmSection {
+    pub epochs: f64,
+    pub warmup_fraction: f64,
+}
+
+impl Default for RmSection {
+    fn default() -> Self {
+        Self { epochs: 1.0, warmup_fraction: 0.02 }
+    }
+}
+
+/// A reward-model run as the user writes it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RmFile {
+    pub out_dir: PathBuf,
+    /// The SFT checkpoint (any GPT checkpoint with the chat markers).
+    pub init: PathBuf,
+    pub data: RmData,
+    #[serde(default)]
+    pub rm: RmSection,
+    #[serde(default)]
+    pub train: toml::Table,
+    #[serde(default)]
+    pub optim: AdamWConfig,
+}
+
+/// The resolved run, written next to the outputs.
+#[derive(Clone, Debug, Serialize)]
+pub struct RmConfig {
+    pub out_dir: PathBuf,
+    pub init: PathBuf,
+    pub data: RmData,
+    pub rm: RmSection,
+    pub train: TrainSection,
+    pub optim: AdamWConfig,
+}
+
+impl RmFile {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let file: Self = crate::config::read_toml(path)?;
+        let r = &file.rm;
+        ensure!(r.epochs > 0.0 && r.epochs.is_finite(), "config {}: rm.epochs must be positive", path.display());
+        ensure!(
+            (0.0..1.0).contains(&r.warmup_fraction),
+            "config {}: rm.warmup_fraction must be in [0, 1)",
+            path.display()
+        );
+        Ok(file)
+    }
+}
+
+/// A prompt-response sequence in the chat template, ending in the response's end-of-text.
+pub fn encode_response(tok: &Tokenizer, prompt: &str, response: &str) -> Result<Vec<i64>> {
+    let text = chat::render(&[Turn::new(Role::User, prompt), Turn::new(Role::Assistant, response)]);
+    Ok(tok.encode(&text)?.into_iter().map(i64::from).collect())
+}
+
+/// Rankings as token rows: each prompt's responses, and its (better, worse) pairs as indices
+/// into them.
+struct Rankings {
+    prompts: Vec<(Vec<Vec<i64>>, Vec<(usize, usize)>)>,
+}
+
+fn encode_rankings(path: &Path, tok: &Tokenizer, block: usize) -> Result<Rankings> {
+    let ranked = read(path, parse_ranked)?;
+    let prompts = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let rows = r
+                .responses
+                .iter()
+                .map(|resp| encode_response(tok, &r.prompt, resp))
+                .collect::<Result<Vec<_>>>()
+                .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+            if let Some(long) = rows.iter().map(Vec::len).find(|&n| n > block) {
+                anyhow::bail!(
+                    "{} line {}: a response is {long} tokens with its prompt, longer than the model's context of {block}",
+                    path.display(),
+                    i + 1
+                );
+            }
+            Ok((rows, r.pairs()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Rankings { prompts })
+}
+
+/// Right-padded rows [R, T], each row's last position [R], and (for several prompts) each
+/// prompt's pairs as row indices.
+fn batch(rows: &[&Vec<i64>], pad: i64, device: Device) -> (Tensor, Tensor) {
+    let width = rows.iter().map(|r| r.len()).max().unwrap_or(1);
+    let ids: Vec<i64> =
+        rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(pad, width - r.len()))).collect();
+    let last: Vec<i64> = rows.iter().map(|r| r.len() as i64 - 1).collect();
+    (
+        Tensor::from_slice(&ids).view([rows.len() as i64, width as i64]).to_device(device),
+        Tensor::from_slice(&last).to_device(device),
+    )
+}
+
+impl Rankings {
+    /// The rows of prompts `idx` and their pairs, renumbered into the batch.
+    fn gather(&self, idx: &[usize]) -> (Vec<&Vec<i64>>, Vec<Vec<(i64, i64)>>) {
+        let (mut rows, mut pairs) = (Vec::new(), Vec::new());
+        for &i in idx {
+            let (r, p) = &self.prompts[i];
+            let base = rows.len() as i64;
+            rows.extend(r.iter());
+            pairs.push(p.iter().map(|&(w, l)| (base + w as i64, base + l as i64)).collect());
+        }
+        (rows, pairs)
+    }
+}
+
+struct Objective {
+    model: RewardModel,
+    val: Rankings,
+    demos: Vec<Vec<i64>>,
+    batch_size: usize,
+    pad: i64,
+    device: Device,
+}
+
+impl Objective {
+    /// The K-wise loss of prompts `idx`, their rewards, their pairs as row indices, and the
+    /// real positions processed.
+    fn loss(
+        &self,
+        data: &Rankings,
+        idx: &[usize],
+        train: bool,
+    ) -> Result<(Tensor, Tensor, Vec<Vec<(i64, i64)>>, usize)> {
+        let (rows, pairs) = data.gather(idx);
+        let (ids, last) = batch(&rows, self.pad, self.device);
+        let rewards = self.model.rewards(&ids, &last, train)?;
+        let positions = rows.iter().map(|r| r.len()).sum();
+        Ok((kwise_loss(&rewards, &pairs), rewards, pairs, positions))
+    }
+
+    /// Sets the offset so the demonstrations' mean reward is 0; returns the mean it removed.
+    fn fit_offset(&mut self) -> Result<f64> {
+        let mut total = 0.0;
+        let _ = tch::no_grad(|| self.model.offset.zero_());
+        for chunk in self.demos.chunks(self.batch_size.max(1) * 4) {
+            let rows: Vec<&Vec<i64>> = chunk.iter().collect();
+            let (ids, last) = batch(&rows, self.pad, self.device);
+            total += tch::no_grad(|| self.model.rewards(&ids, &last, false))?.sum(tch::Kind::Double).double_value(&[]);
+        }
+        let mean = total / self.demos.len().max(1) as f64;
+        let _ = tch::no_grad(|| self.model.offset.fill_(mean));
+        Ok(mean)
+    }
+}
+
+impl Evaluate for Objective {
+    fn validate(&mut self) -> Result<ValMetrics> {
+        let n = self.val.prompts.len();
+        let (mut loss, mut right, mut pairs) = (0.0, 0, 0);
+        for start in (0..n).step_by(self.batch_size) {
+            let idx: Vec<usize> = (start..(start + self.batch_size).min(n)).collect();
+            let (l, rewards, batch_pairs, _) = tch::no_grad(|| self.loss(&self.val, &idx, false))?;
+            loss += l.double_value(&[]) * idx.len() as f64;
+            let r = Vec::<f64>::try_from(rewards.to_kind(tch::Kind::Double))?;
+            for &(w, lo) in batch_pairs.iter().flatten() {
+                right += (r[w as usize] > r[lo as usize]) as usize;
+                pairs += 1;
+            }
+        }
+        Ok(ValMetrics::from([
+            ("val_loss".to_string(), loss / n.max(1) as f64),
+            ("val_pair_acc".to_string(), right as f64 / pairs.max(1) as f64),
+        ]))
+    }
+}
+
+/// What `gptlab rlhf rm` reports.
+pub struct RmSummary {
+    pub train: TrainSummary,
+    /// The demonstrations' mean raw score, now subtracted from every reward.
+    pub offset: f64,
+}
+
+/// Trains per `file`; with `resume`, continues from `out_dir/checkpoint` exactly.
+pub fn train_rm(file: &RmFile, resume: bool) -> Result<RmSummary> {
+    let init = checkpoint::resolve(&file.init)?;
+    let gpt: GptConfig = checkpoint::read_config(&init)?;
+    let tok_path = init.join(checkpoint::TOKENIZER_FILE);
+    let tok = Tokenizer::from_file(&tok_path)
+        .with_context(|| format!("the SFT checkpoint {} needs its tokenizer", init.display()))?;
+    let block = gpt.block_size as usize;
+    let train = encode_rankings(&file.data.train, &tok, block)?;
+    let val = encode_rankings(&file.data.val, &tok, block)?;
+    let demos: Vec<Vec<i64>> = match &file.data.demonstrations {
+        Some(path) => read(path, parse_sft)?
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let ex =
+                    r.encode(&tok, LossOn::Assistant).with_context(|| format!("{} line {}", path.display(), i + 1))?;
+                ensure!(ex.ids.len() <= block, "{} line {}: longer than the context of {block}", path.display(), i + 1);
+                Ok(ex.ids)
+            })
+            .collect::<Result<_>>()?,
+        None => read(&file.data.val, parse_ranked)?
+            .iter()
+            .map(|r: &Ranked| encode_response(&tok, &r.prompt, &r.responses[r.ranking[0]]))
+            .collect::<Result<_>>()?,
+    };
+    let b = table_int(&file.train, "batch_size", 8).max(1) as usize;
+    let accum = table_int(&file.train, "grad_accum", 1).max(1) as u64;
+    let recipe = EpochRecipe {
+        epochs: file.rm.epochs,
+        steps_per_epoch: (train.prompts.len().div_ceil(b) as u64).div_ceil(accum),
+        warmup_fraction: file.rm.warmup_fraction,
+        lr: pretraining_lr(&init).map_or(1e-4, |lr| lr * 0.25),
+        batch_size: 8,
+    };
+    let mut section = epoch_section(&file.train, &recipe)?;
+    // The offset is fitted, never trained.
+    section
+        .groups
+        .insert(0, ParamGroup { prefix: "reward_offset".into(), lr_scale: 1.0, weight_decay: None, frozen: true });
+    let cfg = RmConfig {
+        out_dir: file.out_dir.clone(),
+        init: file.init.clone(),
+        data: file.data.clone(),
+        rm: file.rm.clone(),
+        train: section.clone(),
+        optim: file.optim.clone(),
+    };
+    let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
+    let model_cfg = RewardConfig { gpt };
+    let mut model = RewardModel::new(&model_cfg, setup.vs.root())?;
+    model.gpt.set_compute_kind(setup.kind);
+    if setup.resumed.is_none() {
+        checkpoint::load_prefixed(&setup.vs, &init, "transformer.", "transformer.")?;
+        if !model_cfg.gpt.tie_word_embeddings {
+            checkpoint::load_prefixed(&setup.vs, &init, "lm_head.", "lm_head.")?;
+        }
+    }
+    eprintln!(
+        "[rm] {} ranked prompts ({} held out, {} demonstrations for the offset), {} steps, lr {:.3e}",
+        train.prompts.len(),
+        val.prompts.len(),
+        demos.len(),
+        section.max_steps,
+        section.lr
+    );
+    let trainer = Trainer::new(
+        setup,
+        RunParts {
+            model_config: &model_cfg,
+            tokenizer: Some(tok_path),
+            optim: cfg.optim.clone(),
+            unit: "prompts",
+            units_per_step: (section.batch_size * section.grad_accum) as u64,
+            baseline: None,
+        },
+    )?;
+    let device = trainer.device();
+    let mut obj = Objective { model, val, demos, batch_size: section.batch_size, pad: tok.pad() as i64, device };
+    let (train, offset) = run_loop(trainer, &mut obj, &train)?;
+    Ok(RmSummary { train, offset })
+}
+
+fn run_loop(mut trainer: Trainer, obj: &mut Objective, train: &Rankings) -> Result<(TrainSummary, f64)> {
+    let seed = trainer.state.sampler.seed;
+    let n = train.prompts.len();
+    let mut offset = obj.model.offset.double_value(&[0]);
+    while !trainer.is_done() {
+        let next = trainer.state.sampler.next_batch;
+        trainer.step(|i| {
+            let idx = epoch_batch(n, seed, next + i as u64, obj.batch_size);
+            let (loss, _, _, positions) = obj.loss(train, &idx, true)?;
+            let t = idx.iter().flat_map(|&j| train.prompts[j].0.iter().map(Vec::len)).max().unwrap_or(1) as i64;
+            Ok((loss, obj.model.cfg.gpt.flops_per_token(t) * positions as f64))
+        })?;
+        if trainer.is_done() {
+            offset = obj.fit_offset()?;
+        }
+        trainer.end_step(obj)?;
+    }
+    Ok((trainer.finish()?, offset))
+}
