@@ -104,7 +104,25 @@ pub fn encode_response(tok: &Tokenizer, prompt: &str, response: &str) -> Result<
 /// Rankings as token rows: each prompt's responses, and its (better, worse) pairs as indices
 /// into them.
 struct Rankings {
-    prompts: Vec<(Vec<Vec<i64>>, Vec<(usize, usize)>)>,
+    prompts: Vec<RankedRows>,
+}
+
+/// One prompt's responses as token rows, and its (better, worse) pairs.
+struct RankedRows {
+    rows: Vec<Vec<i64>>,
+    pairs: Vec<(usize, usize)>,
+}
+
+/// Each prompt's (better, worse) pairs as row indices into a batch.
+type BatchPairs = Vec<Vec<(i64, i64)>>;
+
+/// One forward pass over a batch of prompts.
+struct Scored {
+    loss: Tensor,
+    /// [R]
+    rewards: Tensor,
+    pairs: BatchPairs,
+    positions: usize,
 }
 
 fn encode_rankings(path: &Path, tok: &Tokenizer, block: usize) -> Result<Rankings> {
@@ -126,7 +144,7 @@ fn encode_rankings(path: &Path, tok: &Tokenizer, block: usize) -> Result<Ranking
                     i + 1
                 );
             }
-            Ok((rows, r.pairs()))
+            Ok(RankedRows { rows, pairs: r.pairs() })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Rankings { prompts })
@@ -147,13 +165,13 @@ fn batch(rows: &[&Vec<i64>], pad: i64, device: Device) -> (Tensor, Tensor) {
 
 impl Rankings {
     /// The rows of prompts `idx` and their pairs, renumbered into the batch.
-    fn gather(&self, idx: &[usize]) -> (Vec<&Vec<i64>>, Vec<Vec<(i64, i64)>>) {
+    fn gather(&self, idx: &[usize]) -> (Vec<&Vec<i64>>, BatchPairs) {
         let (mut rows, mut pairs) = (Vec::new(), Vec::new());
         for &i in idx {
-            let (r, p) = &self.prompts[i];
+            let p = &self.prompts[i];
             let base = rows.len() as i64;
-            rows.extend(r.iter());
-            pairs.push(p.iter().map(|&(w, l)| (base + w as i64, base + l as i64)).collect());
+            rows.extend(p.rows.iter());
+            pairs.push(p.pairs.iter().map(|&(w, l)| (base + w as i64, base + l as i64)).collect());
         }
         (rows, pairs)
     }
@@ -171,17 +189,12 @@ struct Objective {
 impl Objective {
     /// The K-wise loss of prompts `idx`, their rewards, their pairs as row indices, and the
     /// real positions processed.
-    fn loss(
-        &self,
-        data: &Rankings,
-        idx: &[usize],
-        train: bool,
-    ) -> Result<(Tensor, Tensor, Vec<Vec<(i64, i64)>>, usize)> {
+    fn loss(&self, data: &Rankings, idx: &[usize], train: bool) -> Result<Scored> {
         let (rows, pairs) = data.gather(idx);
         let (ids, last) = batch(&rows, self.pad, self.device);
         let rewards = self.model.rewards(&ids, &last, train)?;
         let positions = rows.iter().map(|r| r.len()).sum();
-        Ok((kwise_loss(&rewards, &pairs), rewards, pairs, positions))
+        Ok(Scored { loss: kwise_loss(&rewards, &pairs), rewards, pairs, positions })
     }
 
     /// Sets the offset so the demonstrations' mean reward is 0; returns the mean it removed.
@@ -205,10 +218,10 @@ impl Evaluate for Objective {
         let (mut loss, mut right, mut pairs) = (0.0, 0, 0);
         for start in (0..n).step_by(self.batch_size) {
             let idx: Vec<usize> = (start..(start + self.batch_size).min(n)).collect();
-            let (l, rewards, batch_pairs, _) = tch::no_grad(|| self.loss(&self.val, &idx, false))?;
-            loss += l.double_value(&[]) * idx.len() as f64;
-            let r = Vec::<f64>::try_from(rewards.to_kind(tch::Kind::Double))?;
-            for &(w, lo) in batch_pairs.iter().flatten() {
+            let scored = tch::no_grad(|| self.loss(&self.val, &idx, false))?;
+            loss += scored.loss.double_value(&[]) * idx.len() as f64;
+            let r = Vec::<f64>::try_from(scored.rewards.to_kind(tch::Kind::Double))?;
+            for &(w, lo) in scored.pairs.iter().flatten() {
                 right += (r[w as usize] > r[lo as usize]) as usize;
                 pairs += 1;
             }
@@ -318,9 +331,9 @@ fn run_loop(mut trainer: Trainer, obj: &mut Objective, train: &Rankings) -> Resu
         let next = trainer.state.sampler.next_batch;
         trainer.step(|i| {
             let idx = epoch_batch(n, seed, next + i as u64, obj.batch_size);
-            let (loss, _, _, positions) = obj.loss(train, &idx, true)?;
-            let t = idx.iter().flat_map(|&j| train.prompts[j].0.iter().map(Vec::len)).max().unwrap_or(1) as i64;
-            Ok((loss, obj.model.cfg.gpt.flops_per_token(t) * positions as f64))
+            let scored = obj.loss(train, &idx, true)?;
+            let t = idx.iter().flat_map(|&j| train.prompts[j].rows.iter().map(Vec::len)).max().unwrap_or(1) as i64;
+            Ok((scored.loss, obj.model.cfg.gpt.flops_per_token(t) * scored.positions as f64))
         })?;
         if trainer.is_done() {
             offset = obj.fit_offset()?;
