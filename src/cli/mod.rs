@@ -47,7 +47,7 @@ enum Command {
     Finetune(train::TrainArgs),
     /// The three paradigms (fine-tuned, multitask, prompted) side by side from their results files
     Paradigms(finetune::ParadigmsArgs),
-    /// InstructGPT: RLHF data from the programmatic labeler, supervised fine-tuning, the reward model
+    /// InstructGPT: RLHF data from the programmatic labeler, supervised fine-tuning, the reward model, DPO
     #[command(subcommand)]
     Rlhf(rlhf::RlhfCommand),
     /// CLIP: contrastive image-text pretraining

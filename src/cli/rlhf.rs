@@ -16,6 +16,8 @@ pub enum RlhfCommand {
     Sft(TrainArgs),
     /// The reward model on K-wise rankings or preferences (InstructGPT's second stage)
     Rm(TrainArgs),
+    /// Direct Preference Optimization from the SFT model on the same preferences
+    Dpo(TrainArgs),
 }
 
 #[derive(Args)]
@@ -51,6 +53,13 @@ pub fn run(cmd: RlhfCommand) -> Result<()> {
             let s = rlhf::reward::train_rm(&file, args.resume)?;
             super::train::print_summary("reward model ", &s.train);
             println!("reward offset {:.4}: demonstrations now score 0 on average", s.offset);
+            Ok(())
+        }
+        RlhfCommand::Dpo(args) => {
+            let mut file = rlhf::dpo::DpoFile::from_file(args.config())?;
+            args.apply_to_table(&mut file.train, &mut file.out_dir);
+            let s = rlhf::dpo::dpo(&file, args.resume)?;
+            super::train::print_summary("DPO ", &s);
             Ok(())
         }
     }

@@ -20,8 +20,12 @@ use serde_json::{json, Value};
 
 use super::labeler::LabelPrompt;
 use crate::chat::Role;
-use crate::data::multimodal::{parse_record, Message, Part, Record};
+use crate::data::multimodal::{parse_record, LossOn, Message, Part, Record};
+use crate::models::gpt::IGNORE_INDEX;
+use crate::special::IMAGE;
 use crate::synth::Holdout;
+use crate::tokenizer::Tokenizer;
+use tch::{Device, Tensor};
 
 /// A prompt with K ranked responses.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,6 +113,33 @@ pub fn parse_sft(v: &Value) -> Result<Record> {
         Message { role: Role::User, parts: vec![Part::Text(prompt)] },
         Message { role: Role::Assistant, parts: vec![Part::Text(completion)] },
     ]))
+}
+
+/// A chat as token ids and labels: the id where the position trains (the assistant's tokens and
+/// their end-of-text), [`IGNORE_INDEX`] elsewhere.
+pub type Labelled = (Vec<i64>, Vec<i64>);
+
+/// Encodes a text chat with the loss on the assistant's turns.
+pub fn encode_chat(record: &Record, tok: &Tokenizer) -> Result<Labelled> {
+    let ex = record.encode(tok, LossOn::Assistant)?;
+    let image_id = tok.token_to_id(IMAGE).map_or(-1, i64::from);
+    Ok(ex.expanded(image_id, 1))
+}
+
+/// Right-padded ids [B, T] of `rows`, their next-token targets [B, T - 1] (the label of the
+/// position after, padding ignored), and the real positions.
+pub fn batch_rows(rows: &[&Labelled], pad: i64, device: Device) -> (Tensor, Tensor, usize) {
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(1);
+    let (mut ids, mut targets, mut positions) = (Vec::new(), Vec::new(), 0);
+    for (x, y) in rows {
+        positions += x.len();
+        ids.extend(x.iter().copied().chain(std::iter::repeat_n(pad, width - x.len())));
+        targets.extend(y[1..].iter().copied().chain(std::iter::repeat_n(IGNORE_INDEX, width - x.len())));
+    }
+    let b = rows.len() as i64;
+    let ids = Tensor::from_slice(&ids).view([b, width as i64]).to_device(device);
+    let targets = Tensor::from_slice(&targets).view([b, width as i64 - 1]).to_device(device);
+    (ids, targets, positions)
 }
 
 /// Reads a JSONL file record by record with `parse`, naming the line of a bad one.

@@ -14,12 +14,10 @@ use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use super::data::{parse_sft, read};
+use super::data::{batch_rows, encode_chat, parse_sft, read, Labelled};
 use crate::checkpoint;
-use crate::data::multimodal::LossOn;
 use crate::data::sampler::epoch_batch;
-use crate::models::gpt::{lm_loss, Gpt, GptConfig, Input, Pass, IGNORE_INDEX};
-use crate::special::IMAGE;
+use crate::models::gpt::{lm_loss, Gpt, GptConfig, Input, Pass};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
 use crate::train::trainer::{Evaluate, RunParts, Setup, Trainer, ValMetrics};
@@ -95,18 +93,16 @@ impl SftFile {
 
 /// Demonstrations as ids and labels (the id where the position trains, else ignored).
 struct Demos {
-    examples: Vec<(Vec<i64>, Vec<i64>)>,
+    examples: Vec<Labelled>,
     skipped: usize,
 }
 
 fn load_demos(path: &Path, tok: &Tokenizer, block: usize, skip_too_long: bool) -> Result<Demos> {
     let records = read(path, parse_sft)?;
-    let image_id = tok.token_to_id(IMAGE).map_or(-1, i64::from);
     let mut examples = Vec::with_capacity(records.len());
     let mut skipped = 0;
     for (i, r) in records.iter().enumerate() {
-        let ex = r.encode(tok, LossOn::Assistant).with_context(|| format!("{} line {}", path.display(), i + 1))?;
-        let (ids, labels) = ex.expanded(image_id, 1);
+        let (ids, labels) = encode_chat(r, tok).with_context(|| format!("{} line {}", path.display(), i + 1))?;
         if ids.len() > block {
             ensure!(
                 skip_too_long,
@@ -122,23 +118,6 @@ fn load_demos(path: &Path, tok: &Tokenizer, block: usize, skip_too_long: bool) -
     }
     ensure!(!examples.is_empty(), "{}: no record fits the model's context of {block}", path.display());
     Ok(Demos { examples, skipped })
-}
-
-/// A batch: ids [B, T] right-padded, and the next-token targets [B, T - 1].
-fn batch(demos: &Demos, indices: &[usize], pad: i64, device: Device) -> (Tensor, Tensor, usize) {
-    let width = indices.iter().map(|&i| demos.examples[i].0.len()).max().unwrap_or(1);
-    let (mut ids, mut targets, mut positions) = (Vec::new(), Vec::new(), 0);
-    for &i in indices {
-        let (x, y) = &demos.examples[i];
-        positions += x.len();
-        ids.extend(x.iter().copied().chain(std::iter::repeat_n(pad, width - x.len())));
-        // The label at position t + 1 is what position t predicts.
-        targets.extend(y[1..].iter().copied().chain(std::iter::repeat_n(IGNORE_INDEX, width - x.len())));
-    }
-    let b = indices.len() as i64;
-    let ids = Tensor::from_slice(&ids).view([b, width as i64]).to_device(device);
-    let targets = Tensor::from_slice(&targets).view([b, width as i64 - 1]).to_device(device);
-    (ids, targets, positions)
 }
 
 /// Mean cross-entropy over the trained positions of a batch.
@@ -162,7 +141,8 @@ impl Evaluate for Objective {
         let (mut total, mut batches) = (0.0, 0);
         for start in (0..n).step_by(self.batch_size) {
             let idx: Vec<usize> = (start..(start + self.batch_size).min(n)).collect();
-            let (ids, targets, _) = batch(&self.val, &idx, self.pad, self.device);
+            let rows: Vec<&Labelled> = idx.iter().map(|&i| &self.val.examples[i]).collect();
+            let (ids, targets, _) = batch_rows(&rows, self.pad, self.device);
             total += tch::no_grad(|| loss(&self.model, &ids, &targets, false))?.double_value(&[]);
             batches += 1;
         }
@@ -244,7 +224,8 @@ fn run_loop(mut trainer: Trainer, obj: &mut Objective, train: &Demos) -> Result<
         let next = trainer.state.sampler.next_batch;
         trainer.step(|i| {
             let idx = epoch_batch(n, seed, next + i as u64, obj.batch_size);
-            let (ids, targets, positions) = batch(train, &idx, obj.pad, obj.device);
+            let rows: Vec<&Labelled> = idx.iter().map(|&i| &train.examples[i]).collect();
+            let (ids, targets, positions) = batch_rows(&rows, obj.pad, obj.device);
             let flops = obj.model.cfg.flops_per_token(ids.size()[1]) * positions as f64;
             Ok((loss(&obj.model, &ids, &targets, true)?, flops))
         })?;

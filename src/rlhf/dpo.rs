@@ -1,0 +1,310 @@
+//! `gptlab rlhf dpo --config FILE.toml [--resume]`: Direct Preference Optimization (Rafailov et
+//! al., 2023) on the same preference data as the reward model, without one: the policy starts
+//! from the SFT checkpoint, which also stays as the frozen reference, and each (chosen, rejected)
+//! pair is scored by
+//!
+//! `-log sigmoid(beta * ((log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x))))`
+//!
+//! with sequence log-probabilities summed over the response's tokens and its end-of-text
+//! (beta 0.1). K-wise rankings give all their C(K, 2) pairs. The reference's log-probabilities
+//! are computed once before training (the reference never changes, dropout off). Validation
+//! reports the loss, the share of pairs whose implicit reward prefers the chosen response, and
+//! the mean margin.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use super::data::{batch_rows, encode_chat, parse_ranked, read, Labelled};
+use crate::chat::Role;
+use crate::checkpoint;
+use crate::data::multimodal::{Message, Part, Record};
+use crate::data::sampler::epoch_batch;
+use crate::models::gpt::{Gpt, GptConfig, Input, Pass, IGNORE_INDEX};
+use crate::tokenizer::Tokenizer;
+use crate::train::optim::AdamWConfig;
+use crate::train::trainer::{Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::{epoch_section, pretraining_lr, table_int, EpochRecipe, TrainSection, TrainSummary};
+
+/// The preference data.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpoData {
+    /// Preferences or K-wise rankings (see [`super::data`]).
+    pub train: PathBuf,
+    pub val: PathBuf,
+}
+
+/// DPO's own settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpoSection {
+    pub beta: f64,
+    pub epochs: f64,
+    pub warmup_fraction: f64,
+}
+
+impl Default for DpoSection {
+    fn default() -> Self {
+        Self { beta: 0.1, epochs: 1.0, warmup_fraction: 0.02 }
+    }
+}
+
+/// A DPO run as the user writes it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpoFile {
+    pub out_dir: PathBuf,
+    /// The SFT checkpoint: the policy's start and the reference.
+    pub init: PathBuf,
+    pub data: DpoData,
+    #[serde(default)]
+    pub dpo: DpoSection,
+    #[serde(default)]
+    pub train: toml::Table,
+    #[serde(default)]
+    pub optim: AdamWConfig,
+}
+
+/// The resolved run, written next to the outputs.
+#[derive(Clone, Debug, Serialize)]
+pub struct DpoConfig {
+    pub out_dir: PathBuf,
+    pub init: PathBuf,
+    pub data: DpoData,
+    pub dpo: DpoSection,
+    pub train: TrainSection,
+    pub optim: AdamWConfig,
+}
+
+impl DpoFile {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let file: Self = crate::config::read_toml(path)?;
+        let d = &file.dpo;
+        ensure!(d.beta > 0.0 && d.beta.is_finite(), "config {}: dpo.beta must be positive", path.display());
+        ensure!(d.epochs > 0.0 && d.epochs.is_finite(), "config {}: dpo.epochs must be positive", path.display());
+        ensure!(
+            (0.0..1.0).contains(&d.warmup_fraction),
+            "config {}: dpo.warmup_fraction must be in [0, 1)",
+            path.display()
+        );
+        Ok(file)
+    }
+}
+
+/// DPO's loss per pair from the four sequence log-probabilities (each [P]): the mean over pairs
+/// of -log sigmoid(beta * margin), and the implicit reward margins themselves.
+pub fn dpo_loss(policy_w: &Tensor, policy_l: &Tensor, ref_w: &Tensor, ref_l: &Tensor, beta: f64) -> (Tensor, Tensor) {
+    let margin = ((policy_w - ref_w) - (policy_l - ref_l)) * beta; // [P]
+    (-margin.log_sigmoid().mean(Kind::Float), margin)
+}
+
+/// Summed log-probabilities [R] of each row's trained tokens (`targets` [R, T - 1], ignored
+/// positions left out).
+pub fn sequence_logps(model: &Gpt, ids: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
+    let t = ids.size()[1];
+    let logits = model.forward(Input::Tokens(ids), Pass { train, ..Default::default() })?; // [R, T, V]
+    let logp = logits.narrow(1, 0, t - 1).log_softmax(-1, Kind::Float); // [R, T-1, V]
+    let mask = targets.ne(IGNORE_INDEX); // [R, T-1]
+    let picked = logp.gather(2, &targets.clamp_min(0).unsqueeze(-1), false).squeeze_dim(-1); // [R, T-1]
+    Ok((picked * mask.to_kind(Kind::Float)).sum_dim_intlist(1, false, Kind::Float))
+}
+
+/// Preference pairs as chats, with the reference's log-probabilities of both responses.
+struct Pairs {
+    chosen: Vec<Labelled>,
+    rejected: Vec<Labelled>,
+    ref_chosen: Vec<f64>,
+    ref_rejected: Vec<f64>,
+}
+
+fn chat(prompt: &str, response: &str) -> Record {
+    Record::Chat(vec![
+        Message { role: Role::User, parts: vec![Part::Text(prompt.to_string())] },
+        Message { role: Role::Assistant, parts: vec![Part::Text(response.to_string())] },
+    ])
+}
+
+fn load_pairs(path: &Path, tok: &Tokenizer, block: usize) -> Result<Pairs> {
+    let ranked = read(path, parse_ranked)?;
+    let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
+    for (i, r) in ranked.iter().enumerate() {
+        let at = || format!("{} line {}", path.display(), i + 1);
+        let rows = r
+            .responses
+            .iter()
+            .map(|resp| encode_chat(&chat(&r.prompt, resp), tok))
+            .collect::<Result<Vec<_>>>()
+            .with_context(at)?;
+        if let Some(n) = rows.iter().map(|x| x.0.len()).find(|&n| n > block) {
+            anyhow::bail!(
+                "{}: a response is {n} tokens with its prompt, longer than the model's context of {block}",
+                at()
+            );
+        }
+        for (w, l) in r.pairs() {
+            chosen.push(rows[w].clone());
+            rejected.push(rows[l].clone());
+        }
+    }
+    Ok(Pairs { chosen, rejected, ref_chosen: Vec::new(), ref_rejected: Vec::new() })
+}
+
+impl Pairs {
+    /// The rows of pairs `idx`: chosen ones first, then rejected.
+    fn rows(&self, idx: &[usize]) -> Vec<&Labelled> {
+        idx.iter().map(|&i| &self.chosen[i]).chain(idx.iter().map(|&i| &self.rejected[i])).collect()
+    }
+
+    /// Fills the reference's log-probabilities, in batches of `b` pairs.
+    fn score_reference(&mut self, reference: &Gpt, b: usize, pad: i64, device: Device) -> Result<()> {
+        let n = self.chosen.len();
+        let (mut w, mut l) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for start in (0..n).step_by(b) {
+            let idx: Vec<usize> = (start..(start + b).min(n)).collect();
+            let (ids, targets, _) = batch_rows(&self.rows(&idx), pad, device);
+            let lp = tch::no_grad(|| sequence_logps(reference, &ids, &targets, false))?;
+            let lp = Vec::<f64>::try_from(lp.to_kind(Kind::Double))?;
+            w.extend_from_slice(&lp[..idx.len()]);
+            l.extend_from_slice(&lp[idx.len()..]);
+        }
+        (self.ref_chosen, self.ref_rejected) = (w, l);
+        Ok(())
+    }
+}
+
+struct Objective {
+    policy: Gpt,
+    val: Pairs,
+    beta: f64,
+    batch_size: usize,
+    pad: i64,
+    device: Device,
+}
+
+impl Objective {
+    /// The loss and margins of pairs `idx`, and the real positions processed.
+    fn loss(&self, data: &Pairs, idx: &[usize], train: bool) -> Result<(Tensor, Tensor, usize)> {
+        let (ids, targets, positions) = batch_rows(&data.rows(idx), self.pad, self.device);
+        let lp = sequence_logps(&self.policy, &ids, &targets, train)?; // [2P]
+        let p = idx.len() as i64;
+        let refs = |v: &[f64]| {
+            Tensor::from_slice(&idx.iter().map(|&i| v[i] as f32).collect::<Vec<_>>()).to_device(self.device)
+        };
+        let (loss, margin) = dpo_loss(
+            &lp.narrow(0, 0, p),
+            &lp.narrow(0, p, p),
+            &refs(&data.ref_chosen),
+            &refs(&data.ref_rejected),
+            self.beta,
+        );
+        Ok((loss, margin, positions))
+    }
+}
+
+impl Evaluate for Objective {
+    fn validate(&mut self) -> Result<ValMetrics> {
+        let n = self.val.chosen.len();
+        let (mut loss, mut margins) = (0.0, Vec::new());
+        for start in (0..n).step_by(self.batch_size) {
+            let idx: Vec<usize> = (start..(start + self.batch_size).min(n)).collect();
+            let (l, m, _) = tch::no_grad(|| self.loss(&self.val, &idx, false))?;
+            loss += l.double_value(&[]) * idx.len() as f64;
+            margins.extend(Vec::<f64>::try_from(m.to_kind(Kind::Double))?);
+        }
+        let n = n.max(1) as f64;
+        Ok(ValMetrics::from([
+            ("val_loss".to_string(), loss / n),
+            ("val_reward_acc".to_string(), margins.iter().filter(|&&m| m > 0.0).count() as f64 / n),
+            ("val_margin".to_string(), margins.iter().sum::<f64>() / n),
+        ]))
+    }
+}
+
+/// Trains per `file`; with `resume`, continues from `out_dir/checkpoint` exactly.
+pub fn dpo(file: &DpoFile, resume: bool) -> Result<TrainSummary> {
+    let init = checkpoint::resolve(&file.init)?;
+    let mut gpt: GptConfig = checkpoint::read_config(&init)?;
+    // Dropout off, as TRL's DPO trainer does: the policy's log-probabilities must be comparable
+    // with the reference's, which are computed without it.
+    gpt.dropout = 0.0;
+    let tok_path = init.join(checkpoint::TOKENIZER_FILE);
+    let tok = Tokenizer::from_file(&tok_path)
+        .with_context(|| format!("the SFT checkpoint {} needs its tokenizer", init.display()))?;
+    let block = gpt.block_size as usize;
+    let mut train = load_pairs(&file.data.train, &tok, block)?;
+    let mut val = load_pairs(&file.data.val, &tok, block)?;
+    let b = table_int(&file.train, "batch_size", 8).max(1) as usize;
+    let accum = table_int(&file.train, "grad_accum", 1).max(1) as u64;
+    let recipe = EpochRecipe {
+        epochs: file.dpo.epochs,
+        steps_per_epoch: (train.chosen.len().div_ceil(b) as u64).div_ceil(accum),
+        warmup_fraction: file.dpo.warmup_fraction,
+        lr: pretraining_lr(&init).map_or(1e-5, |lr| lr * 0.05),
+        batch_size: 8,
+    };
+    let section = epoch_section(&file.train, &recipe)?;
+    let cfg = DpoConfig {
+        out_dir: file.out_dir.clone(),
+        init: file.init.clone(),
+        data: file.data.clone(),
+        dpo: file.dpo.clone(),
+        train: section.clone(),
+        optim: file.optim.clone(),
+    };
+    let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
+    let device = setup.device;
+    let pad = tok.pad() as i64;
+    let reference = checkpoint::load::<Gpt>(&init, device)?;
+    train.score_reference(&reference.model, b, pad, device)?;
+    val.score_reference(&reference.model, b, pad, device)?;
+    drop(reference);
+    let mut policy = Gpt::new(&gpt, setup.vs.root())?;
+    policy.set_compute_kind(setup.kind);
+    if setup.resumed.is_none() {
+        let file = init.join(checkpoint::MODEL_FILE);
+        checkpoint::fill(&setup.vs, checkpoint::read_tensors(&file)?, &file)?;
+    }
+    eprintln!(
+        "[dpo] {} preference pairs ({} held out), beta {}, {} steps, lr {:.3e}",
+        train.chosen.len(),
+        val.chosen.len(),
+        file.dpo.beta,
+        section.max_steps,
+        section.lr
+    );
+    let trainer = Trainer::new(
+        setup,
+        RunParts {
+            model_config: &gpt,
+            tokenizer: Some(tok_path),
+            optim: cfg.optim.clone(),
+            unit: "pairs",
+            units_per_step: (section.batch_size * section.grad_accum) as u64,
+            baseline: None,
+        },
+    )?;
+    let mut obj = Objective { policy, val, beta: file.dpo.beta, batch_size: section.batch_size, pad, device };
+    run_loop(trainer, &mut obj, &train)
+}
+
+fn run_loop(mut trainer: Trainer, obj: &mut Objective, train: &Pairs) -> Result<TrainSummary> {
+    let seed = trainer.state.sampler.seed;
+    let n = train.chosen.len();
+    while !trainer.is_done() {
+        let next = trainer.state.sampler.next_batch;
+        trainer.step(|i| {
+            let idx = epoch_batch(n, seed, next + i as u64, obj.batch_size);
+            let (loss, _, positions) = obj.loss(train, &idx, true)?;
+            Ok((loss, obj.policy.cfg.flops_per_token(block_of(train, &idx)) * positions as f64))
+        })?;
+        trainer.end_step(obj)?;
+    }
+    trainer.finish()
+}
+
+fn block_of(p: &Pairs, idx: &[usize]) -> i64 {
+    idx.iter().map(|&i| p.chosen[i].0.len().max(p.rejected[i].0.len())).max().unwrap_or(1) as i64
+}
