@@ -21,11 +21,10 @@ use super::data::{batch_rows, encode_chat, parse_ranked, read, Labelled};
 use crate::chat::Role;
 use crate::checkpoint;
 use crate::data::multimodal::{Message, Part, Record};
-use crate::data::sampler::epoch_batch;
 use crate::models::gpt::{Gpt, GptConfig, Input, Pass, IGNORE_INDEX};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
-use crate::train::trainer::{Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::trainer::{epoch_loop, Evaluate, RunParts, Setup, Trainer, ValMetrics};
 use crate::train::{epoch_section, pretraining_lr, table_int, EpochRecipe, TrainSection, TrainSummary};
 
 /// The preference data.
@@ -287,22 +286,10 @@ pub fn dpo(file: &DpoFile, resume: bool) -> Result<TrainSummary> {
         },
     )?;
     let mut obj = Objective { policy, val, beta: file.dpo.beta, batch_size: section.batch_size, pad, device };
-    run_loop(trainer, &mut obj, &train)
-}
-
-fn run_loop(mut trainer: Trainer, obj: &mut Objective, train: &Pairs) -> Result<TrainSummary> {
-    let seed = trainer.state.sampler.seed;
-    let n = train.chosen.len();
-    while !trainer.is_done() {
-        let next = trainer.state.sampler.next_batch;
-        trainer.step(|i| {
-            let idx = epoch_batch(n, seed, next + i as u64, obj.batch_size);
-            let (loss, _, positions) = obj.loss(train, &idx, true)?;
-            Ok((loss, obj.policy.cfg.flops_per_token(block_of(train, &idx)) * positions as f64))
-        })?;
-        trainer.end_step(obj)?;
-    }
-    trainer.finish()
+    epoch_loop(trainer, &mut obj, train.chosen.len(), section.batch_size, |obj, idx| {
+        let (loss, _, positions) = obj.loss(&train, idx, true)?;
+        Ok((loss, obj.policy.cfg.flops_per_token(block_of(&train, idx)) * positions as f64))
+    })
 }
 
 fn block_of(p: &Pairs, idx: &[usize]) -> i64 {

@@ -19,12 +19,11 @@ use super::data::{parse_ranked, parse_sft, read, Ranked};
 use crate::chat::{self, Role, Turn};
 use crate::checkpoint;
 use crate::data::multimodal::LossOn;
-use crate::data::sampler::epoch_batch;
 use crate::models::gpt::GptConfig;
 use crate::models::reward::{kwise_loss, RewardConfig, RewardModel};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamWConfig, ParamGroup};
-use crate::train::trainer::{Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::trainer::{epoch_loop, Evaluate, RunParts, Setup, Trainer, ValMetrics};
 use crate::train::{epoch_section, pretraining_lr, table_int, EpochRecipe, TrainSection, TrainSummary};
 
 /// The rankings to learn from.
@@ -179,6 +178,8 @@ impl Rankings {
 
 struct Objective {
     model: RewardModel,
+    /// The demonstrations' mean raw score, fitted after the last step.
+    offset: f64,
     val: Rankings,
     demos: Vec<Vec<i64>>,
     batch_size: usize,
@@ -197,8 +198,8 @@ impl Objective {
         Ok(Scored { loss: kwise_loss(&rewards, &pairs), rewards, pairs, positions })
     }
 
-    /// Sets the offset so the demonstrations' mean reward is 0; returns the mean it removed.
-    fn fit_offset(&mut self) -> Result<f64> {
+    /// Sets the offset so the demonstrations' mean reward is 0.
+    fn fit_offset(&mut self) -> Result<()> {
         let mut total = 0.0;
         let _ = tch::no_grad(|| self.model.offset.zero_());
         for chunk in self.demos.chunks(self.batch_size.max(1) * 4) {
@@ -208,11 +209,16 @@ impl Objective {
         }
         let mean = total / self.demos.len().max(1) as f64;
         let _ = tch::no_grad(|| self.model.offset.fill_(mean));
-        Ok(mean)
+        self.offset = mean;
+        Ok(())
     }
 }
 
 impl Evaluate for Objective {
+    fn before_final_checkpoint(&mut self) -> Result<()> {
+        self.fit_offset()
+    }
+
     fn validate(&mut self) -> Result<ValMetrics> {
         let n = self.val.prompts.len();
         let (mut loss, mut right, mut pairs) = (0.0, 0, 0);
@@ -318,27 +324,12 @@ pub fn train_rm(file: &RmFile, resume: bool) -> Result<RmSummary> {
         },
     )?;
     let device = trainer.device();
-    let mut obj = Objective { model, val, demos, batch_size: section.batch_size, pad: tok.pad() as i64, device };
-    let (train, offset) = run_loop(trainer, &mut obj, &train)?;
-    Ok(RmSummary { train, offset })
-}
-
-fn run_loop(mut trainer: Trainer, obj: &mut Objective, train: &Rankings) -> Result<(TrainSummary, f64)> {
-    let seed = trainer.state.sampler.seed;
-    let n = train.prompts.len();
-    let mut offset = obj.model.offset.double_value(&[0]);
-    while !trainer.is_done() {
-        let next = trainer.state.sampler.next_batch;
-        trainer.step(|i| {
-            let idx = epoch_batch(n, seed, next + i as u64, obj.batch_size);
-            let scored = obj.loss(train, &idx, true)?;
-            let t = idx.iter().flat_map(|&j| train.prompts[j].rows.iter().map(Vec::len)).max().unwrap_or(1) as i64;
-            Ok((scored.loss, obj.model.cfg.gpt.flops_per_token(t) * scored.positions as f64))
-        })?;
-        if trainer.is_done() {
-            offset = obj.fit_offset()?;
-        }
-        trainer.end_step(obj)?;
-    }
-    Ok((trainer.finish()?, offset))
+    let mut obj =
+        Objective { model, offset: 0.0, val, demos, batch_size: section.batch_size, pad: tok.pad() as i64, device };
+    let summary = epoch_loop(trainer, &mut obj, train.prompts.len(), section.batch_size, |obj, idx| {
+        let scored = obj.loss(&train, idx, true)?;
+        let t = idx.iter().flat_map(|&j| train.prompts[j].rows.iter().map(Vec::len)).max().unwrap_or(1) as i64;
+        Ok((scored.loss, obj.model.cfg.gpt.flops_per_token(t) * scored.positions as f64))
+    })?;
+    Ok(RmSummary { train: summary, offset: obj.offset })
 }

@@ -16,11 +16,10 @@ use tch::{Device, Tensor};
 
 use super::data::{batch_rows, encode_chat, parse_sft, read, Labelled};
 use crate::checkpoint;
-use crate::data::sampler::epoch_batch;
 use crate::models::gpt::{lm_loss, Gpt, GptConfig, Input, Pass};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
-use crate::train::trainer::{Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::trainer::{epoch_loop, Evaluate, RunParts, Setup, Trainer, ValMetrics};
 use crate::train::{epoch_section, pretraining_lr, table_int, EpochRecipe, TrainSection, TrainSummary};
 
 /// The SFT stage's own settings.
@@ -214,22 +213,10 @@ pub fn sft(file: &SftFile, resume: bool) -> Result<TrainSummary> {
     )?;
     let device = trainer.device();
     let mut objective = Objective { model, val, batch_size: section.batch_size, pad: tok.pad() as i64, device };
-    run_loop(trainer, &mut objective, &train)
-}
-
-fn run_loop(mut trainer: Trainer, obj: &mut Objective, train: &Demos) -> Result<TrainSummary> {
-    let seed = trainer.state.sampler.seed;
-    let n = train.examples.len();
-    while !trainer.is_done() {
-        let next = trainer.state.sampler.next_batch;
-        trainer.step(|i| {
-            let idx = epoch_batch(n, seed, next + i as u64, obj.batch_size);
-            let rows: Vec<&Labelled> = idx.iter().map(|&i| &train.examples[i]).collect();
-            let (ids, targets, positions) = batch_rows(&rows, obj.pad, obj.device);
-            let flops = obj.model.cfg.flops_per_token(ids.size()[1]) * positions as f64;
-            Ok((loss(&obj.model, &ids, &targets, true)?, flops))
-        })?;
-        trainer.end_step(obj)?;
-    }
-    trainer.finish()
+    epoch_loop(trainer, &mut objective, train.examples.len(), section.batch_size, |obj, idx| {
+        let rows: Vec<&Labelled> = idx.iter().map(|&i| &train.examples[i]).collect();
+        let (ids, targets, positions) = batch_rows(&rows, obj.pad, obj.device);
+        let flops = obj.model.cfg.flops_per_token(ids.size()[1]) * positions as f64;
+        Ok((loss(&obj.model, &ids, &targets, true)?, flops))
+    })
 }

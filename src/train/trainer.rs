@@ -38,6 +38,11 @@ pub trait Evaluate {
     fn extra_metrics(&self) -> Vec<(&'static str, serde_json::Value)> {
         Vec::new()
     }
+    /// Runs once after the last optimizer step, before the final validation and checkpoint
+    /// (the reward model fits its offset here, so the saved weights carry it).
+    fn before_final_checkpoint(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What a supervised model family trains on.
@@ -361,9 +366,12 @@ impl Trainer {
     /// After a step: a metrics line every `log_interval` steps, validation every
     /// `eval_interval`, a checkpoint every `ckpt_interval`, and all three at the last step.
     pub fn end_step(&mut self, eval: &mut dyn Evaluate) -> Result<()> {
-        let t = &self.section;
         let step = self.state.step;
-        let last = step == t.max_steps;
+        let last = step == self.section.max_steps;
+        if last {
+            eval.before_final_checkpoint()?;
+        }
+        let t = &self.section;
         let do_eval = step.is_multiple_of(t.eval_interval) || last;
         if step.is_multiple_of(t.log_interval) || do_eval {
             self.log(eval, do_eval)?;
@@ -496,6 +504,26 @@ pub fn run<O: Objective>(mut trainer: Trainer, objective: &mut O, batches: Recei
         })?;
         objective.after_step();
         trainer.end_step(objective)?;
+    }
+    trainer.finish()
+}
+
+/// The supervised loop over `n` in-memory examples taken in seeded epochs
+/// ([`crate::data::sampler::epoch_batch`]): micro-batch `i` of a step is batch `next_batch + i`,
+/// so a resumed run continues the same sequence. `micro` turns a batch's example indices into its
+/// mean loss and training FLOPs.
+pub fn epoch_loop<O: Evaluate>(
+    mut trainer: Trainer,
+    obj: &mut O,
+    n: usize,
+    batch_size: usize,
+    micro: impl Fn(&O, &[usize]) -> Result<(Tensor, f64)>,
+) -> Result<TrainSummary> {
+    let seed = trainer.state.sampler.seed;
+    while !trainer.is_done() {
+        let next = trainer.state.sampler.next_batch;
+        trainer.step(|i| micro(obj, &crate::data::sampler::epoch_batch(n, seed, next + i as u64, batch_size)))?;
+        trainer.end_step(obj)?;
     }
     trainer.finish()
 }

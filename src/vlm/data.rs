@@ -173,11 +173,6 @@ impl VlmDataset {
             positions,
         }
     }
-
-    /// Indices of training batch `index` (see [`crate::data::sampler::epoch_batch`]).
-    pub fn batch_indices(&self, seed: u64, index: u64, b: usize) -> Vec<usize> {
-        crate::data::sampler::epoch_batch(self.examples.len(), seed, index, b)
-    }
 }
 
 /// Decodes every image (in parallel), resized and centre-cropped to the tower's size, as bytes.

@@ -24,7 +24,7 @@ use crate::models::vlm::{FeatureSelect, ProjectorKind, Vlm, VlmConfig};
 use crate::special::IMAGE;
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamWConfig, ParamGroup};
-use crate::train::trainer::{Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::trainer::{epoch_loop, Evaluate, RunParts, Setup, Trainer, ValMetrics};
 use crate::train::{TrainSection, TrainSummary};
 use gptlab_vision::clip::ClipConfig;
 
@@ -294,7 +294,13 @@ pub fn train(cfg: &VlmTrainConfig, resume: bool) -> Result<TrainSummary> {
     );
     ensure!(!train.examples.is_empty(), "{} holds no training records", d.train.display());
     let mut objective = Supervised { model, val, batch_size: t.batch_size, device };
-    run_loop(trainer, &mut objective, &train, !cached)
+    // Batches are built on this thread: the image table's tensors are not shared across threads.
+    epoch_loop(trainer, &mut objective, train.examples.len(), t.batch_size, |obj, indices| {
+        let batch = train.batch(indices, obj.device);
+        let images = indices.iter().map(|&i| train.examples[i].images.len()).sum();
+        let flops = batch_flops(&obj.model.cfg, &batch, images, !cached);
+        Ok((obj.loss(&train, &batch, true)?, flops))
+    })
 }
 
 fn image_count(data: &VlmDataset) -> i64 {
@@ -302,28 +308,4 @@ fn image_count(data: &VlmDataset) -> i64 {
         ImageTable::Pixels { bytes, .. } => bytes.size()[0],
         ImageTable::Features(f) => f.size()[0],
     }
-}
-
-/// The supervised loop over in-memory batches (built on this thread: the image table's tensors
-/// are not shared across threads).
-fn run_loop(
-    mut trainer: Trainer,
-    objective: &mut Supervised,
-    train: &VlmDataset,
-    tower_runs: bool,
-) -> Result<TrainSummary> {
-    let seed = trainer.state.sampler.seed;
-    let b = objective.batch_size;
-    while !trainer.is_done() {
-        let next = trainer.state.sampler.next_batch;
-        trainer.step(|i| {
-            let indices = train.batch_indices(seed, next + i as u64, b);
-            let batch = train.batch(&indices, objective.device);
-            let images = indices.iter().map(|&i| train.examples[i].images.len()).sum();
-            let flops = batch_flops(&objective.model.cfg, &batch, images, tower_runs);
-            Ok((objective.loss(train, &batch, true)?, flops))
-        })?;
-        trainer.end_step(objective)?;
-    }
-    trainer.finish()
 }
