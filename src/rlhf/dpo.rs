@@ -260,12 +260,7 @@ pub fn dpo(file: &DpoFile, resume: bool) -> Result<TrainSummary> {
     train.score_reference(&reference.model, b, pad, device)?;
     val.score_reference(&reference.model, b, pad, device)?;
     drop(reference);
-    let mut policy = Gpt::new(&gpt, setup.vs.root())?;
-    policy.set_compute_kind(setup.kind);
-    if setup.resumed.is_none() {
-        let file = init.join(checkpoint::MODEL_FILE);
-        checkpoint::fill(&setup.vs, checkpoint::read_tensors(&file)?, &file)?;
-    }
+    let policy = super::decoder(&gpt, &setup, &init)?;
     eprintln!(
         "[dpo] {} preference pairs ({} held out), beta {}, {} steps, lr {:.3e}",
         train.chosen.len(),

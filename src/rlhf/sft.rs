@@ -186,12 +186,7 @@ pub fn sft(file: &SftFile, resume: bool) -> Result<TrainSummary> {
         optim: file.optim.clone(),
     };
     let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
-    let mut model = Gpt::new(&gpt, setup.vs.root())?;
-    model.set_compute_kind(setup.kind);
-    if setup.resumed.is_none() {
-        let file = init.join(checkpoint::MODEL_FILE);
-        checkpoint::fill(&setup.vs, checkpoint::read_tensors(&file)?, &file)?;
-    }
+    let model = super::decoder(&gpt, &setup, &init)?;
     eprintln!(
         "[sft] {} demonstrations ({} held out), {} steps, lr {:.3e}, dropout {}",
         train.examples.len(),
