@@ -276,7 +276,17 @@ impl ModelConfig for crate::models::reward::RewardConfig {
 /// these too, reading only the GPT's tensors (`transformer.*`, `lm_head.*`).
 const FINETUNED: &str = "gpt-finetuned";
 const REWARD: &str = "gpt-reward";
-const GPT_HOSTS: [&str; 2] = [FINETUNED, REWARD];
+/// A PPO run: the policy GPT with its value model beside it.
+const PPO: &str = "gpt-ppo";
+const GPT_HOSTS: [&str; 3] = [FINETUNED, REWARD, PPO];
+
+impl ModelConfig for crate::models::reward::PolicyValueConfig {
+    const FAMILY: &'static str = PPO;
+    const DISPLAY: &'static str = "PPO policy";
+    fn validate(&self) -> Result<()> {
+        crate::models::reward::PolicyValueConfig::validate(self)
+    }
+}
 
 impl ModelConfig for ClipConfig {
     const FAMILY: &'static str = "clip";
@@ -353,6 +363,7 @@ fn display_name(family: &str) -> &str {
         "vlm" => crate::models::vlm::VlmConfig::DISPLAY,
         FINETUNED => crate::models::finetuned::FinetunedConfig::DISPLAY,
         REWARD => crate::models::reward::RewardConfig::DISPLAY,
+        PPO => crate::models::reward::PolicyValueConfig::DISPLAY,
         other => other,
     }
 }
@@ -388,6 +399,7 @@ pub fn is_checkpoint(dir: &Path) -> bool {
             "vlm" => parse_config::<crate::models::vlm::VlmConfig>(v, dir).is_ok(),
             FINETUNED => parse_config::<crate::models::finetuned::FinetunedConfig>(v, dir).is_ok(),
             REWARD => parse_config::<crate::models::reward::RewardConfig>(v, dir).is_ok(),
+            PPO => parse_config::<crate::models::reward::PolicyValueConfig>(v, dir).is_ok(),
             _ => false,
         })
 }

@@ -18,6 +18,8 @@ pub enum RlhfCommand {
     Rm(TrainArgs),
     /// Direct Preference Optimization from the SFT model on the same preferences
     Dpo(TrainArgs),
+    /// PPO against the reward model with a per-token KL penalty and the pretraining mix (PPO-ptx)
+    Ppo(TrainArgs),
 }
 
 #[derive(Args)]
@@ -60,6 +62,13 @@ pub fn run(cmd: RlhfCommand) -> Result<()> {
             args.apply_to_table(&mut file.train, &mut file.out_dir);
             let s = rlhf::dpo::dpo(&file, args.resume)?;
             super::train::print_summary("DPO ", &s);
+            Ok(())
+        }
+        RlhfCommand::Ppo(args) => {
+            let mut file = rlhf::ppo::PpoFile::from_file(args.config())?;
+            args.apply_to_table(&mut file.train, &mut file.out_dir);
+            let s = rlhf::ppo::ppo(&file, args.resume)?;
+            super::train::print_summary("PPO ", &s);
             Ok(())
         }
     }

@@ -57,7 +57,7 @@ impl EvalModel {
         let family = checkpoint::family(dir)?;
         let name = display_name(dir);
         let (lm, vs, tok, dir) = match family.as_str() {
-            "gpt" | "gpt-finetuned" | "gpt-reward" => {
+            "gpt" | "gpt-finetuned" | "gpt-reward" | "gpt-ppo" => {
                 let l = checkpoint::load::<Gpt>(dir, device)?;
                 let tok = l.tokenizer()?;
                 (Lm::Gpt(l.model), l.vs, tok, l.dir)

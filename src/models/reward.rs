@@ -49,10 +49,16 @@ impl RewardModel {
     /// Rewards [R] of right-padded rows `ids` [R, T], each read at its position `last` [R] (the
     /// closing end-of-text); causal attention keeps the padding after it out.
     pub fn rewards(&self, ids: &Tensor, last: &Tensor, train: bool) -> Result<Tensor> {
+        let rows = Tensor::arange(ids.size()[0], (Kind::Int64, ids.device()));
+        self.rewards_at(ids, &rows, last, train)
+    }
+
+    /// Scores [N] read at positions (`rows`[n], `pos`[n]) of `ids` [R, T]: a value model's
+    /// value of every state of a response.
+    pub fn rewards_at(&self, ids: &Tensor, rows: &Tensor, pos: &Tensor, train: bool) -> Result<Tensor> {
         let h = self.gpt.hidden(Input::Tokens(ids), Pass { train, ..Default::default() })?; // [R, T, C]
-        let rows = Tensor::arange(h.size()[0], (Kind::Int64, h.device()));
-        let at = h.index(&[Some(rows), Some(last.shallow_clone())]); // [R, C]
-        Ok(self.score.forward(&at, Kind::Float).squeeze_dim(-1) - &self.offset) // [R]
+        let at = h.index(&[Some(rows.shallow_clone()), Some(pos.shallow_clone())]); // [N, C]
+        Ok(self.score.forward(&at, Kind::Float).squeeze_dim(-1) - &self.offset) // [N]
     }
 }
 
@@ -72,4 +78,21 @@ pub fn kwise_loss(rewards: &Tensor, pairs: &[Vec<(i64, i64)>]) -> Tensor {
     let w = rewards.index_select(0, &Tensor::from_slice(&win).to_device(dev));
     let l = rewards.index_select(0, &Tensor::from_slice(&lose).to_device(dev));
     -((w - l).log_sigmoid() * Tensor::from_slice(&weight).to_device(dev)).sum(Kind::Float)
+}
+
+/// A PPO run's checkpoint (family `gpt-ppo`): the policy (a whole GPT, at the root, so the
+/// checkpoint samples as one) and the value model beside it under `value.` (a reward model's
+/// shape, initialised from the reward model).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyValueConfig {
+    pub gpt: GptConfig,
+    pub value: RewardConfig,
+}
+
+impl PolicyValueConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.gpt.validate()?;
+        self.value.validate()
+    }
 }

@@ -1,11 +1,12 @@
 //! InstructGPT's pipeline: demonstrations and K-wise rankings from a programmatic labeler
 //! ([`labeler`], [`data`]), then supervised fine-tuning ([`sft`]) and the reward model on K-wise
 //! rankings ([`reward`]), and DPO on the same preferences ([`dpo`]). PPO with the pretraining mix
-//! builds on these.
+//! ([`ppo`]) builds on all three.
 
 pub mod data;
 pub mod dpo;
 pub mod labeler;
+pub mod ppo;
 pub mod reward;
 pub mod sft;
 

@@ -255,3 +255,76 @@ fn dpo_resumes_exactly() {
     let metrics = gptlab::jsonl::read_jsonl(&split.join("run/metrics.jsonl")).unwrap();
     assert!(metrics.iter().any(|m| m["val_reward_acc"].is_f64() && m["val_margin"].is_f64()));
 }
+
+#[test]
+fn ppo_resumes_exactly_starts_at_the_reference_and_the_pretraining_mix_reaches_the_policy() {
+    let root = persistent_tempdir();
+    let data = root.join("data");
+    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "16"]);
+    let sft = gpt_ckpt(&root, 256);
+    run_ok(&["rlhf", "rm", "--config", rm_config(&root.join("rm"), &sft, &data, 2).to_str().unwrap()]);
+    let rm = root.join("rm/run/checkpoint");
+    let sft_before = std::fs::read(sft.join("model.safetensors")).unwrap();
+    let cfg = |dir: &Path, iterations: u64, ptx: f64| {
+        let text = format!(
+            "out_dir = \"{}\"\npolicy = \"{}\"\nreward = \"{}\"\n[data]\nprompts = \"{}\"\nval_prompts = \"{}\"\npretrain = \"{}\"\n[ppo]\niterations = {iterations}\nrollouts = 4\nminibatches = 2\nppo_epochs = 2\nmax_new_tokens = 6\nptx_coef = {ptx}\nval_prompts = 2\n[train]\nmax_steps = {}\ndevice = \"cpu\"\nthreads = 1\npeak_tflops = 1.0\n",
+            dir.join("run").display(),
+            sft.display(),
+            rm.display(),
+            data.join("prompts.jsonl").display(),
+            data.join("prompts_val.jsonl").display(),
+            shard_dir().display(),
+            iterations * 4,
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let p = dir.join(format!("ppo_{iterations}_{ptx}.toml"));
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (straight, split) = (root.join("ppo-straight"), root.join("ppo-split"));
+    run_ok(&["rlhf", "ppo", "--config", &cfg(&straight, 2, 0.5)]);
+    run_ok(&["rlhf", "ppo", "--config", &cfg(&split, 1, 0.5)]);
+    let out = run_ok(&["rlhf", "ppo", "--config", &cfg(&split, 2, 0.5), "--resume"]);
+    assert!(out.contains("trained PPO 8 steps"), "{out}");
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        assert_same(&straight.join("run/checkpoint").join(f), &split.join("run/checkpoint").join(f));
+    }
+    let metrics = gptlab::jsonl::read_jsonl(&straight.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.len(), 2, "one line per iteration");
+    for m in &metrics {
+        // The old log-probabilities come from a full forward pass of the same weights.
+        assert!(m["first_ratio_dev"].as_f64().unwrap() < 1e-6, "{m}");
+        for key in ["reward", "kl", "kl_coef", "eot_rate", "response_len", "clip_frac", "ptx_loss", "val_reward"] {
+            assert!(m[key].is_number(), "{key} missing from {m}");
+        }
+    }
+    // The policy starts as the reference, so the first rollouts have KL 0; the reference's file
+    // is never written.
+    assert_eq!(metrics[0]["kl"].as_f64().unwrap(), 0.0);
+    assert_eq!(std::fs::read(sft.join("model.safetensors")).unwrap(), sft_before);
+    // With the same rollouts, the pretraining mix changes the policy's update.
+    let (with, without) = (root.join("ppo-ptx"), root.join("ppo-no-ptx"));
+    run_ok(&["rlhf", "ppo", "--config", &cfg(&with, 1, 0.5)]);
+    run_ok(&["rlhf", "ppo", "--config", &cfg(&without, 1, 0.0)]);
+    let policy = |dir: &Path| {
+        crate::common::tensors(&dir.join("run/checkpoint/model.safetensors"))
+            .into_iter()
+            .find(|(n, _)| n == "transformer.h.0.attn.c_attn.weight")
+            .unwrap()
+            .1
+    };
+    let diff = (policy(&with) - policy(&without)).abs().max().double_value(&[]);
+    assert!(diff > 1e-7, "the ptx term left the policy unchanged ({diff})");
+    // The PPO checkpoint samples as a GPT.
+    run_ok(&[
+        "sample",
+        "--ckpt",
+        straight.join("run/checkpoint").to_str().unwrap(),
+        "--prompt",
+        "a",
+        "--max-new-tokens",
+        "3",
+        "--device",
+        "cpu",
+    ]);
+}
