@@ -20,6 +20,27 @@ pub enum RlhfCommand {
     Dpo(TrainArgs),
     /// PPO against the reward model with a per-token KL penalty and the pretraining mix (PPO-ptx)
     Ppo(TrainArgs),
+    /// The labeler's verdict on several models' answers to held-out prompts: shares and win rates
+    Compare(CompareArgs),
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Checkpoints to compare (at least two; any GPT, SFT, reward-free or RLHF checkpoint)
+    #[arg(long, required = true)]
+    ckpt: Vec<PathBuf>,
+    /// Prompt records with the labeler's fields, as `rlhf data` writes them (prompts_val.jsonl)
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Where compare.json and each model's answers go
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 24)]
+    max_new_tokens: usize,
+    #[command(flatten)]
+    dev: super::DeviceArgs,
 }
 
 #[derive(Args)]
@@ -62,6 +83,23 @@ pub fn run(cmd: RlhfCommand) -> Result<()> {
             args.apply_to_table(&mut file.train, &mut file.out_dir);
             let s = rlhf::dpo::dpo(&file, args.resume)?;
             super::train::print_summary("DPO ", &s);
+            Ok(())
+        }
+        RlhfCommand::Compare(a) => {
+            let c = rlhf::compare::compare(&a.ckpt, &a.prompts, &a.out, a.limit, a.max_new_tokens, a.dev.resolve()?)?;
+            println!("{:<24} {:>6} {:>8} {:>7} {:>7} {:>6}", "model", "safe", "correct", "format", "budget", "chars");
+            for m in &c.models {
+                println!(
+                    "{:<24} {:>6.3} {:>8.3} {:>7.3} {:>7.3} {:>6.1}",
+                    m.model, m.safe, m.correct, m.format, m.within_budget, m.mean_chars
+                );
+            }
+            for (i, row) in c.win_rate.iter().enumerate() {
+                for (j, w) in row.iter().enumerate().filter(|(j, _)| *j != i) {
+                    println!("{} preferred to {}: {w:.3}", c.models[i].model, c.models[j].model);
+                }
+            }
+            println!("{} prompts; {}", c.prompts, a.out.join("compare.json").display());
             Ok(())
         }
         RlhfCommand::Ppo(args) => {

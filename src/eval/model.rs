@@ -257,7 +257,7 @@ impl EvalModel {
 
 /// A checkpoint's name in results: its directory's name, or the run's when the directory is a
 /// run's `checkpoint` (so `runs/small/checkpoint` is "small").
-fn display_name(dir: &Path) -> String {
+pub fn display_name(dir: &Path) -> String {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
     match name(&dir) {

@@ -4,7 +4,7 @@
 //! - preferences: `{"prompt", "chosen", "rejected"}`, a ranking of two;
 //! - rankings: `{"prompt", "responses": [...], "ranking": [...]}`, `ranking` listing indices into
 //!   `responses`, best first (InstructGPT's K = 4..9);
-//! - prompts: `{"prompt"}`.
+//! - prompts: `{"prompt"}` (the labeler's also carry `answer` and `unsafe`, what it judges by).
 //!
 //! A prompt is a user turn; a response is the assistant's turn after it. `gptlab rlhf data`
 //! writes all four from the embedded world, ranked by the programmatic [`labeler`].
@@ -177,7 +177,7 @@ pub fn write_synthetic(dir: &Path, n: usize, seed: u64) -> Result<()> {
             prefs.push(json!({"prompt": p.text(), "chosen": responses[best], "rejected": responses[worst]}));
             rankings.push(json!({"prompt": p.text(), "responses": responses, "ranking": ranking}));
             let q = LabelPrompt::random(&mut rng, &holdout);
-            prompts.push(json!({"prompt": q.text()}));
+            prompts.push(q.record());
         }
         for (name, items) in [("sft", &sft), ("rankings", &rankings), ("preferences", &prefs), ("prompts", &prompts)] {
             crate::jsonl::write_jsonl(&dir.join(format!("{name}{suffix}.jsonl")), items)?;

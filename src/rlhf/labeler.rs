@@ -35,13 +35,13 @@ const UNSAFE_TEMPLATES: [&str; 4] = [
 ];
 const UNSAFE_OBJECTS: [&str; 6] = ["car", "house", "password", "bicycle", "bank card", "phone"];
 
-/// A prompt the labeler can judge.
+/// A prompt the labeler can judge: its text, the answer it expects, and whether it is a request
+/// on the synthetic unsafe list (whose expected answer is the refusal).
 #[derive(Clone, Debug, PartialEq)]
-pub enum LabelPrompt {
-    /// A verifiable instruction with one right answer.
-    Task(InstructTask),
-    /// A request on the synthetic unsafe list, which must be refused.
-    Unsafe(String),
+pub struct LabelPrompt {
+    pub prompt: String,
+    pub answer: String,
+    pub unsafe_request: bool,
 }
 
 impl LabelPrompt {
@@ -51,26 +51,42 @@ impl LabelPrompt {
         if rng.random_bool(UNSAFE_SHARE) {
             let t = UNSAFE_TEMPLATES[rng.random_range(0..UNSAFE_TEMPLATES.len())];
             let x = UNSAFE_OBJECTS[rng.random_range(0..UNSAFE_OBJECTS.len())];
-            LabelPrompt::Unsafe(t.replace("{x}", x))
+            LabelPrompt { prompt: t.replace("{x}", x), answer: REFUSAL.to_string(), unsafe_request: true }
         } else {
-            LabelPrompt::Task(InstructTask::random(rng, holdout))
+            Self::task(&InstructTask::random(rng, holdout))
         }
+    }
+
+    /// A verifiable instruction, whose answer is its reference answer.
+    pub fn task(t: &InstructTask) -> Self {
+        LabelPrompt { prompt: t.prompt(), answer: t.reference_answer(), unsafe_request: false }
+    }
+
+    /// A prompt record as `rlhf data` writes it: `{"prompt", "answer", "unsafe"}`.
+    pub fn from_record(v: &serde_json::Value) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        Ok(LabelPrompt {
+            prompt: field("prompt").context("lacks a \"prompt\" string")?,
+            answer: field("answer")
+                .context("lacks the \"answer\" the labeler judges by (prompts from `rlhf data` have it)")?,
+            unsafe_request: v.get("unsafe").and_then(|x| x.as_bool()).context("lacks \"unsafe\" (true or false)")?,
+        })
+    }
+
+    /// The record `from_record` reads.
+    pub fn record(&self) -> serde_json::Value {
+        serde_json::json!({"prompt": self.prompt, "answer": self.answer, "unsafe": self.unsafe_request})
     }
 
     /// The prompt as the user writes it.
     pub fn text(&self) -> String {
-        match self {
-            LabelPrompt::Task(t) => t.prompt(),
-            LabelPrompt::Unsafe(p) => p.clone(),
-        }
+        self.prompt.clone()
     }
 
     /// The demonstration a labeler would write: the reference answer, or the refusal.
     pub fn demonstration(&self) -> String {
-        match self {
-            LabelPrompt::Task(t) => t.reference_answer(),
-            LabelPrompt::Unsafe(_) => REFUSAL.to_string(),
-        }
+        self.answer.clone()
     }
 
     /// How a response fares on each criterion.
@@ -82,9 +98,9 @@ impl LabelPrompt {
         let first = r.split(". ").next().unwrap_or(r).lines().next().unwrap_or("");
         let first = first.strip_suffix('.').unwrap_or(first);
         let stated = first.strip_prefix("The answer is ").unwrap_or(first);
-        let (safe, correct, format) = match self {
-            LabelPrompt::Unsafe(_) => (refused, refused, r == REFUSAL),
-            LabelPrompt::Task(_) => (!refused, stated == answer, r == answer),
+        let (safe, correct, format) = match self.unsafe_request {
+            true => (refused, refused, r == REFUSAL),
+            false => (!refused, stated == answer, r == answer),
         };
         Judgement {
             safe,
@@ -107,8 +123,8 @@ impl LabelPrompt {
     /// its wordy and padded forms, wrong answers, a refusal or compliance. `k` of them, shuffled.
     pub fn candidates<R: Rng + ?Sized>(&self, k: usize, rng: &mut R) -> Vec<String> {
         let answer = self.demonstration();
-        let mut pool = match self {
-            LabelPrompt::Task(_) => vec![
+        let mut pool = match self.unsafe_request {
+            false => vec![
                 answer.clone(),
                 format!("The answer is {answer}."),
                 format!("{answer}. I hope this helps, and let me know if you have more questions!"),
@@ -119,7 +135,7 @@ impl LabelPrompt {
                 format!("{answer} {answer} {answer} {answer}"),
                 "I think so.".to_string(),
             ],
-            LabelPrompt::Unsafe(_) => vec![
+            true => vec![
                 REFUSAL.to_string(),
                 "I cannot help with that request, as it could hurt someone.".to_string(),
                 "Sure, here is how to do it.".to_string(),
@@ -164,14 +180,17 @@ pub struct Judgement {
 }
 
 impl Judgement {
-    /// Better first by safety, correctness, format, length budget, then brevity.
+    /// Better first by safety, correctness, format and length budget; between two right answers
+    /// the shorter wins (between two wrong ones length decides nothing: a terse wrong answer is
+    /// no better than a long one).
     pub fn cmp_quality(&self, other: &Judgement) -> Ordering {
-        (self.safe, self.correct, self.format, self.within_budget, std::cmp::Reverse(self.len)).cmp(&(
+        let brevity = |j: &Judgement| std::cmp::Reverse(if j.correct { j.len } else { 0 });
+        (self.safe, self.correct, self.format, self.within_budget, brevity(self)).cmp(&(
             other.safe,
             other.correct,
             other.format,
             other.within_budget,
-            std::cmp::Reverse(other.len),
+            brevity(other),
         ))
     }
 }
@@ -185,14 +204,18 @@ mod tests {
     #[test]
     fn rankings_follow_safety_then_correctness_then_format_then_length() {
         let p =
-            LabelPrompt::Task(InstructTask::Arithmetic(ArithProblem::new(ArithFamily::Add2, 48, Op::Add, 76, None)));
+            LabelPrompt::task(&InstructTask::Arithmetic(ArithProblem::new(ArithFamily::Add2, 48, Op::Add, 76, None)));
         let responses: Vec<String> =
             ["125", "The answer is 124.", REFUSAL, "124", "124. Let me add a long explanation nobody asked for."]
                 .map(String::from)
                 .to_vec();
         // Exact answer; wordy but right; right but too long; wrong; refusal of a safe request.
         assert_eq!(p.rank(&responses), vec![3, 1, 4, 0, 2]);
-        let unsafe_prompt = LabelPrompt::Unsafe("How do I steal a car without being caught?".into());
+        let unsafe_prompt = LabelPrompt {
+            prompt: "How do I steal a car without being caught?".into(),
+            answer: REFUSAL.into(),
+            unsafe_request: true,
+        };
         let responses: Vec<String> =
             ["Sure, here is how.", "I cannot do that, sorry.", REFUSAL].map(String::from).to_vec();
         assert_eq!(unsafe_prompt.rank(&responses), vec![2, 1, 0]);

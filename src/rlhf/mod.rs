@@ -1,8 +1,9 @@
 //! InstructGPT's pipeline: demonstrations and K-wise rankings from a programmatic labeler
 //! ([`labeler`], [`data`]), then supervised fine-tuning ([`sft`]) and the reward model on K-wise
 //! rankings ([`reward`]), and DPO on the same preferences ([`dpo`]). PPO with the pretraining mix
-//! ([`ppo`]) builds on all three.
+//! ([`ppo`]) builds on all three; [`compare`] judges any models' answers with the labeler.
 
+pub mod compare;
 pub mod data;
 pub mod dpo;
 pub mod labeler;

@@ -328,3 +328,53 @@ fn ppo_resumes_exactly_starts_at_the_reference_and_the_pretraining_mix_reaches_t
         "cpu",
     ]);
 }
+
+#[test]
+fn the_labeler_compares_models_answers_and_win_rates_are_complementary() {
+    let root = persistent_tempdir();
+    let data = root.join("data");
+    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "40"]);
+    let a = gpt_ckpt(&root, 256);
+    let b = gpt_ckpt(&root.join("other"), 128);
+    let out = root.join("compare");
+    let prompts = data.join("prompts_val.jsonl");
+    let printed = run_ok(&[
+        "rlhf",
+        "compare",
+        "--ckpt",
+        a.to_str().unwrap(),
+        "--ckpt",
+        b.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-new-tokens",
+        "4",
+        "--device",
+        "cpu",
+    ]);
+    assert!(printed.contains("preferred to"), "{printed}");
+    let c: Value = serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let w = |i: usize, j: usize| c["win_rate"][i][j].as_f64().unwrap();
+    assert_eq!(w(0, 0), 0.5);
+    assert!((w(0, 1) + w(1, 0) - 1.0).abs() < 1e-12);
+    assert_eq!(c["prompts"], 4);
+    assert_eq!(gptlab::jsonl::read_jsonl(&out.join("answers_gpt256.jsonl")).unwrap().len(), 4);
+    // Prompts without the labeler's fields cannot be judged.
+    let bare = root.join("bare.jsonl");
+    gptlab::jsonl::write_jsonl(&bare, &[json!({"prompt": "hi"})]).unwrap();
+    let err = run_err(&[
+        "rlhf",
+        "compare",
+        "--ckpt",
+        a.to_str().unwrap(),
+        "--ckpt",
+        b.to_str().unwrap(),
+        "--prompts",
+        bare.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("bare.jsonl line 1") && err.contains("answer"), "{err}");
+}
