@@ -146,8 +146,7 @@ impl FinetuneFile {
         ensure!(!self.tasks.is_empty(), "give at least one [[tasks]]");
         ensure!(f.lm_coef.is_finite() && f.lm_coef >= 0.0, "finetune.lm_coef must be >= 0, got {}", f.lm_coef);
         ensure!((0.0..1.0).contains(&f.head_dropout), "finetune.head_dropout must be in [0, 1)");
-        ensure!(f.epochs > 0.0 && f.epochs.is_finite(), "finetune.epochs must be positive");
-        ensure!((0.0..1.0).contains(&f.warmup_fraction), "finetune.warmup_fraction must be in [0, 1)");
+        EpochRecipe::check("finetune", f.epochs, f.warmup_fraction)?;
         ensure!(f.val_examples > 0 && f.test_examples > 0, "finetune.val_examples and test_examples must be positive");
         for (i, t) in self.tasks.iter().enumerate() {
             ensure!(

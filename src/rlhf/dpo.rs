@@ -83,12 +83,7 @@ impl DpoFile {
         let file: Self = crate::config::read_toml(path)?;
         let d = &file.dpo;
         ensure!(d.beta > 0.0 && d.beta.is_finite(), "config {}: dpo.beta must be positive", path.display());
-        ensure!(d.epochs > 0.0 && d.epochs.is_finite(), "config {}: dpo.epochs must be positive", path.display());
-        ensure!(
-            (0.0..1.0).contains(&d.warmup_fraction),
-            "config {}: dpo.warmup_fraction must be in [0, 1)",
-            path.display()
-        );
+        EpochRecipe::check("dpo", d.epochs, d.warmup_fraction).with_context(|| format!("config {}", path.display()))?;
         Ok(file)
     }
 }

@@ -84,12 +84,7 @@ impl RmFile {
     pub fn from_file(path: &Path) -> Result<Self> {
         let file: Self = crate::config::read_toml(path)?;
         let r = &file.rm;
-        ensure!(r.epochs > 0.0 && r.epochs.is_finite(), "config {}: rm.epochs must be positive", path.display());
-        ensure!(
-            (0.0..1.0).contains(&r.warmup_fraction),
-            "config {}: rm.warmup_fraction must be in [0, 1)",
-            path.display()
-        );
+        EpochRecipe::check("rm", r.epochs, r.warmup_fraction).with_context(|| format!("config {}", path.display()))?;
         Ok(file)
     }
 }

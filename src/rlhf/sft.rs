@@ -79,13 +79,8 @@ impl SftFile {
     pub fn from_file(path: &Path) -> Result<Self> {
         let file: Self = crate::config::read_toml(path)?;
         let s = &file.sft;
-        ensure!(s.epochs > 0.0 && s.epochs.is_finite(), "config {}: sft.epochs must be positive", path.display());
+        EpochRecipe::check("sft", s.epochs, s.warmup_fraction).with_context(|| format!("config {}", path.display()))?;
         ensure!((0.0..1.0).contains(&s.dropout), "config {}: sft.dropout must be in [0, 1)", path.display());
-        ensure!(
-            (0.0..1.0).contains(&s.warmup_fraction),
-            "config {}: sft.warmup_fraction must be in [0, 1)",
-            path.display()
-        );
         Ok(file)
     }
 }

@@ -125,6 +125,18 @@ pub struct EpochRecipe {
     pub batch_size: i64,
 }
 
+impl EpochRecipe {
+    /// Checks a config section's `epochs` and `warmup_fraction` (`section` names it in errors).
+    pub fn check(section: &str, epochs: f64, warmup_fraction: f64) -> Result<()> {
+        ensure!(epochs > 0.0 && epochs.is_finite(), "{section}.epochs must be positive, got {epochs}");
+        ensure!(
+            (0.0..1.0).contains(&warmup_fraction),
+            "{section}.warmup_fraction must be in [0, 1), got {warmup_fraction}"
+        );
+        Ok(())
+    }
+}
+
 /// The integer `key` of a user's `[train]` table, or `default`.
 pub fn table_int(table: &toml::Table, key: &str, default: i64) -> i64 {
     table.get(key).and_then(|v| v.as_integer()).unwrap_or(default)

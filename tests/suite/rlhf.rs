@@ -25,16 +25,27 @@ fn gpt_ckpt(dir: &Path, block_size: i64) -> PathBuf {
 
 fn sft_config(dir: &Path, init: &Path, data: &Path, max_steps: u64) -> PathBuf {
     let text = format!(
-        "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\n[sft]\nskip_too_long = true\n[train]\nbatch_size = 4\nmax_steps = {max_steps}\ndecay_steps = 6\neval_interval = 3\nckpt_interval = 3\nlog_interval = 1\ndevice = \"cpu\"\nthreads = 1\npeak_tflops = 1.0\n",
+        "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\n[sft]\nskip_too_long = true\n{}",
         dir.join("run").display(),
         init.display(),
         data.join("sft.jsonl").display(),
-        data.join("sft_val.jsonl").display()
+        data.join("sft_val.jsonl").display(),
+        train_tail(4, max_steps)
     );
+    write_config(dir, &format!("sft_{max_steps}.toml"), text)
+}
+
+/// Writes a stage's config into `dir` (created) and returns its path.
+fn write_config(dir: &Path, name: &str, text: String) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(format!("sft_{max_steps}.toml"));
+    let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// `[train]` for tiny CPU runs that validate and checkpoint every 3 steps.
+fn train_tail(batch_size: usize, max_steps: u64) -> String {
+    format!("[train]\nbatch_size = {batch_size}\nmax_steps = {max_steps}\ndecay_steps = 6\neval_interval = 3\nckpt_interval = 3\nlog_interval = 1\ndevice = \"cpu\"\nthreads = 1\npeak_tflops = 1.0\n")
 }
 
 #[test]
@@ -135,17 +146,15 @@ fn the_kwise_loss_matches_a_hand_computation() {
 
 fn rm_config(dir: &Path, init: &Path, data: &Path, max_steps: u64) -> PathBuf {
     let text = format!(
-        "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\ndemonstrations = \"{}\"\n[train]\nbatch_size = 2\nmax_steps = {max_steps}\ndecay_steps = 6\neval_interval = 3\nckpt_interval = 3\nlog_interval = 1\ndevice = \"cpu\"\nthreads = 1\npeak_tflops = 1.0\n",
+        "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\ndemonstrations = \"{}\"\n{}",
         dir.join("run").display(),
         init.display(),
         data.join("rankings.jsonl").display(),
         data.join("rankings_val.jsonl").display(),
-        data.join("sft_val.jsonl").display()
+        data.join("sft_val.jsonl").display(),
+        train_tail(2, max_steps)
     );
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(format!("rm_{max_steps}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    write_config(dir, &format!("rm_{max_steps}.toml"), text)
 }
 
 #[test]
@@ -234,16 +243,14 @@ fn dpo_resumes_exactly() {
     let init = gpt_ckpt(&root, 256);
     let cfg = |dir: &Path, steps: u64| {
         let text = format!(
-            "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\n[train]\nbatch_size = 2\nmax_steps = {steps}\ndecay_steps = 6\neval_interval = 3\nckpt_interval = 3\nlog_interval = 1\ndevice = \"cpu\"\nthreads = 1\npeak_tflops = 1.0\n",
+            "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\n{}",
             dir.join("run").display(),
             init.display(),
             data.join("rankings.jsonl").display(),
-            data.join("preferences_val.jsonl").display()
+            data.join("preferences_val.jsonl").display(),
+            train_tail(2, steps)
         );
-        std::fs::create_dir_all(dir).unwrap();
-        let p = dir.join(format!("dpo_{steps}.toml"));
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
+        write_config(dir, &format!("dpo_{steps}.toml"), text).to_str().unwrap().to_string()
     };
     let (straight, split) = (root.join("dpo-straight"), root.join("dpo-split"));
     run_ok(&["rlhf", "dpo", "--config", &cfg(&straight, 6)]);
@@ -276,10 +283,7 @@ fn ppo_resumes_exactly_starts_at_the_reference_and_the_pretraining_mix_reaches_t
             shard_dir().display(),
             iterations * 4,
         );
-        std::fs::create_dir_all(dir).unwrap();
-        let p = dir.join(format!("ppo_{iterations}_{ptx}.toml"));
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
+        write_config(dir, &format!("ppo_{iterations}_{ptx}.toml"), text).to_str().unwrap().to_string()
     };
     let (straight, split) = (root.join("ppo-straight"), root.join("ppo-split"));
     run_ok(&["rlhf", "ppo", "--config", &cfg(&straight, 2, 0.5)]);
