@@ -35,6 +35,27 @@ fn sft_config(dir: &Path, init: &Path, data: &Path, max_steps: u64) -> PathBuf {
     write_config(dir, &format!("sft_{max_steps}.toml"), text)
 }
 
+/// Runs `stage` straight to `full` steps, and to `half` then resumed to `full`, from configs
+/// `config(dir, steps)`; asserts both end with the same weights and optimizer state, and returns
+/// what the resumed run printed.
+fn assert_resumes_exactly(
+    root: &Path,
+    stage: &str,
+    half: u64,
+    full: u64,
+    config: impl Fn(&Path, u64) -> PathBuf,
+) -> String {
+    let (straight, split) = (root.join(format!("{stage}-straight")), root.join(format!("{stage}-split")));
+    let arg = |p: PathBuf| p.to_str().unwrap().to_string();
+    run_ok(&["rlhf", stage, "--config", &arg(config(&straight, full))]);
+    run_ok(&["rlhf", stage, "--config", &arg(config(&split, half))]);
+    let out = run_ok(&["rlhf", stage, "--config", &arg(config(&split, full)), "--resume"]);
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        assert_same(&straight.join("run/checkpoint").join(f), &split.join("run/checkpoint").join(f));
+    }
+    out
+}
+
 /// Writes a stage's config into `dir` (created) and returns its path.
 fn write_config(dir: &Path, name: &str, text: String) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
@@ -76,14 +97,8 @@ fn sft_trains_on_the_assistant_tokens_and_resumes_exactly() {
     let data = root.join("data");
     run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "24"]);
     let init = gpt_ckpt(&root, 64);
-    let (straight, split) = (root.join("straight"), root.join("split"));
-    run_ok(&["rlhf", "sft", "--config", sft_config(&straight, &init, &data, 6).to_str().unwrap()]);
-    run_ok(&["rlhf", "sft", "--config", sft_config(&split, &init, &data, 3).to_str().unwrap()]);
-    let out = run_ok(&["rlhf", "sft", "--config", sft_config(&split, &init, &data, 6).to_str().unwrap(), "--resume"]);
+    let out = assert_resumes_exactly(&root, "sft", 3, 6, |dir, steps| sft_config(dir, &init, &data, steps));
     assert!(out.contains("trained SFT 6 steps"), "{out}");
-    for f in ["model.safetensors", "optimizer.safetensors"] {
-        assert_same(&straight.join("run/checkpoint").join(f), &split.join("run/checkpoint").join(f));
-    }
     // The loss mask: what trains is the assistant's answer and its closing end-of-text.
     let tok = Tokenizer::from_file(&init.join("tokenizer.json")).unwrap();
     let record = gptlab::rlhf::data::parse_sft(&json!({"prompt": "Spell it.", "completion": "ti"})).unwrap();
@@ -164,14 +179,9 @@ fn the_reward_model_resumes_exactly_and_centres_demonstrations_on_zero() {
     let data = root.join("data");
     run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "16"]);
     let init = gpt_ckpt(&root, 256);
-    let (straight, split) = (root.join("straight"), root.join("split"));
-    run_ok(&["rlhf", "rm", "--config", rm_config(&straight, &init, &data, 6).to_str().unwrap()]);
-    run_ok(&["rlhf", "rm", "--config", rm_config(&split, &init, &data, 3).to_str().unwrap()]);
-    let out = run_ok(&["rlhf", "rm", "--config", rm_config(&split, &init, &data, 6).to_str().unwrap(), "--resume"]);
+    let out = assert_resumes_exactly(&root, "rm", 3, 6, |dir, steps| rm_config(dir, &init, &data, steps));
     assert!(out.contains("reward offset"), "{out}");
-    for f in ["model.safetensors", "optimizer.safetensors"] {
-        assert_same(&straight.join("run/checkpoint").join(f), &split.join("run/checkpoint").join(f));
-    }
+    let split = root.join("rm-split");
     let metrics = gptlab::jsonl::read_jsonl(&split.join("run/metrics.jsonl")).unwrap();
     assert!(metrics.iter().any(|m| m["val_pair_acc"].is_f64()));
     // The demonstrations' mean reward is 0 once the offset is subtracted.
@@ -252,13 +262,8 @@ fn dpo_resumes_exactly() {
         );
         write_config(dir, &format!("dpo_{steps}.toml"), text).to_str().unwrap().to_string()
     };
-    let (straight, split) = (root.join("dpo-straight"), root.join("dpo-split"));
-    run_ok(&["rlhf", "dpo", "--config", &cfg(&straight, 6)]);
-    run_ok(&["rlhf", "dpo", "--config", &cfg(&split, 3)]);
-    run_ok(&["rlhf", "dpo", "--config", &cfg(&split, 6), "--resume"]);
-    for f in ["model.safetensors", "optimizer.safetensors"] {
-        assert_same(&straight.join("run/checkpoint").join(f), &split.join("run/checkpoint").join(f));
-    }
+    assert_resumes_exactly(&root, "dpo", 3, 6, |dir, steps| PathBuf::from(cfg(dir, steps)));
+    let split = root.join("dpo-split");
     let metrics = gptlab::jsonl::read_jsonl(&split.join("run/metrics.jsonl")).unwrap();
     assert!(metrics.iter().any(|m| m["val_reward_acc"].is_f64() && m["val_margin"].is_f64()));
 }
@@ -285,14 +290,9 @@ fn ppo_resumes_exactly_starts_at_the_reference_and_the_pretraining_mix_reaches_t
         );
         write_config(dir, &format!("ppo_{iterations}_{ptx}.toml"), text).to_str().unwrap().to_string()
     };
-    let (straight, split) = (root.join("ppo-straight"), root.join("ppo-split"));
-    run_ok(&["rlhf", "ppo", "--config", &cfg(&straight, 2, 0.5)]);
-    run_ok(&["rlhf", "ppo", "--config", &cfg(&split, 1, 0.5)]);
-    let out = run_ok(&["rlhf", "ppo", "--config", &cfg(&split, 2, 0.5), "--resume"]);
+    let out = assert_resumes_exactly(&root, "ppo", 1, 2, |dir, iterations| PathBuf::from(cfg(dir, iterations, 0.5)));
     assert!(out.contains("trained PPO 8 steps"), "{out}");
-    for f in ["model.safetensors", "optimizer.safetensors"] {
-        assert_same(&straight.join("run/checkpoint").join(f), &split.join("run/checkpoint").join(f));
-    }
+    let straight = root.join("ppo-straight");
     let metrics = gptlab::jsonl::read_jsonl(&straight.join("run/metrics.jsonl")).unwrap();
     assert_eq!(metrics.len(), 2, "one line per iteration");
     for m in &metrics {
