@@ -40,7 +40,7 @@ use crate::synth::labelled;
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
 use crate::train::trainer::{Evaluate, RunParts, Setup, Trainer, ValMetrics};
-use crate::train::{epoch_section, pretraining_lr, table_int, EpochRecipe, TrainSection, TrainSummary};
+use crate::train::{epoch_section, pretraining_lr, EpochRecipe, TrainSection, TrainSummary};
 use data::{Layout, Specials, TaskData, TooLong};
 
 /// One task to fine-tune on: a built-in labelled task (by name alone) or records of the user's.
@@ -424,17 +424,15 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
     let mut tasks = file.tasks.iter().map(|t| task_records(t, f)).collect::<Result<Vec<_>>>()?;
     let multitask = f.task_tokens.unwrap_or(tasks.len() > 1);
     let init = checkpoint::resolve(&file.init)?;
-    let b = table_int(&file.train, "batch_size", 32).max(1) as usize;
-    let batches_per_epoch: u64 = tasks.iter().map(|t| t.train.len().div_ceil(b) as u64).sum();
-    let accum = table_int(&file.train, "grad_accum", 1).max(1) as u64;
     let recipe = EpochRecipe {
         epochs: f.epochs,
-        steps_per_epoch: batches_per_epoch.div_ceil(accum),
         warmup_fraction: f.warmup_fraction,
         lr: pretraining_lr(&init).map_or(6.25e-5, |lr| lr * 0.25),
         batch_size: 32,
     };
-    let section = epoch_section(&file.train, &recipe)?;
+    let batches = |b: usize| -> u64 { tasks.iter().map(|t| t.train.len().div_ceil(b) as u64).sum() };
+    let section = epoch_section(&file.train, &recipe, batches)?;
+    let batches_per_epoch = batches(section.batch_size);
     let cfg = FinetuneConfig {
         out_dir: file.out_dir.clone(),
         init: file.init.clone(),
@@ -443,11 +441,13 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
         train: section.clone(),
         optim: file.resolve_optim()?,
     };
-    let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
     let mut added = vec![special::START.to_string(), special::DELIM.to_string(), special::EXTRACT.to_string()];
     if multitask {
         added.extend(tasks.iter().map(|t| task_token(&t.spec.name)));
     }
+    // A fresh run's init is checked before the output directory is touched.
+    let mut fresh = if resume { None } else { Some(extend_vocab(&init, &added)?) };
+    let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
     let (tok, model_cfg) = match setup.resumed.as_deref() {
         Some(dir) => {
             let c: FinetunedConfig = checkpoint::read_config(dir)?;
@@ -457,7 +457,7 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
             (Tokenizer::from_file(&dir.join(checkpoint::TOKENIZER_FILE))?, c)
         }
         None => {
-            let (tok, gpt, _) = extend_vocab(&init, &added)?;
+            let (tok, gpt, _) = fresh.take().context("a fresh run's vocabulary")?;
             let id = |t: &str| tok.token_to_id(t).map(i64::from).context("added token");
             let mut heads = Vec::new();
             for t in &tasks {

@@ -51,6 +51,7 @@ pub fn compare(
     ensure!(ckpts.len() >= 2, "give at least two checkpoints to compare");
     let mut prompts = read(prompts_file, LabelPrompt::from_record)?;
     if let Some(n) = limit {
+        ensure!(n > 0, "--limit must be positive");
         prompts.truncate(n);
     }
     let texts: Vec<String> =

@@ -25,7 +25,7 @@ use crate::models::gpt::{Gpt, GptConfig, Input, Pass, IGNORE_INDEX};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
 use crate::train::trainer::{epoch_loop, Evaluate, RunParts, Setup, Trainer, ValMetrics};
-use crate::train::{epoch_section, pretraining_lr, table_int, EpochRecipe, TrainSection, TrainSummary};
+use crate::train::{epoch_section, pretraining_lr, EpochRecipe, TrainSection, TrainSummary};
 
 /// The preference data.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -230,16 +230,13 @@ pub fn dpo(file: &DpoFile, resume: bool) -> Result<TrainSummary> {
     let block = gpt.block_size as usize;
     let mut train = load_pairs(&file.data.train, &tok, block)?;
     let mut val = load_pairs(&file.data.val, &tok, block)?;
-    let b = table_int(&file.train, "batch_size", 8).max(1) as usize;
-    let accum = table_int(&file.train, "grad_accum", 1).max(1) as u64;
     let recipe = EpochRecipe {
         epochs: file.dpo.epochs,
-        steps_per_epoch: (train.chosen.len().div_ceil(b) as u64).div_ceil(accum),
         warmup_fraction: file.dpo.warmup_fraction,
         lr: pretraining_lr(&init).map_or(1e-5, |lr| lr * 0.05),
         batch_size: 8,
     };
-    let section = epoch_section(&file.train, &recipe)?;
+    let section = epoch_section(&file.train, &recipe, |b| train.chosen.len().div_ceil(b) as u64)?;
     let cfg = DpoConfig {
         out_dir: file.out_dir.clone(),
         init: file.init.clone(),
@@ -248,13 +245,14 @@ pub fn dpo(file: &DpoFile, resume: bool) -> Result<TrainSummary> {
         train: section.clone(),
         optim: file.optim.clone(),
     };
-    let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
-    let device = setup.device;
+    // The reference is read and scores the pairs before the output directory is touched.
+    let device = crate::device::parse_device(&section.device)?;
     let pad = tok.pad() as i64;
     let reference = checkpoint::load::<Gpt>(&init, device)?;
-    train.score_reference(&reference.model, b, pad, device)?;
-    val.score_reference(&reference.model, b, pad, device)?;
+    train.score_reference(&reference.model, section.batch_size, pad, device)?;
+    val.score_reference(&reference.model, section.batch_size, pad, device)?;
     drop(reference);
+    let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
     let policy = super::decoder(&gpt, &setup, &init)?;
     eprintln!(
         "[dpo] {} preference pairs ({} held out), beta {}, {} steps, lr {:.3e}",

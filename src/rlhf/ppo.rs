@@ -458,8 +458,9 @@ impl Ppo {
         rng.set_stream(it * 1024 + k / mb + 1);
         let mut order: Vec<usize> = (0..self.buffer.len()).collect();
         order.shuffle(&mut rng);
-        let size = self.buffer.len().div_ceil(self.cfg.minibatches);
-        let chunk: Vec<usize> = order.chunks(size).nth((k % mb) as usize).map(<[usize]>::to_vec).unwrap_or_default();
+        // Minibatch i takes positions [i n / m, (i + 1) n / m): never empty, as m <= n.
+        let (n, i) = (self.buffer.len(), (k % mb) as usize);
+        let chunk = order[i * n / mb as usize..(i + 1) * n / mb as usize].to_vec();
         let rows: Vec<&Rollout> = chunk.iter().map(|&i| &self.buffer[i]).collect();
         let flat = |f: fn(&Rollout) -> &Vec<f64>| {
             let v: Vec<f32> = rows.iter().flat_map(|r| f(r).iter().map(|&x| x as f32)).collect();
@@ -573,13 +574,14 @@ pub fn ppo(file: &PpoFile, resume: bool) -> Result<TrainSummary> {
             tok_path.display()
         );
     }
-    let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
-    let device = setup.device;
+    // Every input is read before the output directory is touched.
+    let device = crate::device::parse_device(&section.device)?;
     let block = gpt.block_size as usize;
     let pretrain = WindowSampler::new(TokenShards::open(&file.data.pretrain, "train")?, file.ppo.ptx_batch, block)?;
     let pretrain_val = WindowSampler::new(TokenShards::open(&file.data.pretrain, "val")?, file.ppo.ptx_batch, block)?;
     let reference = checkpoint::load::<Gpt>(&sft, device)?;
     let reward = checkpoint::load::<RewardModel>(&rm, device)?;
+    let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
     let root = setup.vs.root();
     let mut policy = Gpt::new(&gpt, root.clone())?;
     policy.set_compute_kind(setup.kind);

@@ -24,7 +24,7 @@ use crate::models::reward::{kwise_loss, RewardConfig, RewardModel};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamWConfig, ParamGroup};
 use crate::train::trainer::{epoch_loop, Evaluate, RunParts, Setup, Trainer, ValMetrics};
-use crate::train::{epoch_section, pretraining_lr, table_int, EpochRecipe, TrainSection, TrainSummary};
+use crate::train::{epoch_section, pretraining_lr, EpochRecipe, TrainSection, TrainSummary};
 
 /// The rankings to learn from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -267,16 +267,13 @@ pub fn train_rm(file: &RmFile, resume: bool) -> Result<RmSummary> {
             .map(|r: &Ranked| encode_response(&tok, &r.prompt, &r.responses[r.ranking[0]]))
             .collect::<Result<_>>()?,
     };
-    let b = table_int(&file.train, "batch_size", 8).max(1) as usize;
-    let accum = table_int(&file.train, "grad_accum", 1).max(1) as u64;
     let recipe = EpochRecipe {
         epochs: file.rm.epochs,
-        steps_per_epoch: (train.prompts.len().div_ceil(b) as u64).div_ceil(accum),
         warmup_fraction: file.rm.warmup_fraction,
         lr: pretraining_lr(&init).map_or(1e-4, |lr| lr * 0.25),
         batch_size: 8,
     };
-    let mut section = epoch_section(&file.train, &recipe)?;
+    let mut section = epoch_section(&file.train, &recipe, |b| train.prompts.len().div_ceil(b) as u64)?;
     // The offset is fitted, never trained.
     section
         .groups

@@ -20,7 +20,7 @@ use crate::models::gpt::{lm_loss, Gpt, GptConfig, Input, Pass};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
 use crate::train::trainer::{epoch_loop, Evaluate, RunParts, Setup, Trainer, ValMetrics};
-use crate::train::{epoch_section, pretraining_lr, table_int, EpochRecipe, TrainSection, TrainSummary};
+use crate::train::{epoch_section, pretraining_lr, EpochRecipe, TrainSection, TrainSummary};
 
 /// The SFT stage's own settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -162,16 +162,13 @@ pub fn sft(file: &SftFile, resume: bool) -> Result<TrainSummary> {
     if train.skipped + val.skipped > 0 {
         eprintln!("warning: left out {} records longer than the context", train.skipped + val.skipped);
     }
-    let b = table_int(&file.train, "batch_size", 16).max(1) as usize;
-    let accum = table_int(&file.train, "grad_accum", 1).max(1) as u64;
     let recipe = EpochRecipe {
         epochs: s.epochs,
-        steps_per_epoch: (train.examples.len().div_ceil(b) as u64).div_ceil(accum),
         warmup_fraction: s.warmup_fraction,
         lr: pretraining_lr(&init).map_or(1e-4, |lr| lr * 0.25),
         batch_size: 16,
     };
-    let section = epoch_section(&file.train, &recipe)?;
+    let section = epoch_section(&file.train, &recipe, |b| train.examples.len().div_ceil(b) as u64)?;
     let cfg = SftConfig {
         out_dir: file.out_dir.clone(),
         init: file.init.clone(),

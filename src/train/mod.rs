@@ -117,8 +117,6 @@ impl Default for TrainSection {
 /// How a run counted in epochs (fine-tuning, SFT) fills the `[train]` keys its user left out.
 pub struct EpochRecipe {
     pub epochs: f64,
-    /// Optimizer steps per epoch, at the batch size and accumulation the run will use.
-    pub steps_per_epoch: u64,
     /// Share of the steps the learning rate warms up over.
     pub warmup_fraction: f64,
     pub lr: f64,
@@ -138,15 +136,17 @@ impl EpochRecipe {
 }
 
 /// The integer `key` of a user's `[train]` table, or `default`.
-pub fn table_int(table: &toml::Table, key: &str, default: i64) -> i64 {
+fn table_int(table: &toml::Table, key: &str, default: i64) -> i64 {
     table.get(key).and_then(|v| v.as_integer()).unwrap_or(default)
 }
 
 /// The user's `[train]` keys over those `recipe` derives: `max_steps` from the epochs (unless
 /// given), warmup as a share of it, decay to 0, validation and a checkpoint every epoch.
-pub fn epoch_section(user: &toml::Table, recipe: &EpochRecipe) -> Result<TrainSection> {
+/// `batches(b)` is how many batches of `b` examples one epoch holds.
+pub fn epoch_section(user: &toml::Table, recipe: &EpochRecipe, batches: impl Fn(usize) -> u64) -> Result<TrainSection> {
     let mut t = user.clone();
-    let per_epoch = recipe.steps_per_epoch;
+    let b = table_int(&t, "batch_size", recipe.batch_size).max(1) as usize;
+    let per_epoch = batches(b).div_ceil(table_int(&t, "grad_accum", 1).max(1) as u64);
     let max_steps = ((recipe.epochs * per_epoch as f64).ceil() as i64).max(1);
     let max_steps = table_int(&t, "max_steps", max_steps).max(0);
     let derived: [(&str, toml::Value); 8] = [
