@@ -293,6 +293,10 @@ fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>
 /// Compact tick labels: 1.5k, 2M, 3e12.
 pub fn human(x: f64) -> String {
     let a = x.abs();
+    if a < 1e-12 {
+        // A tick that floating point left a hair from zero (-6e-17) is zero.
+        return "0".into();
+    }
     let (v, suffix) = match a {
         _ if a >= 1e15 || (a > 0.0 && a < 1e-3) => return format!("{x:.0e}"),
         _ if a >= 1e12 => (x / 1e12, "T"),

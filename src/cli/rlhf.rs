@@ -20,8 +20,60 @@ pub enum RlhfCommand {
     Dpo(TrainArgs),
     /// PPO against the reward model with a per-token KL penalty and the pretraining mix (PPO-ptx)
     Ppo(TrainArgs),
+    /// Sample K responses per prompt from a model and have the labeler rank them (InstructGPT's comparison data)
+    Label(LabelArgs),
     /// The labeler's verdict on several models' answers to held-out prompts: shares and win rates
     Compare(CompareArgs),
+    /// InstructGPT's figures in one Markdown report: win rates, reward against KL, the held-out LM loss, the harness
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// An `rlhf compare` output folder
+    #[arg(long)]
+    compare: PathBuf,
+    /// The compared model win rates are taken against (default: the first)
+    #[arg(long)]
+    baseline: Option<String>,
+    /// A PPO run folder (repeat for several: one line each in the plots)
+    #[arg(long)]
+    ppo: Vec<PathBuf>,
+    /// A `gptlab eval` output folder of the same models
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// Where rlhf.md and its plots go
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct LabelArgs {
+    /// The model whose samples are ranked (the SFT model, as in InstructGPT)
+    #[arg(long)]
+    ckpt: PathBuf,
+    /// Prompt records with the labeler's fields, as `rlhf data` writes them (prompts.jsonl)
+    #[arg(long)]
+    prompts: PathBuf,
+    /// The K-wise rankings file to write (JSONL)
+    #[arg(long)]
+    out: PathBuf,
+    /// Fewest responses sampled per prompt
+    #[arg(long, default_value_t = 4)]
+    k_min: usize,
+    /// Most responses sampled per prompt
+    #[arg(long, default_value_t = 9)]
+    k_max: usize,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 24)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    dev: super::DeviceArgs,
 }
 
 #[derive(Args)]
@@ -85,6 +137,25 @@ pub fn run(cmd: RlhfCommand) -> Result<()> {
             super::train::print_summary("DPO ", &s);
             Ok(())
         }
+        RlhfCommand::Label(a) => {
+            let opts = rlhf::label::LabelOptions {
+                k_min: a.k_min,
+                k_max: a.k_max,
+                temperature: a.temperature,
+                max_new_tokens: a.max_new_tokens,
+                seed: a.seed,
+                limit: a.limit,
+            };
+            let s = rlhf::label::label(&a.ckpt, &a.prompts, &a.out, &opts, a.dev.resolve()?)?;
+            println!(
+                "ranked {} prompts' samples ({:.1} distinct responses each; {} skipped: samples the labeler could not tell apart) into {}",
+                s.ranked,
+                s.mean_k,
+                s.skipped,
+                a.out.display()
+            );
+            Ok(())
+        }
         RlhfCommand::Compare(a) => {
             let c = rlhf::compare::compare(&a.ckpt, &a.prompts, &a.out, a.limit, a.max_new_tokens, a.dev.resolve()?)?;
             println!("{:<24} {:>6} {:>8} {:>7} {:>7} {:>6}", "model", "safe", "correct", "format", "budget", "chars");
@@ -100,6 +171,16 @@ pub fn run(cmd: RlhfCommand) -> Result<()> {
                 }
             }
             println!("{} prompts; {}", c.prompts, a.out.join("compare.json").display());
+            Ok(())
+        }
+        RlhfCommand::Report(a) => {
+            let inputs =
+                rlhf::report::ReportInputs { compare: a.compare, baseline: a.baseline, ppo: a.ppo, eval: a.eval };
+            let h = rlhf::report::report(&inputs, &a.out)?;
+            for (m, w) in &h.win_rates {
+                println!("{m} preferred to {}: {w:.3}", h.baseline);
+            }
+            println!("report: {}", a.out.join("rlhf.md").display());
             Ok(())
         }
         RlhfCommand::Ppo(args) => {

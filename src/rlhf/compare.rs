@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::data::read;
@@ -19,7 +19,7 @@ use crate::infer::generate::{complete_batch, SampleOptions};
 use crate::models::gpt::Gpt;
 
 /// One model's answers, as the labeler sees them.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelVerdict {
     pub model: String,
     pub safe: f64,
@@ -31,7 +31,7 @@ pub struct ModelVerdict {
 
 /// What a comparison reports: each model's shares, and `win_rate[i][j]`, how often model i's
 /// answer is preferred to model j's.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Comparison {
     pub prompts: usize,
     pub models: Vec<ModelVerdict>,

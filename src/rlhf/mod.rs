@@ -1,13 +1,17 @@
 //! InstructGPT's pipeline: demonstrations and K-wise rankings from a programmatic labeler
 //! ([`labeler`], [`data`]), then supervised fine-tuning ([`sft`]) and the reward model on K-wise
 //! rankings ([`reward`]), and DPO on the same preferences ([`dpo`]). PPO with the pretraining mix
-//! ([`ppo`]) builds on all three; [`compare`] judges any models' answers with the labeler.
+//! ([`ppo`]) builds on all three; [`label`] has the labeler rank a model's own samples, as
+//! InstructGPT's comparison data was collected, [`compare`] judges any models' answers, and
+//! [`report`] gathers the figures.
 
 pub mod compare;
 pub mod data;
 pub mod dpo;
+pub mod label;
 pub mod labeler;
 pub mod ppo;
+pub mod report;
 pub mod reward;
 pub mod sft;
 

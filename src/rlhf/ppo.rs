@@ -664,4 +664,36 @@ mod tests {
         let r = token_rewards(&[-1.0, -2.0], &[-1.5, -2.0], 3.0, 0.1);
         assert!((r[0] + 0.05).abs() < 1e-12 && (r[1] - 3.0).abs() < 1e-12, "{r:?}");
     }
+
+    fn rollout(ids: Vec<i64>, start: usize) -> Rollout {
+        Rollout { ids, start, old_logp: vec![], old_values: vec![], adv: vec![], returns: vec![] }
+    }
+
+    #[test]
+    fn nothing_after_a_responses_end_of_text_enters_the_kl_or_the_loss() {
+        // A response that ended early ([7, EOT]) batched beside a longer one: its tokens are the
+        // only entries it contributes, and their log-probabilities are those it has alone, so
+        // the padding after its end-of-text reaches neither the KL nor the policy loss.
+        tch::manual_seed(3);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let cfg = crate::models::gpt::GptConfig {
+            vocab_size: 32,
+            block_size: 16,
+            ..crate::models::gpt::GptConfig::preset("nano").unwrap()
+        };
+        let model = Gpt::new(&cfg, vs.root()).unwrap();
+        let (eot, pad) = (30, 31);
+        let short = rollout(vec![1, 2, 7, eot], 2);
+        let long = rollout(vec![1, 2, 3, 4, 5, 6, eot], 2);
+        let (_, row, pos, tok) = token_batch(&[&short, &long], pad, Device::Cpu);
+        assert_eq!(Vec::<i64>::try_from(&row).unwrap(), vec![0, 0, 1, 1, 1, 1, 1]);
+        assert_eq!(Vec::<i64>::try_from(&pos).unwrap(), vec![1, 2, 1, 2, 3, 4, 5]);
+        assert!(!Vec::<i64>::try_from(&tok).unwrap().contains(&pad));
+        let batched = to_vec(&token_logps(&model, &[&short, &long], 1.0, pad, Device::Cpu).unwrap()).unwrap();
+        let alone = to_vec(&token_logps(&model, &[&short], 1.0, pad, Device::Cpu).unwrap()).unwrap();
+        assert_eq!(batched.len(), 7);
+        for (a, b) in batched[..2].iter().zip(&alone) {
+            assert!((a - b).abs() < 1e-6, "{batched:?} vs {alone:?}");
+        }
+    }
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use gptlab::checkpoint;
 use gptlab::models::gpt::{Gpt, GptConfig};
+use gptlab::rlhf::labeler::LabelPrompt;
 use gptlab::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 use tch::nn::VarStore;
@@ -381,4 +382,73 @@ fn the_labeler_compares_models_answers_and_win_rates_are_complementary() {
         out.to_str().unwrap(),
     ]);
     assert!(err.contains("bare.jsonl line 1") && err.contains("answer"), "{err}");
+}
+
+#[test]
+fn the_labeler_ranks_a_models_own_samples_one_response_per_quality() {
+    let root = persistent_tempdir();
+    let data = root.join("data");
+    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "40"]);
+    let model = gpt_ckpt(&root, 128);
+    let out = root.join("ranked/samples.jsonl");
+    let prompts_file = data.join("prompts.jsonl");
+    let (model_arg, prompts_arg, out_arg) =
+        (model.to_str().unwrap(), prompts_file.to_str().unwrap(), out.to_str().unwrap());
+    let args = |extra: &[&'static str]| {
+        let mut a = vec!["rlhf", "label", "--ckpt", model_arg, "--prompts", prompts_arg, "--out", out_arg];
+        a.extend_from_slice(&["--max-new-tokens", "12", "--device", "cpu"]);
+        a.extend_from_slice(extra);
+        a
+    };
+    let printed = run_ok(&args(&[]));
+    assert!(printed.contains("ranked") && printed.contains("skipped"), "{printed}");
+    let ranked = gptlab::rlhf::data::read(&out, gptlab::rlhf::data::parse_ranked).unwrap();
+    assert!(!ranked.is_empty() && ranked.len() <= 40);
+    let prompts: Vec<LabelPrompt> = gptlab::rlhf::data::read(&prompts_file, LabelPrompt::from_record).unwrap();
+    let raw = gptlab::jsonl::read_jsonl(&out).unwrap();
+    for r in &raw {
+        let p = prompts.iter().find(|p| p.prompt == r["prompt"]).expect("a prompt of the file");
+        let responses: Vec<String> = serde_json::from_value(r["responses"].clone()).unwrap();
+        let ranking: Vec<usize> = serde_json::from_value(r["ranking"].clone()).unwrap();
+        assert!((2..=9).contains(&responses.len()), "{r}");
+        // Best first, and no two responses the labeler rates alike.
+        for w in ranking.windows(2) {
+            let (a, b) = (p.judge(&responses[w[0]]), p.judge(&responses[w[1]]));
+            assert_eq!(a.cmp_quality(&b), std::cmp::Ordering::Greater, "{r}");
+        }
+    }
+    let err = run_err(&args(&["--k-min", "1"]));
+    assert!(err.contains("--k-min"), "{err}");
+}
+
+#[test]
+fn the_report_puts_win_rates_against_the_baseline_and_plots_ppo_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let cmp = root.path().join("compare");
+    std::fs::create_dir_all(&cmp).unwrap();
+    let model = |name: &str, safe: f64| json!({"model": name, "safe": safe, "correct": 0.5, "format": 0.5, "within_budget": 1.0, "mean_chars": 4.0});
+    let compare = json!({"prompts": 10, "models": [model("sft", 0.8), model("ppo", 1.0)], "win_rate": [[0.5, 0.35], [0.65, 0.5]]});
+    std::fs::write(cmp.join("compare.json"), compare.to_string()).unwrap();
+    let ppo = root.path().join("ppo");
+    std::fs::create_dir_all(&ppo).unwrap();
+    let iters: Vec<Value> = (1..=3)
+        .map(|i| json!({"step": 16 * i, "reward": 0.1 * i as f64, "kl": 0.5 * i as f64, "val_loss": 2.0, "val_reward": 0.0}))
+        .collect();
+    gptlab::jsonl::write_jsonl(&ppo.join("metrics.jsonl"), &iters).unwrap();
+    let out = root.path().join("report");
+    let (c, p, o) = (cmp.to_str().unwrap(), ppo.to_str().unwrap(), out.to_str().unwrap());
+    let printed = run_ok(&["rlhf", "report", "--compare", c, "--ppo", p, "--out", o]);
+    assert!(printed.contains("ppo preferred to sft: 0.650"), "{printed}");
+    let md = std::fs::read_to_string(out.join("rlhf.md")).unwrap();
+    assert!(md.contains("| ppo | 1.000 | 0.500 | 0.500 | 1.000 | 4.0 | 0.650 |"), "{md}");
+    assert!(md.contains("0.100 → 0.300"), "{md}");
+    for stem in ["win_rates", "reward_vs_kl", "lm_loss"] {
+        assert!(out.join(format!("{stem}.png")).is_file() && out.join(format!("{stem}.svg")).is_file(), "{stem}");
+    }
+    let printed = run_ok(&["rlhf", "report", "--compare", c, "--baseline", "ppo", "--out", o]);
+    assert!(printed.contains("sft preferred to ppo: 0.350"), "{printed}");
+    let err = run_err(&["rlhf", "report", "--compare", c, "--baseline", "dpo", "--out", o]);
+    assert!(err.contains("baseline dpo is not among the compared models (sft, ppo)"), "{err}");
+    let err = run_err(&["rlhf", "report", "--compare", o, "--out", o]);
+    assert!(err.contains("compare.json"), "{err}");
 }
