@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod chat;
 pub mod checkpoint;
+pub mod clean;
 pub mod clip;
 pub mod config;
 pub mod data;

@@ -53,6 +53,20 @@ pub enum DataCommand {
         #[arg(long)]
         side: Option<u32>,
     },
+    /// Write a labelled synthetic raw crawl (crawl.jsonl, crawl.toml): articles, low-quality
+    /// pages, exact and near duplicates, contaminated pages, for measuring the cleaning stages
+    SynthCrawl {
+        #[arg(long)]
+        out: PathBuf,
+        /// A TOML config (pages, seed, low_quality, exact_duplicates, near_duplicates, edit_rates,
+        /// contaminated)
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        pages: Option<usize>,
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Import .txt and JSONL ({"text": ...}) files into a corpus directory
     Import {
         #[arg(long)]
@@ -135,6 +149,26 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 stats.train_images_dropped
             );
             println!("train: {:?}\neval: {:?}", stats.train, stats.eval);
+            Ok(())
+        }
+        DataCommand::SynthCrawl { out, config, pages, seed } => {
+            let mut cfg: synth::crawl::CrawlConfig = match config {
+                Some(path) => config::read_toml(&path)?,
+                None => Default::default(),
+            };
+            cfg.pages = pages.unwrap_or(cfg.pages);
+            cfg.seed = seed.unwrap_or(cfg.seed);
+            let crawl = synth::crawl::write_crawl(&out, &cfg)?;
+            let count = |f: &dyn Fn(&synth::crawl::CrawlPage) -> bool| crawl.iter().filter(|p| f(p)).count();
+            println!(
+                "wrote {} pages to {}: {} low quality, {} exact and {} near duplicates, {} contaminated",
+                crawl.len(),
+                out.join("crawl.jsonl").display(),
+                count(&|p| !p.high_quality),
+                count(&|p| p.duplicate.as_deref() == Some("exact")),
+                count(&|p| p.duplicate.as_deref() == Some("near")),
+                count(&|p| p.contaminated_from.is_some())
+            );
             Ok(())
         }
         DataCommand::Import { out, inputs, val_fraction, txt_mode } => {

@@ -2,6 +2,7 @@
 //! run and its printed summary. This file only lists the groups and dispatches.
 
 mod bench;
+mod clean;
 mod clip;
 mod data;
 mod eval;
@@ -47,9 +48,12 @@ enum Command {
     Finetune(train::TrainArgs),
     /// The three paradigms (fine-tuned, multitask, prompted) side by side from their results files
     Paradigms(finetune::ParadigmsArgs),
-    /// InstructGPT: RLHF data from the programmatic labeler, supervised fine-tuning, the reward model, DPO
+    /// InstructGPT: the labeler's data, SFT, the reward model, PPO(-ptx), DPO, win rates and the report
     #[command(subcommand)]
     Rlhf(rlhf::RlhfCommand),
+    /// GPT-3's data cleaning: near-duplicate removal
+    #[command(subcommand)]
+    Clean(clean::CleanCommand),
     /// CLIP: contrastive image-text pretraining
     #[command(subcommand)]
     Clip(clip::ClipCommand),
@@ -89,6 +93,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Finetune(args) => finetune::run(args),
         Command::Paradigms(args) => finetune::paradigms(args),
         Command::Rlhf(cmd) => rlhf::run(cmd),
+        Command::Clean(cmd) => clean::run(cmd),
         Command::Clip(cmd) => clip::run(cmd),
         Command::Vlm(cmd) => vlm::run(cmd),
         Command::Sample(args) => infer::sample(args),

@@ -8,6 +8,7 @@
 //! stream, so the corpus is the same however many threads build it.
 
 pub mod arithmetic;
+pub mod crawl;
 pub mod icl;
 pub mod instruct;
 pub mod labelled;

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod clean;
 mod cli;
 mod clip;
 mod data;

@@ -1,0 +1,256 @@
+//! `gptlab clean dedup`: exact duplicates by a hash of the text, near duplicates by MinHash LSH
+//! over word n-grams, clustered with union-find; each cluster keeps the document that comes
+//! first in input order (files by path, then line), so the result depends neither on the thread
+//! count nor on the order shards are listed in.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+use super::minhash::{jaccard, optimal_bands, shingles, MinHasher, UnionFind};
+
+/// How `dedup` reads records and what counts as a duplicate.
+#[derive(Clone, Debug)]
+pub struct DedupOptions {
+    /// Jaccard similarity above which two documents are near duplicates.
+    pub threshold: f64,
+    pub num_perm: usize,
+    /// Words per shingle.
+    pub ngram: usize,
+    /// The record field holding the text.
+    pub field: String,
+    /// The record field naming a document in `duplicate_of` (records without it are named
+    /// `path:line`).
+    pub id_field: String,
+    /// Keep only candidate pairs whose exact Jaccard similarity reaches the threshold.
+    pub verify: bool,
+    pub seed: u64,
+}
+
+impl Default for DedupOptions {
+    fn default() -> Self {
+        Self {
+            threshold: 0.8,
+            num_perm: 128,
+            ngram: 5,
+            field: "text".into(),
+            id_field: "id".into(),
+            verify: false,
+            seed: 1,
+        }
+    }
+}
+
+/// What `stats.json` holds.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DedupStats {
+    pub documents: usize,
+    pub kept: usize,
+    pub removed: usize,
+    pub exact_duplicates: usize,
+    pub near_duplicates: usize,
+    /// Clusters of two or more documents.
+    pub clusters: usize,
+    pub bands: usize,
+    pub rows: usize,
+    pub threshold: f64,
+    pub num_perm: usize,
+    pub ngram: usize,
+    /// From the first record read to the last written (process start-up excluded).
+    pub seconds: f64,
+    pub docs_per_s: f64,
+}
+
+/// One input record: where it came from, its line as read, and its parsed value.
+struct Doc {
+    path: PathBuf,
+    line: usize,
+    raw: String,
+    value: Value,
+}
+
+/// The JSONL files of `input`: the file itself, or every `*.jsonl` under the folder, by path.
+pub fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
+    if input.is_file() {
+        return Ok(vec![input.to_path_buf()]);
+    }
+    ensure!(input.is_dir(), "{} does not exist", input.display());
+    let mut files = Vec::new();
+    let mut stack = vec![input.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "jsonl") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    ensure!(!files.is_empty(), "{} holds no .jsonl files", input.display());
+    Ok(files)
+}
+
+fn read_docs(files: &[PathBuf], field: &str) -> Result<Vec<Doc>> {
+    let mut docs = Vec::new();
+    for path in files {
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        for (i, line) in BufReader::new(file).lines().enumerate() {
+            let at = || format!("{}:{}", path.display(), i + 1);
+            let raw = line.with_context(|| format!("{}: unreadable line", at()))?;
+            if raw.trim().is_empty() {
+                continue;
+            }
+            let value: Value =
+                serde_json::from_str(&raw).map_err(|e| anyhow::anyhow!("{}: malformed JSON: {e}", at()))?;
+            if !value.get(field).is_some_and(Value::is_string) {
+                bail!("{}: no \"{field}\" string (--field names the text)", at());
+            }
+            docs.push(Doc { path: path.clone(), line: i + 1, raw, value });
+        }
+    }
+    ensure!(!docs.is_empty(), "no records to deduplicate");
+    Ok(docs)
+}
+
+/// Writes `lines` to `path` through a temporary file and a rename.
+fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> Result<()> {
+    let tmp = path.with_extension("jsonl.tmp");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+    );
+    for l in lines {
+        out.write_all(l.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush().with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(out);
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+}
+
+/// The clusters of `texts`: for each document, the index of the first document of its cluster
+/// (itself when kept), and how many were removed as exact and as near duplicates.
+pub fn cluster(texts: &[&str], opts: &DedupOptions) -> (Vec<usize>, usize, usize) {
+    let n = texts.len();
+    let mut uf = UnionFind::new(n);
+    let mut first_of: HashMap<u128, usize> = HashMap::new();
+    let mut exact = vec![false; n];
+    for (i, t) in texts.iter().enumerate() {
+        let first = *first_of.entry(xxh3_128(t.as_bytes())).or_insert(i);
+        if first != i {
+            uf.union(first, i);
+            exact[i] = true;
+        }
+    }
+    // MinHash only the distinct texts; exact copies follow their first.
+    let distinct: Vec<usize> = (0..n).filter(|&i| !exact[i]).collect();
+    let sets: Vec<HashSet<u64>> = {
+        use rayon::prelude::*;
+        distinct.par_iter().map(|&i| shingles(texts[i], opts.ngram)).collect()
+    };
+    let sigs = MinHasher::new(opts.num_perm, opts.seed).signatures(&sets);
+    let (bands, rows) = optimal_bands(opts.threshold, opts.num_perm);
+    for band in 0..bands {
+        let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (k, sig) in sigs.rows().into_iter().enumerate() {
+            let slice = sig.slice(ndarray::s![band * rows..(band + 1) * rows]);
+            let bytes: Vec<u8> = slice.iter().flat_map(|v| v.to_le_bytes()).collect();
+            buckets.entry(xxh3_64(&bytes)).or_default().push(k);
+        }
+        for members in buckets.values().filter(|m| m.len() > 1) {
+            for (x, &a) in members.iter().enumerate() {
+                for &b in &members[x + 1..] {
+                    if !opts.verify || jaccard(&sets[a], &sets[b]) >= opts.threshold {
+                        uf.union(distinct[a], distinct[b]);
+                    }
+                    if !opts.verify {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let roots: Vec<usize> = (0..n).map(|i| uf.find(i)).collect();
+    let removed_exact = exact.iter().filter(|&&e| e).count();
+    let removed = roots.iter().enumerate().filter(|(i, r)| *i != **r).count();
+    (roots, removed_exact, removed - removed_exact)
+}
+
+/// Deduplicates the records of `input` into `out`: `kept.jsonl`, `removed.jsonl` (each record
+/// with `duplicate_of`) and `stats.json`.
+pub fn dedup(input: &Path, out: &Path, opts: &DedupOptions) -> Result<DedupStats> {
+    ensure!(opts.threshold > 0.0 && opts.threshold < 1.0, "--threshold must be in (0, 1), got {}", opts.threshold);
+    ensure!(opts.num_perm >= 2, "--num-perm must be at least 2");
+    ensure!(opts.ngram >= 1, "--ngram must be at least 1");
+    let files = input_files(input)?;
+    let start = Instant::now();
+    let docs = read_docs(&files, &opts.field)?;
+    let texts: Vec<&str> = docs.iter().map(|d| d.value[&opts.field].as_str().unwrap_or_default()).collect();
+    let (roots, exact, near) = cluster(&texts, opts);
+    let name = |d: &Doc| match d.value.get(&opts.id_field) {
+        Some(Value::String(s)) => Value::String(s.clone()),
+        Some(v) if !v.is_null() => v.clone(),
+        _ => Value::String(format!("{}:{}", d.path.display(), d.line)),
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_lines(
+        &out.join("kept.jsonl"),
+        docs.iter().enumerate().filter(|(i, _)| roots[*i] == *i).map(|(_, d)| d.raw.clone()),
+    )?;
+    write_lines(
+        &out.join("removed.jsonl"),
+        docs.iter().enumerate().filter(|(i, _)| roots[*i] != *i).map(|(i, d)| {
+            let mut v = d.value.clone();
+            v["duplicate_of"] = name(&docs[roots[i]]);
+            v.to_string()
+        }),
+    )?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut sizes: HashMap<usize, usize> = HashMap::new();
+    roots.iter().for_each(|&r| *sizes.entry(r).or_default() += 1);
+    let (bands, rows) = optimal_bands(opts.threshold, opts.num_perm);
+    let stats = DedupStats {
+        documents: docs.len(),
+        kept: sizes.len(),
+        removed: docs.len() - sizes.len(),
+        exact_duplicates: exact,
+        near_duplicates: near,
+        clusters: sizes.values().filter(|&&s| s > 1).count(),
+        bands,
+        rows,
+        threshold: opts.threshold,
+        num_perm: opts.num_perm,
+        ngram: opts.ngram,
+        seconds,
+        docs_per_s: docs.len() as f64 / seconds.max(1e-9),
+    };
+    std::fs::write(out.join("stats.json"), serde_json::to_string_pretty(&stats)? + "\n")
+        .with_context(|| format!("writing {}", out.join("stats.json").display()))?;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_and_near_duplicates_join_the_first_of_their_cluster() {
+        let base = "the red fox ran over the green hill and then it slept under the tall old oak tree all day";
+        let near = "the red fox ran over the green hill and then it slept under the tall old oak tree all night";
+        let other = "a completely different sentence about ships sailing across a cold and stormy northern sea";
+        let texts = [other, base, near, base, other];
+        let opts = DedupOptions { threshold: 0.7, ..DedupOptions::default() };
+        let (roots, exact, near_n) = cluster(&texts, &opts);
+        assert_eq!(roots, vec![0, 1, 1, 1, 0]);
+        assert_eq!((exact, near_n), (2, 1));
+        let verified = cluster(&texts, &DedupOptions { verify: true, threshold: 0.7, ..DedupOptions::default() });
+        assert_eq!(verified.0, roots);
+    }
+}

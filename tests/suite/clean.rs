@@ -1,0 +1,118 @@
+//! GPT-3's data cleaning: near-duplicate removal on the labelled synthetic crawl.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use gptlab::clean::minhash::{jaccard, shingles};
+use serde_json::Value;
+
+use crate::common::{run_err, run_ok};
+
+fn crawl(dir: &Path, pages: usize) -> Vec<Value> {
+    run_ok(&["data", "synth-crawl", "--out", dir.to_str().unwrap(), "--pages", &pages.to_string()]);
+    gptlab::jsonl::read_jsonl(&dir.join("crawl.jsonl")).unwrap()
+}
+
+fn dedup(input: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["clean", "dedup", "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run_ok(&args)
+}
+
+#[test]
+fn planted_duplicates_are_found_and_every_removal_is_a_true_near_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = crawl(&dir.path().join("crawl"), 2000);
+    let out = dir.path().join("dedup");
+    dedup(&dir.path().join("crawl/crawl.jsonl"), &out, &["--verify"]);
+    let removed: HashMap<String, Value> = gptlab::jsonl::read_jsonl(&out.join("removed.jsonl"))
+        .unwrap()
+        .into_iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r))
+        .collect();
+    let by_id: HashMap<&str, &Value> = pages.iter().map(|p| (p["id"].as_str().unwrap(), p)).collect();
+    let text = |id: &str| by_id[id]["text"].as_str().unwrap().to_string();
+    // Precision: with --verify, each removed page is within the threshold of the page it names.
+    for (id, r) in &removed {
+        let kept = r["duplicate_of"].as_str().unwrap();
+        assert!(kept < id.as_str(), "{id} names a later page {kept}");
+        let s = jaccard(&shingles(&text(id), 5), &shingles(&text(kept), 5));
+        assert!(s >= 0.8, "{id} removed as a duplicate of {kept} at Jaccard {s}");
+    }
+    // Recall: every exact copy, and nearly every near copy well above the threshold.
+    let (mut exact, mut near, mut near_found) = (0, 0, 0);
+    for p in &pages {
+        let id = p["id"].as_str().unwrap();
+        match p["duplicate"].as_str() {
+            Some("exact") => {
+                exact += 1;
+                assert!(removed.contains_key(id), "exact copy {id} kept");
+            }
+            Some("near") => {
+                let s = jaccard(&shingles(&text(id), 5), &shingles(&text(p["duplicate_of"].as_str().unwrap()), 5));
+                if s >= 0.9 {
+                    near += 1;
+                    near_found += removed.contains_key(id) as usize;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(exact > 50 && near > 30, "{exact} exact, {near} near copies planted");
+    assert!(near_found as f64 >= 0.9 * near as f64, "{near_found} of {near} near copies (Jaccard >= 0.9) found");
+    let stats: Value = serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["removed"].as_u64().unwrap() as usize, removed.len());
+    assert_eq!((stats["bands"].as_u64(), stats["rows"].as_u64()), (Some(9), Some(13)));
+}
+
+#[test]
+fn the_result_depends_neither_on_threads_nor_on_how_the_shards_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = crawl(&dir.path().join("crawl"), 1200);
+    // Three shards, written in reverse order of their names.
+    let shards = dir.path().join("shards");
+    std::fs::create_dir_all(shards.join("b")).unwrap();
+    let parts: Vec<&[Value]> = pages.chunks(400).collect();
+    gptlab::jsonl::write_jsonl(&shards.join("b/2.jsonl"), parts[2]).unwrap();
+    gptlab::jsonl::write_jsonl(&shards.join("b/1.jsonl"), parts[1]).unwrap();
+    gptlab::jsonl::write_jsonl(&shards.join("a.jsonl"), parts[0]).unwrap();
+    let read = |out: &Path, f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    let one = dir.path().join("one");
+    let many = dir.path().join("many");
+    let whole = dir.path().join("whole");
+    dedup(&shards, &one, &["--threads", "1"]);
+    dedup(&shards, &many, &["--threads", "2"]);
+    dedup(&dir.path().join("crawl/crawl.jsonl"), &whole, &[]);
+    let records = |out: &Path, f: &str| gptlab::jsonl::read_jsonl(&out.join(f)).unwrap();
+    for f in ["kept.jsonl", "removed.jsonl"] {
+        assert_eq!(read(&one, f), read(&many, f), "{f}");
+        // The shards hold the same records as the whole file, with their keys reordered.
+        assert_eq!(records(&one, f), records(&whole, f), "{f}");
+    }
+    assert!(!read(&one, "removed.jsonl").is_empty());
+}
+
+#[test]
+fn a_malformed_line_is_named_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"text\": \"one two three\"}\n{\"text\": \"four\"}\n{\"text\": oops}\n").unwrap();
+    let out = dir.path().join("out");
+    let err = run_err(&["clean", "dedup", "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(err.contains("in.jsonl:3") && err.contains("malformed JSON"), "{err}");
+    assert!(!out.exists(), "output written for a bad input");
+    std::fs::write(&input, "{\"body\": \"one two three\"}\n").unwrap();
+    let err = run_err(&["clean", "dedup", "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(err.contains("in.jsonl:1") && err.contains("--field"), "{err}");
+    let err = run_err(&[
+        "clean",
+        "dedup",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--threshold",
+        "1.5",
+    ]);
+    assert!(err.contains("--threshold"), "{err}");
+}
