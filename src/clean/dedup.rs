@@ -3,17 +3,18 @@
 //! first in input order (files by path, then line), so the result depends neither on the thread
 //! count nor on the order shards are listed in.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
+use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+use xxhash_rust::xxh3::{xxh3_128, Xxh3Builder};
 
-use super::minhash::{jaccard, optimal_bands, shingles, MinHasher, UnionFind};
+use super::minhash::{jaccard, optimal_bands, shingles, MinHasher, Shingles, UnionFind};
 
 /// How `dedup` reads records and what counts as a duplicate.
 #[derive(Clone, Debug)]
@@ -98,22 +99,28 @@ pub fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Every record of `files`, parsed in parallel; the first bad line, in input order, is the error.
 fn read_docs(files: &[PathBuf], field: &str) -> Result<Vec<Doc>> {
+    use rayon::prelude::*;
     let mut docs = Vec::new();
     for path in files {
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let at = || format!("{}:{}", path.display(), i + 1);
-            let raw = line.with_context(|| format!("{}: unreadable line", at()))?;
-            if raw.trim().is_empty() {
-                continue;
-            }
-            let value: Value =
-                serde_json::from_str(&raw).map_err(|e| anyhow::anyhow!("{}: malformed JSON: {e}", at()))?;
-            if !value.get(field).is_some_and(Value::is_string) {
-                bail!("{}: no \"{field}\" string (--field names the text)", at());
-            }
-            docs.push(Doc { path: path.clone(), line: i + 1, raw, value });
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let lines: Vec<(usize, &str)> =
+            text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
+        let parsed: Vec<Result<Doc>> = lines
+            .par_iter()
+            .map(|&(line, raw)| {
+                let at = || format!("{}:{line}", path.display());
+                let value: Value =
+                    serde_json::from_str(raw).map_err(|e| anyhow::anyhow!("{}: malformed JSON: {e}", at()))?;
+                if !value.get(field).is_some_and(Value::is_string) {
+                    bail!("{}: no \"{field}\" string (--field names the text)", at());
+                }
+                Ok(Doc { path: path.clone(), line, raw: raw.to_string(), value })
+            })
+            .collect();
+        for d in parsed {
+            docs.push(d?);
         }
     }
     ensure!(!docs.is_empty(), "no records to deduplicate");
@@ -121,13 +128,13 @@ fn read_docs(files: &[PathBuf], field: &str) -> Result<Vec<Doc>> {
 }
 
 /// Writes `lines` to `path` through a temporary file and a rename.
-fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> Result<()> {
+fn write_lines<S: AsRef<str>>(path: &Path, lines: impl Iterator<Item = S>) -> Result<()> {
     let tmp = path.with_extension("jsonl.tmp");
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
     );
     for l in lines {
-        out.write_all(l.as_bytes())?;
+        out.write_all(l.as_ref().as_bytes())?;
         out.write_all(b"\n")?;
     }
     out.flush().with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -151,31 +158,34 @@ pub fn cluster(texts: &[&str], opts: &DedupOptions) -> (Vec<usize>, usize, usize
     }
     // MinHash only the distinct texts; exact copies follow their first.
     let distinct: Vec<usize> = (0..n).filter(|&i| !exact[i]).collect();
-    let sets: Vec<HashSet<u64>> = {
-        use rayon::prelude::*;
-        distinct.par_iter().map(|&i| shingles(texts[i], opts.ngram)).collect()
-    };
+    let sets: Vec<Shingles> = distinct.par_iter().map(|&i| shingles(texts[i], opts.ngram)).collect();
     let sigs = MinHasher::new(opts.num_perm, opts.seed).signatures(&sets);
     let (bands, rows) = optimal_bands(opts.threshold, opts.num_perm);
-    for band in 0..bands {
-        let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
-        for (k, sig) in sigs.rows().into_iter().enumerate() {
-            let slice = sig.slice(ndarray::s![band * rows..(band + 1) * rows]);
-            let bytes: Vec<u8> = slice.iter().flat_map(|v| v.to_le_bytes()).collect();
-            buckets.entry(xxh3_64(&bytes)).or_default().push(k);
-        }
-        for members in buckets.values().filter(|m| m.len() > 1) {
-            for (x, &a) in members.iter().enumerate() {
-                for &b in &members[x + 1..] {
-                    if !opts.verify || jaccard(&sets[a], &sets[b]) >= opts.threshold {
-                        uf.union(distinct[a], distinct[b]);
-                    }
-                    if !opts.verify {
-                        break;
+    // Each band's candidate pairs, found in parallel; the unions are applied in band order, and
+    // their result (each cluster rooted at its least member) does not depend on that order.
+    let pairs: Vec<Vec<(usize, usize)>> = (0..bands)
+        .into_par_iter()
+        .map(|band| {
+            let mut buckets: HashMap<&[u32], Vec<usize>, Xxh3Builder> = HashMap::with_hasher(Xxh3Builder::new());
+            let mut pairs = Vec::new();
+            for (k, sig) in sigs.outer_iter().enumerate() {
+                let key = &sig.to_slice().expect("signature rows are contiguous")[band * rows..(band + 1) * rows];
+                let members = buckets.entry(key).or_default();
+                // Without verification one link to the bucket's first member joins the cluster;
+                // with it, every earlier member is a candidate to check.
+                let candidates = if opts.verify { &members[..] } else { &members[..members.len().min(1)] };
+                for &j in candidates {
+                    if !opts.verify || jaccard(&sets[j], &sets[k]) >= opts.threshold {
+                        pairs.push((j, k));
                     }
                 }
+                members.push(k);
             }
-        }
+            pairs
+        })
+        .collect();
+    for (j, k) in pairs.into_iter().flatten() {
+        uf.union(distinct[j], distinct[k]);
     }
     let roots: Vec<usize> = (0..n).map(|i| uf.find(i)).collect();
     let removed_exact = exact.iter().filter(|&&e| e).count();

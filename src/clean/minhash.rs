@@ -1,12 +1,12 @@
 //! MinHash over word n-grams and the LSH banding that turns signatures into candidate pairs
-//! (Broder 1997; the scheme datasketch calls `legacy`: `(a·h + b) mod (2^61 − 1)`, here over
-//! 64-bit xxh3 hashes of the shingles instead of sha1's first 32 bits).
+//! (Broder 1997): permutations `h -> (a·h + b) mod p` of shingle hashes, with p = 2^31 − 1, so
+//! that a·h + b fits 64 bits, the reduction is two folds (2^31 ≡ 1) and signature values fit 32
+//! bits. datasketch's `legacy` scheme is the same family with p = 2^61 − 1 over sha1's first 32
+//! bits; its 2.0 default, `affine32`, works modulo 2^32.
 //!
 //! Two documents' signatures agree in each position with probability equal to the Jaccard
 //! similarity of their shingle sets; cutting a signature into `b` bands of `r` rows makes
 //! documents that agree on a whole band candidates, with probability `1 − (1 − s^r)^b`.
-
-use std::collections::HashSet;
 
 use ndarray::{Array2, ArrayView1};
 use rand::{Rng, SeedableRng};
@@ -14,17 +14,41 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
 
-/// The Mersenne prime 2^61 − 1 the permutations work modulo.
-pub const MERSENNE_61: u64 = (1 << 61) - 1;
+/// The Mersenne prime 2^31 − 1 the permutations work modulo.
+pub const MERSENNE_31: u64 = (1 << 31) - 1;
 
-/// The hashes of a document's word n-grams (lowercased words split on whitespace); a document
-/// shorter than `n` words is one shingle of all its words, so it still has a signature.
-pub fn shingles(text: &str, n: usize) -> HashSet<u64> {
-    let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
-    if words.len() < n {
-        return HashSet::from([xxh3_64(words.join(" ").as_bytes())]);
+/// A document's shingle hashes, sorted and distinct.
+pub type Shingles = Vec<u32>;
+
+/// The hashes (mod 2^31 − 1) of a document's word n-grams (lowercased words split on
+/// whitespace); a document shorter than `n` words is one shingle of all its words, so it still
+/// has a signature.
+pub fn shingles(text: &str, n: usize) -> Shingles {
+    // The words joined by single spaces, so each n-gram is one slice of `norm`.
+    let mut norm = String::with_capacity(text.len());
+    let mut bounds: Vec<(usize, usize)> = Vec::new();
+    for w in text.split_whitespace() {
+        if !norm.is_empty() {
+            norm.push(' ');
+        }
+        let start = norm.len();
+        if w.is_ascii() {
+            norm.push_str(w);
+            norm[start..].make_ascii_lowercase();
+        } else {
+            norm.extend(w.chars().flat_map(char::to_lowercase));
+        }
+        bounds.push((start, norm.len()));
     }
-    words.windows(n).map(|w| xxh3_64(w.join(" ").as_bytes())).collect()
+    let hash = |bytes: &[u8]| (xxh3_64(bytes) % MERSENNE_31) as u32;
+    let mut out: Shingles = if bounds.len() < n {
+        vec![hash(norm.as_bytes())]
+    } else {
+        bounds.windows(n).map(|w| hash(&norm.as_bytes()[w[0].0..w[n - 1].1])).collect()
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// `num_perm` random affine permutations `h -> (a·h + b) mod p`, from a seed.
@@ -37,14 +61,15 @@ pub struct MinHasher {
 impl MinHasher {
     pub fn new(num_perm: usize, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let a = (0..num_perm).map(|_| rng.random_range(1..MERSENNE_61)).collect();
-        let b = (0..num_perm).map(|_| rng.random_range(0..MERSENNE_61)).collect();
+        let a = (0..num_perm).map(|_| rng.random_range(1..MERSENNE_31)).collect();
+        let b = (0..num_perm).map(|_| rng.random_range(0..MERSENNE_31)).collect();
         Self { a, b }
     }
 
-    /// Permutations given explicitly (tests and reference computations).
+    /// Permutations given explicitly (tests and reference computations); each below 2^31 − 1.
     pub fn from_params(a: Vec<u64>, b: Vec<u64>) -> Self {
         assert_eq!(a.len(), b.len(), "one b per a");
+        assert!(a.iter().chain(&b).all(|&x| x < MERSENNE_31), "permutation parameters below 2^31 - 1");
         Self { a, b }
     }
 
@@ -53,23 +78,24 @@ impl MinHasher {
     }
 
     /// One signature: per permutation, the least permuted shingle hash.
-    pub fn signature(&self, shingles: &HashSet<u64>) -> Vec<u64> {
-        let mut sig = vec![u64::MAX; self.a.len()];
-        for &h in shingles {
-            let h = h % MERSENNE_61;
-            for (s, (&a, &b)) in sig.iter_mut().zip(self.a.iter().zip(&self.b)) {
-                *s = (*s).min(affine(a, h, b));
-            }
+    pub fn signature(&self, shingles: &[u32]) -> Vec<u32> {
+        let mut sig = vec![u32::MAX; self.a.len()];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            unsafe { fold_min_avx2(&mut sig, &self.a, &self.b, shingles) };
+            return sig;
         }
+        fold_min(&mut sig, &self.a, &self.b, shingles);
         sig
     }
 
     /// The signatures of every shingle set, one row per document [docs, num_perm], computed in
     /// parallel (each row depends on its document alone, so the matrix does not depend on the
     /// thread count).
-    pub fn signatures(&self, sets: &[HashSet<u64>]) -> Array2<u64> {
-        let rows: Vec<Vec<u64>> = sets.par_iter().map(|s| self.signature(s)).collect();
-        let mut m = Array2::<u64>::zeros((sets.len(), self.num_perm()));
+    pub fn signatures(&self, sets: &[Shingles]) -> Array2<u32> {
+        let rows: Vec<Vec<u32>> = sets.par_iter().map(|s| self.signature(s)).collect();
+        let mut m = Array2::<u32>::zeros((sets.len(), self.num_perm()));
         for (mut row, sig) in m.rows_mut().into_iter().zip(rows) {
             row.assign(&ArrayView1::from(&sig));
         }
@@ -77,14 +103,53 @@ impl MinHasher {
     }
 }
 
-/// `(a·h + b) mod (2^61 − 1)` without overflow.
-fn affine(a: u64, h: u64, b: u64) -> u64 {
-    ((a as u128 * h as u128 + b as u128) % MERSENNE_61 as u128) as u64
+/// `sig[k] = min(sig[k], min over h of (a[k]·h + b[k]) mod p)`, written so the loop over k
+/// vectorises.
+#[inline(always)]
+fn fold_min_body(sig: &mut [u32], a: &[u64], b: &[u64], shingles: &[u32]) {
+    for &h in shingles {
+        let h = h as u64;
+        for ((s, &a), &b) in sig.iter_mut().zip(a).zip(b) {
+            *s = (*s).min(affine(a, h, b));
+        }
+    }
+}
+
+fn fold_min(sig: &mut [u32], a: &[u64], b: &[u64], shingles: &[u32]) {
+    fold_min_body(sig, a, b, shingles)
+}
+
+/// [`fold_min`] compiled for AVX2 (four 32×32→64-bit products per instruction).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fold_min_avx2(sig: &mut [u32], a: &[u64], b: &[u64], shingles: &[u32]) {
+    fold_min_body(sig, a, b, shingles)
+}
+
+/// `(a·h + b) mod (2^31 − 1)` for a, h, b below 2^31 − 1: a·h + b < 2^62, and as 2^31 ≡ 1 two
+/// folds of the bits above 31 and one subtraction reduce it.
+#[inline(always)]
+fn affine(a: u64, h: u64, b: u64) -> u32 {
+    let x = a * h + b;
+    let x = (x & MERSENNE_31) + (x >> 31); // < 2^32 + 2^31
+    let x = (x & MERSENNE_31) + (x >> 31); // <= 2^31 + 1
+    (if x >= MERSENNE_31 { x - MERSENNE_31 } else { x }) as u32
 }
 
 /// Exact Jaccard similarity of two shingle sets.
-pub fn jaccard(x: &HashSet<u64>, y: &HashSet<u64>) -> f64 {
-    let inter = x.intersection(y).count();
+pub fn jaccard(x: &[u32], y: &[u32]) -> f64 {
+    let (mut i, mut j, mut inter) = (0, 0, 0);
+    while i < x.len() && j < y.len() {
+        match x[i].cmp(&y[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                inter += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
     let union = x.len() + y.len() - inter;
     if union == 0 {
         1.0
@@ -160,12 +225,28 @@ mod tests {
         // Two permutations on the hashes {3, 10}: 2·3 + 1 = 7 and 2·10 + 1 = 21 give 7;
         // 5·3 + 0 = 15 and 5·10 + 0 = 50 give 15.
         let m = MinHasher::from_params(vec![2, 5], vec![1, 0]);
-        assert_eq!(m.signature(&HashSet::from([3, 10])), vec![7, 15]);
-        // Reduction modulo 2^61 − 1: (2^61 − 1) + 4 is 4, and a·h wraps past 2^64 without loss.
-        assert_eq!(m.signature(&HashSet::from([MERSENNE_61 + 4])), vec![9, 20]);
-        let big = MinHasher::from_params(vec![MERSENNE_61 - 1], vec![0]);
-        // (p − 1)·2 = 2p − 2 ≡ p − 2.
-        assert_eq!(big.signature(&HashSet::from([2])), vec![MERSENNE_61 - 2]);
+        assert_eq!(m.signature(&[3, 10]), vec![7, 15]);
+        // The largest operands: (p − 1)·(p − 1) + (p − 1) = (p − 1)·p ≡ 0; and p − 1 + 1 ≡ 0.
+        let p = MERSENNE_31;
+        assert_eq!(MinHasher::from_params(vec![p - 1], vec![p - 1]).signature(&[(p - 1) as u32]), vec![0]);
+        assert_eq!(MinHasher::from_params(vec![1], vec![1]).signature(&[(p - 1) as u32]), vec![0]);
+    }
+
+    #[test]
+    fn the_folded_reduction_and_both_code_paths_equal_the_modulo() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let p = MERSENNE_31;
+        for _ in 0..100_000 {
+            let mut draw =
+                || if rng.random_bool(0.1) { [0, 1, p - 1][rng.random_range(0..3)] } else { rng.random_range(0..p) };
+            let (a, h, b) = (draw(), draw(), draw());
+            assert_eq!(affine(a, h, b) as u64, (a * h + b) % p, "{a} {h} {b}");
+        }
+        let m = MinHasher::new(128, 3);
+        let set: Vec<u32> = (0..300).map(|_| rng.random_range(0..p as u32)).collect();
+        let mut plain = vec![u32::MAX; 128];
+        fold_min(&mut plain, &m.a, &m.b, &set);
+        assert_eq!(m.signature(&set), plain);
     }
 
     #[test]
@@ -179,6 +260,13 @@ mod tests {
         let exact = jaccard(&sa, &sb);
         assert!((agree - exact).abs() < 0.06, "{agree} vs {exact}");
         assert_eq!(shingles("Two words", 5).len(), 1);
+        // Case and runs of whitespace do not matter; the n-grams are those of the words.
+        assert_eq!(shingles("The  quick\nBrown fox", 2), shingles("the quick brown fox", 2));
+        // "a b" twice counts once; the result is sorted.
+        let h = |s: &[u8]| (xxh3_64(s) % MERSENNE_31) as u32;
+        let mut expected = vec![h(b"a b"), h(b"b c"), h(b"c a")];
+        expected.sort_unstable();
+        assert_eq!(shingles("a b c a b", 2), expected);
     }
 
     #[test]

@@ -1,0 +1,59 @@
+"""Precision and recall of a dedup output against the exact Jaccard similarity of word 5-grams,
+on the labelled synthetic crawl.
+
+A planted copy (exact or near) is a true duplicate when its similarity to the page it copies
+reaches the threshold; recall is the share of those removed. A removal is right when the page
+is within the threshold of the page it is named a duplicate of; precision is the share of those.
+
+    python evaluate.py --crawl crawl.jsonl --out DIR [--out DIR ...] [--threshold 0.8]
+"""
+
+import argparse
+import json
+import os
+
+
+def shingles(text, n=5):
+    words = [w.lower() for w in text.split()]
+    if len(words) < n:
+        return {" ".join(words)}
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def jaccard(a, b):
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--crawl", required=True)
+    ap.add_argument("--out", action="append", required=True)
+    ap.add_argument("--threshold", type=float, default=0.8)
+    a = ap.parse_args()
+    pages = [json.loads(l) for l in open(a.crawl) if l.strip()]
+    text = {p["id"]: p["text"] for p in pages}
+    sets = {}
+
+    def sim(x, y):
+        for k in (x, y):
+            if k not in sets:
+                sets[k] = shingles(text[k])
+        return jaccard(sets[x], sets[y])
+
+    true_dups = {p["id"] for p in pages if p.get("duplicate_of") and sim(p["id"], p["duplicate_of"]) >= a.threshold}
+    results = {}
+    for out in a.out:
+        removed = [json.loads(l) for l in open(os.path.join(out, "removed.jsonl")) if l.strip()]
+        right = sum(1 for r in removed if sim(r["id"], r["duplicate_of"]) >= a.threshold)
+        found = sum(1 for r in removed if r["id"] in true_dups)
+        results[out] = {
+            "removed": len(removed),
+            "precision": right / max(len(removed), 1),
+            "recall": found / max(len(true_dups), 1),
+            "true_duplicates": len(true_dups),
+        }
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
