@@ -5,11 +5,76 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use gptlab::clean::dedup::{dedup, DedupOptions};
+use gptlab::clean::quality::{self, QualityModel, TrainOptions};
+use gptlab::clean::records::{input_files, read_docs};
 
 #[derive(Subcommand)]
 pub enum CleanCommand {
     /// Remove exact and near duplicates (MinHash LSH over word n-grams): kept.jsonl, removed.jsonl, stats.json
     Dedup(DedupArgs),
+    /// GPT-3's quality classifier: train it, score documents, or filter with the Pareto rule
+    #[command(subcommand)]
+    Quality(QualityCommand),
+}
+
+#[derive(Subcommand)]
+pub enum QualityCommand {
+    /// Logistic regression on hashed unigrams and bigrams: curated text (positives) against raw crawl (negatives)
+    Train {
+        /// Curated documents (a JSONL file or a folder of them)
+        #[arg(long)]
+        positives: PathBuf,
+        /// Raw crawl documents
+        #[arg(long)]
+        negatives: PathBuf,
+        /// Model folder: model.safetensors, model.json (with the held-out report)
+        #[arg(long)]
+        out: PathBuf,
+        /// log2 of the hashed feature count
+        #[arg(long, default_value_t = 20)]
+        dims_log2: u32,
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Add each record's quality_score
+    Score {
+        #[command(flatten)]
+        src: ScoredInput,
+        /// The scored JSONL file to write
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Keep a document when a Pareto(alpha) draw exceeds 1 - score: kept.jsonl, removed.jsonl, stats.json, scores.png
+    Filter {
+        #[command(flatten)]
+        src: ScoredInput,
+        #[arg(long)]
+        out: PathBuf,
+        /// GPT-3's shape parameter
+        #[arg(long, default_value_t = 9.0)]
+        alpha: f64,
+        /// Seeds each document's draw (with its position)
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+/// The documents a trained classifier scores.
+#[derive(Args)]
+pub struct ScoredInput {
+    /// A model folder from `clean quality train`
+    #[arg(long)]
+    model: PathBuf,
+    /// A JSONL file, or a folder whose .jsonl files are read in path order
+    #[arg(long)]
+    input: PathBuf,
+    /// The record field holding the text
+    #[arg(long, default_value = "text")]
+    field: String,
 }
 
 #[derive(Args)]
@@ -45,8 +110,54 @@ pub struct DedupArgs {
     threads: Option<usize>,
 }
 
+fn run_quality(cmd: QualityCommand) -> Result<()> {
+    match cmd {
+        QualityCommand::Train { positives, negatives, out, dims_log2, epochs, field, seed } => {
+            let pos = read_docs(&input_files(&positives)?, &field)?;
+            let neg = read_docs(&input_files(&negatives)?, &field)?;
+            let text = |d: &gptlab::clean::records::Doc| d.value[&field].as_str().unwrap_or_default().to_string();
+            let (p, n): (Vec<String>, Vec<String>) = (pos.iter().map(text).collect(), neg.iter().map(text).collect());
+            let opts = TrainOptions { dims_log2, epochs, seed, ..TrainOptions::default() };
+            let (model, r) = quality::train(
+                &p.iter().map(String::as_str).collect::<Vec<_>>(),
+                &n.iter().map(String::as_str).collect::<Vec<_>>(),
+                &opts,
+            )?;
+            model.save(&out, &r, &opts)?;
+            println!(
+                "trained on {} documents; held out {}: accuracy {:.3}, precision {:.3}, recall {:.3} (curated at score 0.5); {}",
+                r.train_docs,
+                r.val_docs,
+                r.val_accuracy,
+                r.val_precision,
+                r.val_recall,
+                out.display()
+            );
+            Ok(())
+        }
+        QualityCommand::Score { src, out } => {
+            let n = quality::score_file(&QualityModel::load(&src.model)?, &src.input, &out, &src.field)?;
+            println!("scored {n} documents into {}", out.display());
+            Ok(())
+        }
+        QualityCommand::Filter { src, out, alpha, seed } => {
+            let s = quality::filter(&QualityModel::load(&src.model)?, &src.input, &out, &src.field, alpha, seed)?;
+            println!(
+                "{} documents: kept {} ({:.3}), mean score {:.3}; {}",
+                s.documents,
+                s.kept,
+                s.kept_fraction,
+                s.mean_score,
+                out.display()
+            );
+            Ok(())
+        }
+    }
+}
+
 pub fn run(cmd: CleanCommand) -> Result<()> {
     match cmd {
+        CleanCommand::Quality(cmd) => run_quality(cmd),
         CleanCommand::Dedup(a) => {
             if let Some(n) = a.threads {
                 anyhow::ensure!(n > 0, "--threads must be positive");

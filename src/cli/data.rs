@@ -54,12 +54,13 @@ pub enum DataCommand {
         side: Option<u32>,
     },
     /// Write a labelled synthetic raw crawl (crawl.jsonl, crawl.toml): articles, low-quality
-    /// pages, exact and near duplicates, contaminated pages, for measuring the cleaning stages
+    /// pages, exact and near duplicates, contaminated pages, for measuring the cleaning stages;
+    /// and curated.jsonl, curated articles for the quality classifier
     SynthCrawl {
         #[arg(long)]
         out: PathBuf,
         /// A TOML config (pages, seed, low_quality, exact_duplicates, near_duplicates, edit_rates,
-        /// contaminated)
+        /// contaminated, curated)
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long)]

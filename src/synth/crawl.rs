@@ -2,7 +2,8 @@
 //! measured for precision and recall: articles (scene reports and instructions, the curated
 //! kind of text), low-quality pages (boilerplate, spam, keyword lists, templated pages), exact
 //! duplicates, near duplicates with word edits at known rates, and articles that quote an
-//! evaluation document (contamination).
+//! evaluation document (contamination); and beside it a curated corpus of articles, the quality
+//! classifier's positives.
 
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -30,6 +31,9 @@ pub struct CrawlConfig {
     pub edit_rates: Vec<f64>,
     /// Share of articles that quote a held-out `review_sentiment` test document.
     pub contaminated: f64,
+    /// Articles of a separate curated corpus (`curated.jsonl`): the quality classifier's
+    /// positives, as GPT-3 used WebText, books and Wikipedia against raw Common Crawl.
+    pub curated: usize,
 }
 
 impl Default for CrawlConfig {
@@ -42,6 +46,7 @@ impl Default for CrawlConfig {
             near_duplicates: 0.1,
             edit_rates: vec![0.01, 0.03, 0.05, 0.1],
             contaminated: 0.02,
+            curated: 5_000,
         }
     }
 }
@@ -148,12 +153,21 @@ pub fn generate(cfg: &CrawlConfig) -> anyhow::Result<Vec<CrawlPage>> {
     Ok(pages)
 }
 
-/// Generates the crawl into `dir/crawl.jsonl`, with the resolved config in `dir/crawl.toml`.
+/// The curated corpus: `cfg.curated` articles from their own random stream.
+pub fn curated(cfg: &CrawlConfig) -> Vec<serde_json::Value> {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    rng.set_stream(1);
+    (0..cfg.curated).map(|i| serde_json::json!({"id": format!("curated-{i:07}"), "text": article(&mut rng)})).collect()
+}
+
+/// Generates the crawl into `dir/crawl.jsonl` and the curated corpus into `dir/curated.jsonl`,
+/// with the resolved config in `dir/crawl.toml`.
 pub fn write_crawl(dir: &std::path::Path, cfg: &CrawlConfig) -> anyhow::Result<Vec<CrawlPage>> {
     use anyhow::Context;
     let crawl = generate(cfg)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crate::jsonl::write_jsonl(&dir.join("crawl.jsonl"), &crawl)?;
+    crate::jsonl::write_jsonl(&dir.join("curated.jsonl"), &curated(cfg))?;
     std::fs::write(dir.join("crawl.toml"), toml::to_string(cfg)?)
         .with_context(|| format!("writing {}", dir.join("crawl.toml").display()))?;
     Ok(crawl)

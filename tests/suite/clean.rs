@@ -116,3 +116,46 @@ fn a_malformed_line_is_named_and_nothing_is_written() {
     ]);
     assert!(err.contains("--threshold"), "{err}");
 }
+
+#[test]
+fn the_quality_filter_keeps_articles_and_drops_low_quality_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = crawl(&dir.path().join("crawl"), 3000);
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+    let (curated, raw) = (arg(&dir.path().join("crawl/curated.jsonl")), arg(&dir.path().join("crawl/crawl.jsonl")));
+    let model = arg(&dir.path().join("model"));
+    run_ok(&[
+        "clean",
+        "quality",
+        "train",
+        "--positives",
+        &curated,
+        "--negatives",
+        &raw,
+        "--out",
+        &model,
+        "--dims-log2",
+        "18",
+    ]);
+    let kept_ids = |out: &str| -> Vec<String> {
+        run_ok(&["clean", "quality", "filter", "--model", &model, "--input", &raw, "--out", out]);
+        let kept = gptlab::jsonl::read_jsonl(&Path::new(out).join("kept.jsonl")).unwrap();
+        kept.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    };
+    let a = kept_ids(&arg(&dir.path().join("f1")));
+    assert_eq!(a, kept_ids(&arg(&dir.path().join("f2"))), "the seeded draws repeat");
+    let share = |high: bool| {
+        let of: Vec<&Value> = pages.iter().filter(|p| p["high_quality"].as_bool() == Some(high)).collect();
+        of.iter().filter(|p| a.iter().any(|k| k == p["id"].as_str().unwrap())).count() as f64 / of.len() as f64
+    };
+    let (articles, low) = (share(true), share(false));
+    assert!(articles > 0.02 && articles > 5.0 * low, "kept {articles} of articles, {low} of low-quality pages");
+    assert!(dir.path().join("f1/scores.png").is_file() && dir.path().join("f1/stats.json").is_file());
+    let scored = arg(&dir.path().join("scored.jsonl"));
+    run_ok(&["clean", "quality", "score", "--model", &model, "--input", &raw, "--out", &scored]);
+    let s = gptlab::jsonl::read_jsonl(Path::new(&scored)).unwrap();
+    assert_eq!(s.len(), pages.len());
+    assert!(s.iter().all(|r| (0.0..=1.0).contains(&r["quality_score"].as_f64().unwrap())));
+    let err = run_err(&["clean", "quality", "filter", "--model", &raw, "--input", &raw, "--out", &model]);
+    assert!(err.contains("model.json"), "{err}");
+}
