@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use gptlab::clean::decontaminate::{decontaminate, DecontaminateOptions, EvalNgrams};
 use gptlab::clean::dedup::{dedup, DedupOptions};
 use gptlab::clean::quality::{self, QualityModel, TrainOptions};
 use gptlab::clean::records::{input_files, read_docs};
@@ -12,6 +13,8 @@ use gptlab::clean::records::{input_files, read_docs};
 pub enum CleanCommand {
     /// Remove exact and near duplicates (MinHash LSH over word n-grams): kept.jsonl, removed.jsonl, stats.json
     Dedup(DedupArgs),
+    /// Cut out 13-gram overlaps with evaluation documents, with GPT-3's window and piece rules
+    Decontaminate(DecontaminateArgs),
     /// GPT-3's quality classifier: train it, score documents, or filter with the Pareto rule
     #[command(subcommand)]
     Quality(QualityCommand),
@@ -61,6 +64,32 @@ pub enum QualityCommand {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+}
+
+#[derive(Args)]
+pub struct DecontaminateArgs {
+    /// A JSONL file, or a folder whose .jsonl files are read in path order
+    #[arg(long)]
+    input: PathBuf,
+    /// Comma-separated harness tasks: built-in names and lm-eval task files (.yaml)
+    #[arg(long)]
+    tasks: String,
+    /// Output folder: kept.jsonl, removed.jsonl, stats.json
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 13)]
+    ngram: usize,
+    /// Characters removed either side of an overlap
+    #[arg(long, default_value_t = 200)]
+    window: usize,
+    /// Pieces shorter than this (characters) are dropped
+    #[arg(long, default_value_t = 200)]
+    min_piece: usize,
+    /// Documents cut into more pieces are dropped whole
+    #[arg(long, default_value_t = 10)]
+    max_pieces: usize,
+    #[arg(long, default_value = "text")]
+    field: String,
 }
 
 /// The documents a trained classifier scores.
@@ -158,6 +187,31 @@ fn run_quality(cmd: QualityCommand) -> Result<()> {
 pub fn run(cmd: CleanCommand) -> Result<()> {
     match cmd {
         CleanCommand::Quality(cmd) => run_quality(cmd),
+        CleanCommand::Decontaminate(a) => {
+            let specs: Vec<String> =
+                a.tasks.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+            anyhow::ensure!(!specs.is_empty(), "give --tasks (built-in names or .yaml files)");
+            let opts = DecontaminateOptions {
+                ngram: a.ngram,
+                window: a.window,
+                min_piece: a.min_piece,
+                max_pieces: a.max_pieces,
+                field: a.field,
+            };
+            let eval = EvalNgrams::from_tasks(&specs, opts.ngram)?;
+            let s = decontaminate(&a.input, &a.out, &eval, &opts)?;
+            println!(
+                "{} documents: {} clean, {} cut into {} pieces, {} dropped; overlaps per task {:?}; {}",
+                s.documents,
+                s.clean,
+                s.cut,
+                s.pieces,
+                s.dropped,
+                s.per_task,
+                a.out.display()
+            );
+            Ok(())
+        }
         CleanCommand::Dedup(a) => {
             if let Some(n) = a.threads {
                 anyhow::ensure!(n > 0, "--threads must be positive");

@@ -25,8 +25,9 @@ use gptlab_vision::render::{render_unlabelled_gauge, RenderOptions};
 use gptlab_vision::world::{generate_item, WorldConfig};
 use rayon::prelude::*;
 
-/// Documents scored per task, and shots to draw from.
-const TEST_DOCS: usize = 300;
+/// Documents scored per task (the synthetic crawl's contaminated pages quote these), and shots
+/// to draw from.
+pub const TEST_DOCS: usize = 300;
 const SHOT_DOCS: usize = 100;
 
 /// Pairs of the fixed word map `word_map` asks about: more than one shot can show, so

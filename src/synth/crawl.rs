@@ -94,14 +94,13 @@ pub struct CrawlPage {
 
 /// Evaluation documents contaminated pages quote from.
 pub const CONTAMINATION_TASK: &str = "review_sentiment";
-const CONTAMINATION_POOL: usize = 500;
 
 /// The crawl `cfg` describes; the same config gives the same pages.
 pub fn generate(cfg: &CrawlConfig) -> anyhow::Result<Vec<CrawlPage>> {
     cfg.validate()?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let words = train_words(Holdout::default().words);
-    let evals = super::labelled::records(CONTAMINATION_TASK, "test", CONTAMINATION_POOL)?;
+    let evals = super::labelled::records(CONTAMINATION_TASK, "test", crate::eval::builtin::TEST_DOCS)?;
     let mut pages: Vec<CrawlPage> = Vec::with_capacity(cfg.pages);
     let mut originals: Vec<usize> = Vec::new();
     for i in 0..cfg.pages {

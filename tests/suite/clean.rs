@@ -159,3 +159,45 @@ fn the_quality_filter_keeps_articles_and_drops_low_quality_pages() {
     let err = run_err(&["clean", "quality", "filter", "--model", &raw, "--input", &raw, "--out", &model]);
     assert!(err.contains("model.json"), "{err}");
 }
+
+#[test]
+fn decontamination_cuts_out_the_quoted_evaluation_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = crawl(&dir.path().join("crawl"), 3000);
+    let out = dir.path().join("decontaminated");
+    let raw = dir.path().join("crawl/crawl.jsonl");
+    let (raw, o) = (raw.to_str().unwrap(), out.to_str().unwrap());
+    run_ok(&["clean", "decontaminate", "--input", raw, "--tasks", "review_sentiment", "--out", o]);
+    let mut touched = std::collections::HashSet::new();
+    let kept = gptlab::jsonl::read_jsonl(&out.join("kept.jsonl")).unwrap();
+    for r in kept.iter().chain(&gptlab::jsonl::read_jsonl(&out.join("removed.jsonl")).unwrap()) {
+        if r.get("contaminated_by").is_some() {
+            assert_eq!(r["contaminated_by"], serde_json::json!(["review_sentiment"]));
+            touched.insert(r["id"].as_str().unwrap().to_string());
+        }
+    }
+    let planted: Vec<&str> =
+        pages.iter().filter(|p| p["contaminated_from"].is_string()).map(|p| p["id"].as_str().unwrap()).collect();
+    assert!(planted.len() >= 20, "{} contaminated pages planted", planted.len());
+    // Every page cut is a planted one, and near copies aside (their edits may break every
+    // 13-gram of a short quote) every planted one is cut.
+    assert!(touched.iter().all(|t| planted.contains(&t.as_str())));
+    let found = planted.iter().filter(|p| touched.contains(**p)).count();
+    assert!(found as f64 >= 0.9 * planted.len() as f64, "{found} of {}", planted.len());
+    // No piece still holds an evaluation 13-gram: decontaminating the output finds nothing.
+    let again = dir.path().join("again");
+    run_ok(&[
+        "clean",
+        "decontaminate",
+        "--input",
+        &format!("{o}/kept.jsonl"),
+        "--tasks",
+        "review_sentiment",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    let stats: Value = serde_json::from_str(&std::fs::read_to_string(again.join("stats.json")).unwrap()).unwrap();
+    assert_eq!((stats["cut"].as_u64(), stats["dropped"].as_u64()), (Some(0), Some(0)));
+    let err = run_err(&["clean", "decontaminate", "--input", raw, "--tasks", "no_such_task", "--out", o]);
+    assert!(err.contains("no_such_task"), "{err}");
+}
