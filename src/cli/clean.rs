@@ -13,6 +13,11 @@ use gptlab::clean::records::{input_files, read_docs};
 pub enum CleanCommand {
     /// Remove exact and near duplicates (MinHash LSH over word n-grams): kept.jsonl, removed.jsonl, stats.json
     Dedup(DedupArgs),
+    /// The quality filter, near-duplicate removal and decontamination in GPT-3's order, from a TOML config, with report.md
+    Pipeline {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Cut out 13-gram overlaps with evaluation documents, with GPT-3's window and piece rules
     Decontaminate(DecontaminateArgs),
     /// GPT-3's quality classifier: train it, score documents, or filter with the Pareto rule
@@ -187,6 +192,17 @@ fn run_quality(cmd: QualityCommand) -> Result<()> {
 pub fn run(cmd: CleanCommand) -> Result<()> {
     match cmd {
         CleanCommand::Quality(cmd) => run_quality(cmd),
+        CleanCommand::Pipeline { config } => {
+            let cfg: gptlab::clean::pipeline::PipelineConfig = gptlab::config::read_toml(&config)?;
+            for s in gptlab::clean::pipeline::run(&cfg)? {
+                println!(
+                    "{:<24} {:>8} in {:>8} out {:>8} removed",
+                    s.stage, s.documents_in, s.documents_out, s.removed
+                );
+            }
+            println!("report: {}", cfg.out_dir.join("report.md").display());
+            Ok(())
+        }
         CleanCommand::Decontaminate(a) => {
             let specs: Vec<String> =
                 a.tasks.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();

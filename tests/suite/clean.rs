@@ -201,3 +201,44 @@ fn decontamination_cuts_out_the_quoted_evaluation_documents() {
     let err = run_err(&["clean", "decontaminate", "--input", raw, "--tasks", "no_such_task", "--out", o]);
     assert!(err.contains("no_such_task"), "{err}");
 }
+
+#[test]
+fn the_pipeline_chains_the_stages_and_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    crawl(&dir.path().join("crawl"), 2000);
+    let out = dir.path().join("cleaned");
+    let config = |sections: &str| {
+        let path = dir.path().join("pipeline.toml");
+        let text = format!(
+            "input = \"{}\"\nout_dir = \"{}\"\n{sections}",
+            dir.path().join("crawl/crawl.jsonl").display(),
+            out.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let quality =
+        format!("[quality]\npositives = \"{}\"\nalpha = 2.0\n", dir.path().join("crawl/curated.jsonl").display());
+    let full = config(&format!("{quality}[dedup]\nthreshold = 0.8\n[decontaminate]\ntasks = [\"review_sentiment\"]\n"));
+    let printed = run_ok(&["clean", "pipeline", "--config", &full]);
+    assert!(printed.contains("report:"), "{printed}");
+    let stats = |stage: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(stage).join("stats.json")).unwrap()).unwrap()
+    };
+    let lines = |stage: &str, f: &str| gptlab::jsonl::read_jsonl(&out.join(stage).join(f)).unwrap().len();
+    assert_eq!(stats("1-quality")["documents"], 2000);
+    // Each stage reads what the one before kept.
+    assert_eq!(stats("2-dedup")["documents"].as_u64().unwrap() as usize, lines("1-quality", "kept.jsonl"));
+    assert_eq!(stats("3-decontaminate")["documents"].as_u64().unwrap() as usize, lines("2-dedup", "kept.jsonl"));
+    assert!(out.join("1-quality/model/model.safetensors").is_file() && out.join("pipeline.toml").is_file());
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains(&format!("| quality filter | 2000 | {} |", lines("1-quality", "kept.jsonl"))), "{report}");
+    assert!(
+        report.contains("| near-duplicate removal |") && report.contains("![quality scores](1-quality/scores.png)")
+    );
+    let err = run_err(&["clean", "pipeline", "--config", &config("")]);
+    assert!(err.contains("no stage"), "{err}");
+    let both = format!("{quality}model = \"x\"\n");
+    let err = run_err(&["clean", "pipeline", "--config", &config(&both)]);
+    assert!(err.contains("exactly one of model"), "{err}");
+}
