@@ -68,9 +68,21 @@ pub struct DedupStats {
     pub docs_per_s: f64,
 }
 
-/// The clusters of `texts`: for each document, the index of the first document of its cluster
-/// (itself when kept), and how many were removed as exact and as near duplicates.
-pub fn cluster(texts: &[&str], opts: &DedupOptions) -> (Vec<usize>, usize, usize) {
+/// How `cluster` grouped the documents.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Clusters {
+    /// For each document, the index of the first document of its cluster (itself when kept).
+    pub roots: Vec<usize>,
+    /// Documents removed as exact and as near duplicates.
+    pub exact: usize,
+    pub near: usize,
+    /// The LSH bands and rows used.
+    pub bands: usize,
+    pub rows: usize,
+}
+
+/// The clusters of `texts`.
+pub fn cluster(texts: &[&str], opts: &DedupOptions) -> Result<Clusters> {
     let n = texts.len();
     let mut uf = UnionFind::new(n);
     let mut first_of: HashMap<u128, usize> = HashMap::new();
@@ -86,6 +98,7 @@ pub fn cluster(texts: &[&str], opts: &DedupOptions) -> (Vec<usize>, usize, usize
     let distinct: Vec<usize> = (0..n).filter(|&i| !exact[i]).collect();
     let sets: Vec<Shingles> = distinct.par_iter().map(|&i| shingles(texts[i], opts.ngram)).collect();
     let sigs = MinHasher::new(opts.num_perm, opts.seed).signatures(&sets);
+    let flat = sigs.as_slice().context("the signature matrix is not in row-major layout")?;
     let (bands, rows) = optimal_bands(opts.threshold, opts.num_perm);
     // Each band's candidate pairs, found in parallel; the unions are applied in band order, and
     // their result (each cluster rooted at its least member) does not depend on that order.
@@ -94,8 +107,8 @@ pub fn cluster(texts: &[&str], opts: &DedupOptions) -> (Vec<usize>, usize, usize
         .map(|band| {
             let mut buckets: HashMap<&[u32], Vec<usize>, Xxh3Builder> = HashMap::with_hasher(Xxh3Builder::new());
             let mut pairs = Vec::new();
-            for (k, sig) in sigs.outer_iter().enumerate() {
-                let key = &sig.to_slice().expect("signature rows are contiguous")[band * rows..(band + 1) * rows];
+            for (k, sig) in flat.chunks_exact(opts.num_perm).enumerate() {
+                let key = &sig[band * rows..(band + 1) * rows];
                 let members = buckets.entry(key).or_default();
                 // Without verification one link to the bucket's first member joins the cluster;
                 // with it, every earlier member is a candidate to check.
@@ -116,7 +129,7 @@ pub fn cluster(texts: &[&str], opts: &DedupOptions) -> (Vec<usize>, usize, usize
     let roots: Vec<usize> = (0..n).map(|i| uf.find(i)).collect();
     let removed_exact = exact.iter().filter(|&&e| e).count();
     let removed = roots.iter().enumerate().filter(|(i, r)| *i != **r).count();
-    (roots, removed_exact, removed - removed_exact)
+    Ok(Clusters { roots, exact: removed_exact, near: removed - removed_exact, bands, rows })
 }
 
 /// Deduplicates the records of `input` into `out`: `kept.jsonl`, `removed.jsonl` (each record
@@ -129,7 +142,7 @@ pub fn dedup(input: &Path, out: &Path, opts: &DedupOptions) -> Result<DedupStats
     let start = Instant::now();
     let docs = read_docs(&files, &opts.field)?;
     let texts: Vec<&str> = docs.iter().map(|d| d.value[&opts.field].as_str().unwrap_or_default()).collect();
-    let (roots, exact, near) = cluster(&texts, opts);
+    let Clusters { roots, exact, near, bands, rows } = cluster(&texts, opts)?;
     let name = |d: &Doc| match d.value.get(&opts.id_field) {
         Some(Value::String(s)) => Value::String(s.clone()),
         Some(v) if !v.is_null() => v.clone(),
@@ -151,7 +164,6 @@ pub fn dedup(input: &Path, out: &Path, opts: &DedupOptions) -> Result<DedupStats
     let seconds = start.elapsed().as_secs_f64();
     let mut sizes: HashMap<usize, usize> = HashMap::new();
     roots.iter().for_each(|&r| *sizes.entry(r).or_default() += 1);
-    let (bands, rows) = optimal_bands(opts.threshold, opts.num_perm);
     let stats = DedupStats {
         documents: docs.len(),
         kept: sizes.len(),
@@ -183,10 +195,11 @@ mod tests {
         let other = "a completely different sentence about ships sailing across a cold and stormy northern sea";
         let texts = [other, base, near, base, other];
         let opts = DedupOptions { threshold: 0.7, ..DedupOptions::default() };
-        let (roots, exact, near_n) = cluster(&texts, &opts);
-        assert_eq!(roots, vec![0, 1, 1, 1, 0]);
-        assert_eq!((exact, near_n), (2, 1));
-        let verified = cluster(&texts, &DedupOptions { verify: true, threshold: 0.7, ..DedupOptions::default() });
-        assert_eq!(verified.0, roots);
+        let c = cluster(&texts, &opts).unwrap();
+        assert_eq!(c.roots, vec![0, 1, 1, 1, 0]);
+        assert_eq!((c.exact, c.near), (2, 1));
+        let verified =
+            cluster(&texts, &DedupOptions { verify: true, threshold: 0.7, ..DedupOptions::default() }).unwrap();
+        assert_eq!(verified.roots, c.roots);
     }
 }

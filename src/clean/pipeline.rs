@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::decontaminate::{decontaminate, DecontaminateOptions, EvalNgrams};
 use super::dedup::{dedup, DedupOptions};
 use super::quality::{self, QualityModel, TrainOptions};
+use super::records::read_texts;
 use crate::report::Report;
 
 /// The quality stage: a trained model, or curated positives to train one against the input.
@@ -95,11 +96,6 @@ pub struct StageSummary {
     pub dir: PathBuf,
 }
 
-fn count_lines(path: &Path) -> Result<usize> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text.lines().filter(|l| !l.trim().is_empty()).count())
-}
-
 /// Runs the configured stages in order and writes `report.md` and the resolved `pipeline.toml`
 /// into `out_dir`.
 pub fn run(cfg: &PipelineConfig) -> Result<Vec<StageSummary>> {
@@ -118,53 +114,40 @@ pub fn run(cfg: &PipelineConfig) -> Result<Vec<StageSummary>> {
         Some(d) => Some(EvalNgrams::from_tasks(&d.tasks, DecontaminateOptions::default().ngram)?),
         None => None,
     };
-    let model = match cfg.quality.as_ref().and_then(|q| q.model.as_ref()) {
-        Some(m) => Some(QualityModel::load(m)?),
-        None => None,
+    // The quality model: loaded, or trained on curated positives against the input.
+    let model = match &cfg.quality {
+        Some(QualitySection { model: Some(m), .. }) => Some((QualityModel::load(m)?, None)),
+        Some(q @ QualitySection { positives: Some(pos), .. }) => {
+            let (p, n) = (read_texts(pos, &cfg.field)?, read_texts(&cfg.input, &cfg.field)?);
+            let opts = TrainOptions { dims_log2: q.dims_log2, seed: q.seed, ..TrainOptions::default() };
+            let (p, n): (Vec<&str>, Vec<&str>) =
+                (p.iter().map(String::as_str).collect(), n.iter().map(String::as_str).collect());
+            let (m, r) = quality::train(&p, &n, &opts)?;
+            Some((m, Some((r, opts))))
+        }
+        _ => None,
     };
     std::fs::create_dir_all(&cfg.out_dir).with_context(|| format!("creating {}", cfg.out_dir.display()))?;
     std::fs::write(cfg.out_dir.join("pipeline.toml"), toml::to_string(cfg)?)
         .with_context(|| format!("writing {}", cfg.out_dir.join("pipeline.toml").display()))?;
     let mut input = cfg.input.clone();
-    let mut first_count = None;
     let mut stages = Vec::new();
     let mut report = Report::new("Data cleaning");
-    let mut step = |name: &str, dir: PathBuf, input: &Path| -> Result<StageSummary> {
-        let documents_in = match first_count.take() {
-            Some(n) => n,
-            None => super::records::read_docs(&super::records::input_files(input)?, &cfg.field)?.len(),
-        };
-        let documents_out = count_lines(&dir.join("kept.jsonl"))?;
-        first_count = Some(documents_out);
-        Ok(StageSummary {
-            stage: name.into(),
-            documents_in,
-            documents_out,
-            removed: count_lines(&dir.join("removed.jsonl"))?,
-            dir,
-        })
+    let summary = |stage: &str, dir: &Path, documents_in: usize, documents_out: usize, removed: usize| StageSummary {
+        stage: stage.into(),
+        documents_in,
+        documents_out,
+        removed,
+        dir: dir.to_path_buf(),
     };
     if let Some(q) = &cfg.quality {
         let dir = cfg.out_dir.join("1-quality");
-        let model = match (&model, &q.positives) {
-            (Some(m), _) => m.clone(),
-            (None, pos) => {
-                let pos = pos.as_ref().context("[quality] needs model or positives")?;
-                let read = |p: &Path| -> Result<Vec<String>> {
-                    let docs = super::records::read_docs(&super::records::input_files(p)?, &cfg.field)?;
-                    Ok(docs.iter().map(|d| d.value[&cfg.field].as_str().unwrap_or_default().to_string()).collect())
-                };
-                let (p, n) = (read(pos)?, read(&input)?);
-                let opts = TrainOptions { dims_log2: q.dims_log2, seed: q.seed, ..TrainOptions::default() };
-                let (p, n): (Vec<&str>, Vec<&str>) =
-                    (p.iter().map(String::as_str).collect(), n.iter().map(String::as_str).collect());
-                let (m, r) = quality::train(&p, &n, &opts)?;
-                m.save(&dir.join("model"), &r, &opts)?;
-                m
-            }
-        };
-        quality::filter(&model, &input, &dir, &cfg.field, q.alpha, q.seed)?;
-        stages.push(step("quality filter", dir.clone(), &input)?);
+        let (model, trained) = model.as_ref().context("[quality] needs model or positives")?;
+        if let Some((r, opts)) = trained {
+            model.save(&dir.join("model"), r, opts)?;
+        }
+        let s = quality::filter(model, &input, &dir, &cfg.field, q.alpha, q.seed)?;
+        stages.push(summary("quality filter", &dir, s.documents, s.kept, s.documents - s.kept));
         input = dir.join("kept.jsonl");
     }
     if let Some(d) = &cfg.dedup {
@@ -178,15 +161,15 @@ pub fn run(cfg: &PipelineConfig) -> Result<Vec<StageSummary>> {
             verify: d.verify,
             ..DedupOptions::default()
         };
-        dedup(&input, &dir, &opts)?;
-        stages.push(step("near-duplicate removal", dir.clone(), &input)?);
+        let s = dedup(&input, &dir, &opts)?;
+        stages.push(summary("near-duplicate removal", &dir, s.documents, s.kept, s.removed));
         input = dir.join("kept.jsonl");
     }
     if let Some(eval) = &eval {
         let dir = cfg.out_dir.join("3-decontaminate");
         let opts = DecontaminateOptions { field: cfg.field.clone(), ..DecontaminateOptions::default() };
-        decontaminate(&input, &dir, eval, &opts)?;
-        stages.push(step("decontamination", dir.clone(), &input)?);
+        let s = decontaminate(&input, &dir, eval, &opts)?;
+        stages.push(summary("decontamination", &dir, s.documents, s.clean + s.pieces, s.dropped));
     }
     report.paragraph(&format!(
         "Input: `{}`. Each stage reads the previous one's `kept.jsonl`; its folder holds `kept.jsonl`, \

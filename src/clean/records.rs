@@ -67,6 +67,12 @@ pub fn read_docs(files: &[PathBuf], field: &str) -> Result<Vec<Doc>> {
     Ok(docs)
 }
 
+/// The text field of every record of `input` (a file or a folder).
+pub fn read_texts(input: &Path, field: &str) -> Result<Vec<String>> {
+    let docs = read_docs(&input_files(input)?, field)?;
+    Ok(docs.into_iter().map(|d| d.value[field].as_str().unwrap_or_default().to_string()).collect())
+}
+
 /// Writes `lines` to `path` through a temporary file and a rename.
 pub fn write_lines<S: AsRef<str>>(path: &Path, lines: impl Iterator<Item = S>) -> Result<()> {
     let tmp = path.with_extension("jsonl.tmp");

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use gptlab::clean::decontaminate::{decontaminate, DecontaminateOptions, EvalNgrams};
 use gptlab::clean::dedup::{dedup, DedupOptions};
 use gptlab::clean::quality::{self, QualityModel, TrainOptions};
-use gptlab::clean::records::{input_files, read_docs};
+use gptlab::clean::records::read_texts;
 
 #[derive(Subcommand)]
 pub enum CleanCommand {
@@ -147,10 +147,7 @@ pub struct DedupArgs {
 fn run_quality(cmd: QualityCommand) -> Result<()> {
     match cmd {
         QualityCommand::Train { positives, negatives, out, dims_log2, epochs, field, seed } => {
-            let pos = read_docs(&input_files(&positives)?, &field)?;
-            let neg = read_docs(&input_files(&negatives)?, &field)?;
-            let text = |d: &gptlab::clean::records::Doc| d.value[&field].as_str().unwrap_or_default().to_string();
-            let (p, n): (Vec<String>, Vec<String>) = (pos.iter().map(text).collect(), neg.iter().map(text).collect());
+            let (p, n) = (read_texts(&positives, &field)?, read_texts(&negatives, &field)?);
             let opts = TrainOptions { dims_log2, epochs, seed, ..TrainOptions::default() };
             let (model, r) = quality::train(
                 &p.iter().map(String::as_str).collect::<Vec<_>>(),

@@ -531,7 +531,7 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
             tokenizer: Some(tok_path),
             optim: cfg.optim.clone(),
             unit: "examples",
-            units_per_step: (section.batch_size * section.grad_accum) as u64,
+            units_per_step: section.examples_per_step(),
             baseline: None,
         },
     )?;

@@ -269,7 +269,7 @@ pub fn dpo(file: &DpoFile, resume: bool) -> Result<TrainSummary> {
             tokenizer: Some(tok_path),
             optim: cfg.optim.clone(),
             unit: "pairs",
-            units_per_step: (section.batch_size * section.grad_accum) as u64,
+            units_per_step: section.examples_per_step(),
             baseline: None,
         },
     )?;

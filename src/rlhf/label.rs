@@ -142,10 +142,14 @@ fn distinct_ranking(p: &LabelPrompt, mut responses: Vec<String>) -> Option<(Vec<
     if best_of_class.len() < 2 {
         return None;
     }
-    let mut keep = best_of_class.clone();
-    keep.sort_unstable();
-    let kept: Vec<String> = keep.iter().map(|&i| responses[i].clone()).collect();
-    let ranking = best_of_class.iter().map(|i| keep.binary_search(i).expect("kept")).collect();
+    // The kept responses in sample order, each with its place in the ranking.
+    let mut by_sample: Vec<(usize, usize)> = best_of_class.iter().enumerate().map(|(place, &i)| (i, place)).collect();
+    by_sample.sort_unstable();
+    let kept: Vec<String> = by_sample.iter().map(|&(i, _)| responses[i].clone()).collect();
+    let mut ranking = vec![0; by_sample.len()];
+    for (position, &(_, place)) in by_sample.iter().enumerate() {
+        ranking[place] = position;
+    }
     Some((kept, ranking))
 }
 

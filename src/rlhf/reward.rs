@@ -311,7 +311,7 @@ pub fn train_rm(file: &RmFile, resume: bool) -> Result<RmSummary> {
             tokenizer: Some(tok_path),
             optim: cfg.optim.clone(),
             unit: "prompts",
-            units_per_step: (section.batch_size * section.grad_accum) as u64,
+            units_per_step: section.examples_per_step(),
             baseline: None,
         },
     )?;

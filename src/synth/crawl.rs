@@ -5,6 +5,7 @@
 //! evaluation document (contamination); and beside it a curated corpus of articles, the quality
 //! classifier's positives.
 
+use anyhow::Context;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -106,10 +107,16 @@ pub fn generate(cfg: &CrawlConfig) -> anyhow::Result<Vec<CrawlPage>> {
     for i in 0..cfg.pages {
         let id = format!("page-{i:07}");
         let r: f64 = rng.random();
-        if !originals.is_empty() && r < cfg.exact_duplicates + cfg.near_duplicates {
-            let src = pages[*originals.choose(&mut rng).expect("an original")].clone();
+        // A copy of an earlier original (none to copy before the first one).
+        let copied =
+            if r < cfg.exact_duplicates + cfg.near_duplicates { originals.choose(&mut rng).copied() } else { None };
+        if let Some(k) = copied {
+            let src = pages[k].clone();
             let near = r >= cfg.exact_duplicates;
-            let edit_rate = near.then(|| *cfg.edit_rates.choose(&mut rng).expect("a rate"));
+            let edit_rate = match near {
+                true => Some(*cfg.edit_rates.choose(&mut rng).context("edit_rates is empty")?),
+                false => None,
+            };
             let text = match edit_rate {
                 Some(e) => edit(&src.text, e, &words, &mut rng),
                 None => src.text.clone(),
@@ -162,7 +169,6 @@ pub fn curated(cfg: &CrawlConfig) -> Vec<serde_json::Value> {
 /// Generates the crawl into `dir/crawl.jsonl` and the curated corpus into `dir/curated.jsonl`,
 /// with the resolved config in `dir/crawl.toml`.
 pub fn write_crawl(dir: &std::path::Path, cfg: &CrawlConfig) -> anyhow::Result<Vec<CrawlPage>> {
-    use anyhow::Context;
     let crawl = generate(cfg)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crate::jsonl::write_jsonl(&dir.join("crawl.jsonl"), &crawl)?;

@@ -95,7 +95,7 @@ impl TrainConfig {
     }
 
     pub fn tokens_per_step(&self, block_size: i64) -> u64 {
-        (self.train.batch_size * self.train.grad_accum) as u64 * block_size as u64
+        self.train.examples_per_step() * block_size as u64
     }
 }
 

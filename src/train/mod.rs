@@ -55,6 +55,11 @@ pub struct TrainSection {
 }
 
 impl TrainSection {
+    /// Examples (rows, pairs, prompts: the run's unit) one optimizer step consumes.
+    pub fn examples_per_step(&self) -> u64 {
+        (self.batch_size * self.grad_accum) as u64
+    }
+
     pub fn validate(&self) -> Result<()> {
         ensure!(self.batch_size > 0 && self.grad_accum > 0, "batch_size and grad_accum must be positive");
         ensure!(self.max_steps > 0, "max_steps must be positive");

@@ -270,7 +270,7 @@ pub fn train(cfg: &VlmTrainConfig, resume: bool) -> Result<TrainSummary> {
             tokenizer: Some(origin.tokenizer.clone()),
             optim: cfg.optim.clone(),
             unit: "examples",
-            units_per_step: (t.batch_size * t.grad_accum) as u64,
+            units_per_step: t.examples_per_step(),
             baseline: None,
         },
     )?;
