@@ -16,7 +16,7 @@ use xxhash_rust::xxh3::{xxh3_128, Xxh3Builder};
 use ndarray::Array2;
 
 use crate::minhash::{jaccard, optimal_bands, shingles, MinHasher, Shingles, UnionFind};
-use crate::records::{input_files, lines, parse, JsonlWriter, RawLine};
+use crate::records::{for_each_line, input_files, parse_fields, Fields, JsonlWriter};
 
 /// How `dedup` reads records and what counts as a duplicate.
 #[derive(Clone, Debug)]
@@ -196,11 +196,8 @@ pub fn cluster(texts: &[&str], opts: &DedupOptions) -> Result<Clusters> {
 }
 
 /// What `duplicate_of` calls a record: its id field's value, or `path:line` where it has none.
-pub fn record_name(value: &Value, id_field: &str, at: &str) -> Value {
-    match value.get(id_field) {
-        Some(v) if !v.is_null() => v.clone(),
-        _ => Value::String(at.to_string()),
-    }
+pub fn record_name(id: Option<Value>, at: &str) -> Value {
+    id.unwrap_or_else(|| Value::String(at.to_string()))
 }
 
 /// A removed record's line: the line as read with `"duplicate_of"` added as its last key, so the
@@ -235,28 +232,26 @@ pub fn dedup(input: &Path, out: &Path, opts: &DedupOptions) -> Result<DedupStats
     check(opts)?;
     let files = input_files(input)?;
     let start = Instant::now();
-    let at = |l: &RawLine| format!("{}:{}", files[l.file].display(), l.line);
+    let at = |file: usize, line: usize| format!("{}:{line}", files[file].display());
     let mut clusterer = Clusterer::new(opts);
-    let mut batch = Vec::with_capacity(BATCH);
-    let sign = |batch: &mut Vec<RawLine>, c: &mut Clusterer| -> Result<()> {
-        let texts: Vec<Result<String>> = batch
-            .par_iter()
-            .map(|l| {
-                let v = parse(&l.raw, &opts.field, &at(l))?;
-                Ok(v[&opts.field].as_str().unwrap_or_default().to_string())
-            })
-            .collect();
-        let texts = texts.into_iter().collect::<Result<Vec<String>>>()?;
-        c.add(&texts.iter().map(String::as_str).collect::<Vec<_>>());
+    // (file, line, text) of the records waiting to be signed.
+    let mut batch: Vec<(usize, usize, String)> = Vec::with_capacity(BATCH);
+    let sign = |batch: &mut Vec<(usize, usize, String)>, c: &mut Clusterer| -> Result<()> {
+        let texts: Vec<Result<Fields>> =
+            batch.par_iter().map(|(f, l, raw)| parse_fields(raw, &opts.field, None, || at(*f, *l))).collect();
+        let texts = texts.into_iter().collect::<Result<Vec<Fields>>>()?;
+        c.add(&texts.iter().map(|f| f.text.as_ref()).collect::<Vec<_>>());
+        drop(texts);
         batch.clear();
         Ok(())
     };
-    for l in lines(&files) {
-        batch.push(l?);
+    for_each_line(&files, |f, l, raw| {
+        batch.push((f, l, raw.to_string()));
         if batch.len() == BATCH {
             sign(&mut batch, &mut clusterer)?;
         }
-    }
+        Ok(())
+    })?;
     sign(&mut batch, &mut clusterer)?;
     ensure!(!clusterer.is_empty(), "no records to deduplicate");
     let documents = clusterer.len();
@@ -269,19 +264,22 @@ pub fn dedup(input: &Path, out: &Path, opts: &DedupOptions) -> Result<DedupStats
     let mut removed = JsonlWriter::create(&out.join("removed.jsonl"))?;
     // A cluster's root comes before its other members, so its name is known when they are met.
     let mut names: HashMap<usize, Value> = HashMap::new();
-    for (i, l) in lines(&files).enumerate() {
-        let l = l?;
-        ensure!(i < documents, "{} changed while being read", files[l.file].display());
+    let mut i = 0;
+    for_each_line(&files, |f, l, raw| {
+        ensure!(i < documents, "{} changed while being read", files[f].display());
         if roots[i] == i {
             if sizes[&i] > 1 {
-                names.insert(i, record_name(&parse(&l.raw, &opts.field, &at(&l))?, &opts.id_field, &at(&l)));
+                let id = parse_fields(raw, &opts.field, Some(&opts.id_field), || at(f, l))?.id;
+                names.insert(i, record_name(id, &at(f, l)));
             }
-            kept.line(&l.raw)?;
+            kept.line(raw)?;
         } else {
             let name = names.get(&roots[i]).context("a cluster's first record was not met before its copies")?;
-            removed.line(&with_duplicate_of(&l.raw, name)?)?;
+            removed.line(&with_duplicate_of(raw, name)?)?;
         }
-    }
+        i += 1;
+        Ok(())
+    })?;
     kept.commit()?;
     removed.commit()?;
     let seconds = start.elapsed().as_secs_f64();

@@ -81,6 +81,12 @@ impl MinHasher {
     pub fn signature(&self, shingles: &[u32]) -> Vec<u32> {
         let mut sig = vec![u32::MAX; self.a.len()];
         #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            unsafe { fold_min_avx512(&mut sig, &self.a, &self.b, shingles) };
+            return sig;
+        }
+        #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
             unsafe { fold_min_avx2(&mut sig, &self.a, &self.b, shingles) };
@@ -103,19 +109,37 @@ impl MinHasher {
     }
 }
 
-/// `sig[k] = min(sig[k], min over h of (a[k]·h + b[k]) mod p)`, written so the loop over k
-/// vectorises.
+/// `sig[k] = min(sig[k], min over h of (a[k]·h + b[k]) mod p)`, a block of `LANES`
+/// permutations at a time held in registers while every shingle streams past, so the loop over
+/// the block vectorises and touches memory once per shingle.
 #[inline(always)]
 fn fold_min_body(sig: &mut [u32], a: &[u64], b: &[u64], shingles: &[u32]) {
-    for &h in shingles {
-        let h = h as u64;
-        for ((s, &a), &b) in sig.iter_mut().zip(a).zip(b) {
-            *s = (*s).min(affine(a, h, b));
+    const LANES: usize = 16;
+    for ((sig, a), b) in sig.chunks_mut(LANES).zip(a.chunks(LANES)).zip(b.chunks(LANES)) {
+        // Lanes past the block's end compute with a = b = 0 and are not written back.
+        let (mut av, mut bv, mut acc) = ([0u64; LANES], [0u64; LANES], [u32::MAX; LANES]);
+        av[..a.len()].copy_from_slice(a);
+        bv[..b.len()].copy_from_slice(b);
+        for &h in shingles {
+            let h = h as u64;
+            for j in 0..LANES {
+                acc[j] = acc[j].min(affine(av[j], h, bv[j]));
+            }
+        }
+        for (s, m) in sig.iter_mut().zip(acc) {
+            *s = (*s).min(m);
         }
     }
 }
 
 fn fold_min(sig: &mut [u32], a: &[u64], b: &[u64], shingles: &[u32]) {
+    fold_min_body(sig, a, b, shingles)
+}
+
+/// [`fold_min`] compiled for AVX-512 (eight 32×32→64-bit products per instruction).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fold_min_avx512(sig: &mut [u32], a: &[u64], b: &[u64], shingles: &[u32]) {
     fold_min_body(sig, a, b, shingles)
 }
 

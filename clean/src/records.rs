@@ -2,10 +2,13 @@
 //! folder, in path order), each record with its file and line, outputs written through a
 //! temporary file and a rename.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// One input record: where it came from, its line as read, and its parsed value.
@@ -14,14 +17,6 @@ pub struct Doc {
     pub line: usize,
     pub raw: String,
     pub value: Value,
-}
-
-/// One non-blank input line: its file (an index into the file list), its line number (from 1,
-/// blank lines counted) and its text.
-pub struct RawLine {
-    pub file: usize,
-    pub line: usize,
-    pub raw: String,
 }
 
 /// The JSONL files of `input`: the file itself, or every `*.jsonl` under the folder, by path.
@@ -56,21 +51,161 @@ pub fn parse(raw: &str, field: &str, at: &str) -> Result<Value> {
     Ok(value)
 }
 
-/// The non-blank lines of `files` in order, read as they are consumed, so a pass over a corpus
-/// holds one line at a time rather than the corpus.
-pub fn lines(files: &[PathBuf]) -> impl Iterator<Item = Result<RawLine>> + '_ {
-    files.iter().enumerate().flat_map(|(file, path)| {
-        let reader = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()));
-        let (ok, err) = match reader {
-            Ok(f) => (Some(BufReader::new(f).lines()), None),
-            Err(e) => (None, Some(Err(e))),
-        };
-        err.into_iter().chain(ok.into_iter().flatten().enumerate().filter_map(move |(i, l)| match l {
-            Ok(raw) if raw.trim().is_empty() => None,
-            Ok(raw) => Some(Ok(RawLine { file, line: i + 1, raw })),
-            Err(e) => Some(Err(anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))),
-        }))
-    })
+/// The two fields deduplication reads from a record: its text and (when asked for) its id.
+pub struct Fields<'a> {
+    pub text: Cow<'a, str>,
+    pub id: Option<Value>,
+}
+
+/// A record's text field (and its id field when `id_field` is given), parsed without building
+/// the rest of the record: other fields are checked for syntax and skipped, and a text without
+/// escapes is borrowed from the line. Errors read as [`parse`]'s; numbers in skipped fields are checked
+/// for syntax only. `at` names the line (`path:line`) and is only called for an error.
+pub fn parse_fields<'a>(raw: &'a str, field: &str, id_field: Option<&str>, at: impl Fn() -> String) -> Result<Fields<'a>> {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let found = FieldsSeed { field, id_field }
+        .deserialize(&mut de)
+        .and_then(|f| de.end().map(|()| f))
+        .map_err(|e| anyhow::anyhow!("{}: malformed JSON: {e}", at()))?;
+    match found {
+        (Some(Some(text)), id) => Ok(Fields { text, id: id.filter(|v| !v.is_null()) }),
+        _ => bail!("{}: no \"{field}\" string (--field names the text)", at()),
+    }
+}
+
+/// Visits a record, keeping the text field (`None` when absent, `Some(None)` when not a string)
+/// and the id field's value; the last of repeated keys wins, as in `serde_json::Value`.
+struct FieldsSeed<'f> {
+    field: &'f str,
+    id_field: Option<&'f str>,
+}
+
+type Found<'de> = (Option<Option<Cow<'de, str>>>, Option<Value>);
+
+impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
+    type Value = Found<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldsSeed<'_> {
+    type Value = Found<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON record")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let (mut text, mut id) = (None, None);
+        while let Some(MaybeStr(key)) = map.next_key::<MaybeStr<'de>>()? {
+            let key = key.unwrap_or_default();
+            let is_id = self.id_field == Some(key.as_ref());
+            if key == self.field && is_id {
+                let v: Value = map.next_value()?;
+                text = Some(v.as_str().map(|s| Cow::Owned(s.to_string())));
+                id = Some(v);
+            } else if key == self.field {
+                text = Some(map.next_value::<MaybeStr<'de>>()?.0);
+            } else if is_id {
+                id = Some(map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok((text, id))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok((None, None))
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+        Ok((None, None))
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+        Ok((None, None))
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self::Value, E> {
+        Ok((None, None))
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+        Ok((None, None))
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self::Value, E> {
+        Ok((None, None))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+        Ok((None, None))
+    }
+}
+
+/// A string, borrowed from the line when it has no escapes, or `None` for any other value.
+struct MaybeStr<'de>(Option<Cow<'de, str>>);
+
+impl<'de> serde::Deserialize<'de> for MaybeStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(MaybeStr(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(MaybeStr(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(MaybeStr(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MaybeStr(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Calls `f` with every non-blank line of `files` in order (its file's index, its line number
+/// from 1 with blank lines counted, its text), reading through one reused buffer, so a pass over
+/// a corpus holds one line at a time rather than the corpus.
+pub fn for_each_line(files: &[PathBuf], mut f: impl FnMut(usize, usize, &str) -> Result<()>) -> Result<()> {
+    let mut buf = Vec::new();
+    for (file, path) in files.iter().enumerate() {
+        let mut reader = BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        for line in 1.. {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf).with_context(|| format!("reading {}", path.display()))? == 0 {
+                break;
+            }
+            let bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{}:{line}: not UTF-8: {e}", path.display()))?;
+            if !text.trim().is_empty() {
+                f(file, line, text)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every record of `files`, parsed in parallel; the first bad line, in input order, is the error.
@@ -114,7 +249,7 @@ impl JsonlWriter {
     pub fn create(path: &Path) -> Result<Self> {
         let tmp = path.with_extension("jsonl.tmp");
         let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        Ok(Self { path: path.to_path_buf(), tmp, out: std::io::BufWriter::new(file) })
+        Ok(Self { path: path.to_path_buf(), tmp, out: std::io::BufWriter::with_capacity(1 << 20, file) })
     }
 
     pub fn line(&mut self, line: &str) -> Result<()> {

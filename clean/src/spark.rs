@@ -15,7 +15,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::dedup::{record_name, with_duplicate_of, DedupOptions};
 use crate::minhash::{shingles, MinHasher};
-use crate::records::parse;
+use crate::records::{parse_fields, Fields};
 
 /// Lines per parallel batch.
 const BATCH: usize = 4096;
@@ -29,13 +29,12 @@ fn sign_line(line: &str, opts: &DedupOptions, hasher: &MinHasher, with_shingles:
             line.chars().take(80).collect::<String>()
         );
     };
-    let value = match parse(raw, &opts.field, at) {
-        Ok(v) => v,
+    let Fields { text, id } = match parse_fields(raw, &opts.field, Some(&opts.id_field), || at.to_string()) {
+        Ok(f) => f,
         Err(e) => return Ok(format!("{key}\t!\t{}", format!("{e:#}").replace(['\t', '\n'], " "))),
     };
-    let text = value[&opts.field].as_str().unwrap_or_default();
-    let set = shingles(text, opts.ngram);
-    let mut out = format!("{key}\t{}\t{:032x}\t", record_name(&value, &opts.id_field, at), xxh3_128(text.as_bytes()));
+    let set = shingles(&text, opts.ngram);
+    let mut out = format!("{key}\t{}\t{:032x}\t", record_name(id, at), xxh3_128(text.as_bytes()));
     hasher.signature(&set).iter().for_each(|v| out.push_str(&format!("{v:08x}")));
     out.push('\t');
     if with_shingles {

@@ -2,7 +2,9 @@
 on the labelled synthetic crawl.
 
 A planted copy (exact or near) is a true duplicate when its similarity to the page it copies
-reaches the threshold; recall is the share of those removed. A removal is right when the page
+reaches the threshold; recall is the share of those pairs the tool put in one cluster (one of
+the two removed as a duplicate of the same page the other is, or is kept as), whichever page of
+the pair it kept. A removal is right when the page
 is within the threshold of the page it is named a duplicate of; precision is the share of those.
 
     python evaluate.py --crawl crawl.jsonl --out DIR [--out DIR ...] [--threshold 0.8]
@@ -40,17 +42,18 @@ def main():
                 sets[k] = shingles(text[k])
         return jaccard(sets[x], sets[y])
 
-    true_dups = {p["id"] for p in pages if p.get("duplicate_of") and sim(p["id"], p["duplicate_of"]) >= a.threshold}
+    true_pairs = [(p["id"], p["copy_of"]) for p in pages if p.get("copy_of") and sim(p["id"], p["copy_of"]) >= a.threshold]
     results = {}
     for out in a.out:
         removed = [json.loads(l) for l in open(os.path.join(out, "removed.jsonl")) if l.strip()]
         right = sum(1 for r in removed if sim(r["id"], r["duplicate_of"]) >= a.threshold)
-        found = sum(1 for r in removed if r["id"] in true_dups)
+        cluster = {r["id"]: r["duplicate_of"] for r in removed}  # a kept page is its own cluster
+        found = sum(1 for c, o in true_pairs if cluster.get(c, c) == cluster.get(o, o))
         results[out] = {
             "removed": len(removed),
             "precision": right / max(len(removed), 1),
-            "recall": found / max(len(true_dups), 1),
-            "true_duplicates": len(true_dups),
+            "recall": found / max(len(true_pairs), 1),
+            "true_duplicates": len(true_pairs),
         }
     print(json.dumps(results, indent=2))
 

@@ -85,7 +85,7 @@ pub struct CrawlPage {
     /// Whether a quality filter should keep the page (articles) or not.
     pub high_quality: bool,
     /// The page this one copies, and how: "exact" or "near".
-    pub duplicate_of: Option<String>,
+    pub copy_of: Option<String>,
     pub duplicate: Option<String>,
     /// The per-word edit rate of a near duplicate.
     pub edit_rate: Option<f64>,
@@ -124,7 +124,7 @@ pub fn generate(cfg: &CrawlConfig) -> anyhow::Result<Vec<CrawlPage>> {
             pages.push(CrawlPage {
                 id,
                 text,
-                duplicate_of: Some(src.id.clone()),
+                copy_of: Some(src.id.clone()),
                 duplicate: Some(if near { "near" } else { "exact" }.into()),
                 edit_rate,
                 ..src
@@ -147,7 +147,7 @@ pub fn generate(cfg: &CrawlConfig) -> anyhow::Result<Vec<CrawlPage>> {
                 text,
                 kind: "article".into(),
                 high_quality: true,
-                duplicate_of: None,
+                copy_of: None,
                 duplicate: None,
                 edit_rate: None,
                 contaminated_from,
@@ -241,7 +241,7 @@ fn low_quality_page(id: String, words: &[&str], rng: &mut ChaCha8Rng) -> CrawlPa
         text,
         kind: kind.into(),
         high_quality: false,
-        duplicate_of: None,
+        copy_of: None,
         duplicate: None,
         edit_rate: None,
         contaminated_from: None,
@@ -286,7 +286,7 @@ mod tests {
         let by_id: std::collections::HashMap<&str, &CrawlPage> = pages.iter().map(|p| (p.id.as_str(), p)).collect();
         let mut seen = (0, 0, 0, 0);
         for p in &pages {
-            match (p.duplicate.as_deref(), &p.duplicate_of) {
+            match (p.duplicate.as_deref(), &p.copy_of) {
                 (Some("exact"), Some(src)) => {
                     assert_eq!(p.text, by_id[src.as_str()].text);
                     seen.0 += 1;

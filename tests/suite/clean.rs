@@ -49,7 +49,7 @@ fn planted_duplicates_are_found_and_every_removal_is_a_true_near_duplicate() {
                 assert!(removed.contains_key(id), "exact copy {id} kept");
             }
             Some("near") => {
-                let s = jaccard(&shingles(&text(id), 5), &shingles(&text(p["duplicate_of"].as_str().unwrap()), 5));
+                let s = jaccard(&shingles(&text(id), 5), &shingles(&text(p["copy_of"].as_str().unwrap()), 5));
                 if s >= 0.9 {
                     near += 1;
                     near_found += removed.contains_key(id) as usize;
