@@ -271,6 +271,22 @@ mod tests {
         let mut plain = vec![u32::MAX; 128];
         fold_min(&mut plain, &m.a, &m.b, &set);
         assert_eq!(m.signature(&set), plain);
+        #[cfg(target_arch = "x86_64")]
+        for (feature, has, fold) in [
+            (
+                "avx2",
+                std::arch::is_x86_feature_detected!("avx2"),
+                fold_min_avx2 as unsafe fn(&mut [u32], &[u64], &[u64], &[u32]),
+            ),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f"), fold_min_avx512),
+        ] {
+            if has {
+                let mut sig = vec![u32::MAX; 128];
+                // SAFETY: the CPU has the feature, checked just above.
+                unsafe { fold(&mut sig, &m.a, &m.b, &set) };
+                assert_eq!(sig, plain, "{feature}");
+            }
+        }
     }
 
     #[test]

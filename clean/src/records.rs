@@ -61,7 +61,12 @@ pub struct Fields<'a> {
 /// the rest of the record: other fields are checked for syntax and skipped, and a text without
 /// escapes is borrowed from the line. Errors read as [`parse`]'s; numbers in skipped fields are checked
 /// for syntax only. `at` names the line (`path:line`) and is only called for an error.
-pub fn parse_fields<'a>(raw: &'a str, field: &str, id_field: Option<&str>, at: impl Fn() -> String) -> Result<Fields<'a>> {
+pub fn parse_fields<'a>(
+    raw: &'a str,
+    field: &str,
+    id_field: Option<&str>,
+    at: impl Fn() -> String,
+) -> Result<Fields<'a>> {
     let mut de = serde_json::Deserializer::from_str(raw);
     let found = FieldsSeed { field, id_field }
         .deserialize(&mut de)
@@ -199,7 +204,8 @@ pub fn for_each_line(files: &[PathBuf], mut f: impl FnMut(usize, usize, &str) ->
             }
             let bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
             let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-            let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{}:{line}: not UTF-8: {e}", path.display()))?;
+            let text =
+                std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{}:{line}: not UTF-8: {e}", path.display()))?;
             if !text.trim().is_empty() {
                 f(file, line, text)?;
             }
@@ -271,4 +277,35 @@ pub fn write_lines<S: AsRef<str>>(path: &Path, lines: impl Iterator<Item = S>) -
         out.line(l.as_ref())?;
     }
     out.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_fields_reads_the_text_and_id_as_a_full_parse_would() {
+        let at = || "f.jsonl:3".to_string();
+        let f = parse_fields(r#"{"id":7,"meta":{"x":[1,2.5e3,null]},"text":"plain"}"#, "text", Some("id"), at).unwrap();
+        assert!(matches!(f.text, Cow::Borrowed("plain")));
+        assert_eq!(f.id, Some(serde_json::json!(7)));
+        // Escapes are decoded; a repeated key's last value wins; a null id is no id.
+        let f = parse_fields(r#"{"text":"old","text":"a\nb \u00e9","id":null}"#, "text", Some("id"), at).unwrap();
+        assert_eq!((f.text.as_ref(), f.id), ("a\nb é", None));
+        // The text field may be the id field too.
+        let f = parse_fields(r#"{"text":"t"}"#, "text", Some("text"), at).unwrap();
+        assert_eq!((f.text.as_ref(), f.id), ("t", Some(serde_json::json!("t"))));
+        for (line, reason) in [
+            (r#"{"text":3}"#, "no \"text\" string"),
+            (r#"{"body":"x"}"#, "no \"text\" string"),
+            (r#"["text"]"#, "no \"text\" string"),
+            (r#"{"text":"x"} trailing"#, "malformed JSON"),
+            (r#"{"text":"x","a":[1,}"#, "malformed JSON"),
+        ] {
+            let err = parse_fields(line, "text", None, at).err().unwrap().to_string();
+            assert!(err.starts_with(&format!("f.jsonl:3: {reason}")), "{line}: {err}");
+            // The same message as a full parse.
+            assert_eq!(err, parse(line, "text", "f.jsonl:3").err().unwrap().to_string(), "{line}");
+        }
+    }
 }
