@@ -16,7 +16,7 @@ use xxhash_rust::xxh3::{xxh3_128, Xxh3Builder};
 use ndarray::Array2;
 
 use crate::minhash::{jaccard, optimal_bands, shingles, MinHasher, Shingles, UnionFind};
-use crate::records::{for_each_line, input_files, parse_fields, Fields, JsonlWriter};
+use crate::records::{for_each_line, input_files, parse_fields, Fields, JsonlWriter, BATCH};
 
 /// How `dedup` reads records and what counts as a duplicate.
 #[derive(Clone, Debug)]
@@ -213,10 +213,6 @@ pub fn with_duplicate_of(raw: &str, name: &Value) -> Result<String> {
     value["duplicate_of"] = name.clone();
     Ok(value.to_string())
 }
-
-/// Records per parallel batch while reading: large enough to keep every core busy, small enough
-/// that a batch's texts are a small share of memory.
-const BATCH: usize = 1 << 14;
 
 fn check(opts: &DedupOptions) -> Result<()> {
     ensure!(opts.threshold > 0.0 && opts.threshold < 1.0, "--threshold must be in (0, 1), got {}", opts.threshold);

@@ -216,24 +216,12 @@ pub fn for_each_line(files: &[PathBuf], mut f: impl FnMut(usize, usize, &str) ->
 
 /// Every record of `files`, parsed in parallel; the first bad line, in input order, is the error.
 pub fn read_docs(files: &[PathBuf], field: &str) -> Result<Vec<Doc>> {
-    use rayon::prelude::*;
     let mut docs = Vec::new();
-    for path in files {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let lines: Vec<(usize, &str)> =
-            text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
-        let parsed: Vec<Result<Doc>> = lines
-            .par_iter()
-            .map(|&(line, raw)| {
-                let value = parse(raw, field, &format!("{}:{line}", path.display()))?;
-                Ok(Doc { path: path.clone(), line, raw: raw.to_string(), value })
-            })
-            .collect();
-        for d in parsed {
-            docs.push(d?);
-        }
-    }
-    ensure!(!docs.is_empty(), "no records to deduplicate");
+    for_each_batch(files, field, |_, batch| {
+        docs.extend(batch);
+        Ok(())
+    })?;
+    ensure!(!docs.is_empty(), "no records in the input");
     Ok(docs)
 }
 
@@ -243,40 +231,92 @@ pub fn read_texts(input: &Path, field: &str) -> Result<Vec<String>> {
     Ok(docs.into_iter().map(|d| d.value[field].as_str().unwrap_or_default().to_string()).collect())
 }
 
-/// A JSONL file written line by line into a temporary file, which `commit` renames into place,
-/// so a failed run leaves no half-written output.
+/// Records per parallel batch when streaming: enough to keep every core busy, few enough that
+/// a batch is a small share of memory.
+pub const BATCH: usize = 1 << 14;
+
+/// Calls `f` with consecutive batches of the records of `files`, parsed in parallel, and the
+/// input position of each batch's first record; the first bad line in input order is the error.
+pub fn for_each_batch(files: &[PathBuf], field: &str, mut f: impl FnMut(usize, Vec<Doc>) -> Result<()>) -> Result<()> {
+    use rayon::prelude::*;
+    let mut batch: Vec<(usize, usize, String)> = Vec::with_capacity(BATCH);
+    let mut done = 0;
+    let mut flush = |batch: &mut Vec<(usize, usize, String)>| -> Result<()> {
+        let docs: Vec<Result<Doc>> = batch
+            .par_drain(..)
+            .map(|(file, line, raw)| {
+                let path = &files[file];
+                let value = parse(&raw, field, &format!("{}:{line}", path.display()))?;
+                Ok(Doc { path: path.clone(), line, raw, value })
+            })
+            .collect();
+        let docs = docs.into_iter().collect::<Result<Vec<Doc>>>()?;
+        let n = docs.len();
+        f(done, docs)?;
+        done += n;
+        Ok(())
+    };
+    for_each_line(files, |file, line, raw| {
+        batch.push((file, line, raw.to_string()));
+        if batch.len() == BATCH {
+            flush(&mut batch)?;
+        }
+        Ok(())
+    })?;
+    if !batch.is_empty() {
+        flush(&mut batch)?;
+    }
+    Ok(())
+}
+
+/// Checks that every line of `files` is a record with a `field` string, before a stage writes
+/// anything, and counts them; the first bad line in input order is the error.
+pub fn check_records(files: &[PathBuf], field: &str) -> Result<usize> {
+    let mut n = 0;
+    for_each_batch(files, field, |_, docs| {
+        n += docs.len();
+        Ok(())
+    })?;
+    ensure!(n > 0, "no records in the input");
+    Ok(n)
+}
+
+/// A JSONL file written line by line into a temporary file, which `commit` renames into place;
+/// dropped uncommitted (a failed run), it deletes the temporary file, so nothing half written
+/// is left.
 pub struct JsonlWriter {
     path: PathBuf,
     tmp: PathBuf,
-    out: std::io::BufWriter<std::fs::File>,
+    out: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl JsonlWriter {
     pub fn create(path: &Path) -> Result<Self> {
         let tmp = path.with_extension("jsonl.tmp");
         let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        Ok(Self { path: path.to_path_buf(), tmp, out: std::io::BufWriter::with_capacity(1 << 20, file) })
+        Ok(Self { path: path.to_path_buf(), tmp, out: Some(std::io::BufWriter::with_capacity(1 << 20, file)) })
     }
 
     pub fn line(&mut self, line: &str) -> Result<()> {
-        self.out.write_all(line.as_bytes())?;
-        self.out.write_all(b"\n").with_context(|| format!("cannot write {}", self.tmp.display()))
+        let out = self.out.as_mut().context("writing to a committed file")?;
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n").with_context(|| format!("cannot write {}", self.tmp.display()))
     }
 
     pub fn commit(mut self) -> Result<()> {
-        self.out.flush().with_context(|| format!("cannot write {}", self.tmp.display()))?;
-        drop(self.out);
+        let mut out = self.out.take().context("committing twice")?;
+        out.flush().with_context(|| format!("cannot write {}", self.tmp.display()))?;
+        drop(out);
         std::fs::rename(&self.tmp, &self.path).with_context(|| format!("renaming {}", self.tmp.display()))
     }
 }
 
-/// Writes `lines` to `path` through a temporary file and a rename.
-pub fn write_lines<S: AsRef<str>>(path: &Path, lines: impl Iterator<Item = S>) -> Result<()> {
-    let mut out = JsonlWriter::create(path)?;
-    for l in lines {
-        out.line(l.as_ref())?;
+impl Drop for JsonlWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
-    out.commit()
 }
 
 #[cfg(test)]

@@ -26,14 +26,11 @@ def jaccard(a, b):
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--crawl", required=True)
-    ap.add_argument("--out", action="append", required=True)
-    ap.add_argument("--threshold", type=float, default=0.8)
-    a = ap.parse_args()
-    pages = [json.loads(l) for l in open(a.crawl) if l.strip()]
+def score(pages, removed, threshold=0.8, present=None):
+    """Precision and recall of `removed` (records with `id` and `duplicate_of`) on the labelled
+    `pages`; planted pairs count only where both pages are in `present` (default: all)."""
     text = {p["id"]: p["text"] for p in pages}
+    present = set(text) if present is None else present
     sets = {}
 
     def sim(x, y):
@@ -42,19 +39,26 @@ def main():
                 sets[k] = shingles(text[k])
         return jaccard(sets[x], sets[y])
 
-    true_pairs = [(p["id"], p["copy_of"]) for p in pages if p.get("copy_of") and sim(p["id"], p["copy_of"]) >= a.threshold]
+    pairs = [(p["id"], p["copy_of"]) for p in pages
+             if p.get("copy_of") and p["id"] in present and p["copy_of"] in present and sim(p["id"], p["copy_of"]) >= threshold]
+    cluster = {r["id"]: r["duplicate_of"] for r in removed}  # a kept page is its own cluster
+    found = sum(1 for c, o in pairs if cluster.get(c, c) == cluster.get(o, o))
+    right = sum(1 for r in removed if sim(r["id"], r["duplicate_of"]) >= threshold)
+    return {"removed": len(removed), "precision": right / max(len(removed), 1), "recall": found / max(len(pairs), 1),
+            "true_duplicates": len(pairs)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--crawl", required=True)
+    ap.add_argument("--out", action="append", required=True)
+    ap.add_argument("--threshold", type=float, default=0.8)
+    a = ap.parse_args()
+    pages = [json.loads(l) for l in open(a.crawl) if l.strip()]
     results = {}
     for out in a.out:
         removed = [json.loads(l) for l in open(os.path.join(out, "removed.jsonl")) if l.strip()]
-        right = sum(1 for r in removed if sim(r["id"], r["duplicate_of"]) >= a.threshold)
-        cluster = {r["id"]: r["duplicate_of"] for r in removed}  # a kept page is its own cluster
-        found = sum(1 for c, o in true_pairs if cluster.get(c, c) == cluster.get(o, o))
-        results[out] = {
-            "removed": len(removed),
-            "precision": right / max(len(removed), 1),
-            "recall": found / max(len(true_pairs), 1),
-            "true_duplicates": len(true_pairs),
-        }
+        results[out] = score(pages, removed, a.threshold)
     print(json.dumps(results, indent=2))
 
 

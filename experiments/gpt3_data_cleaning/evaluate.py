@@ -19,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dedup_vs_datasketch"))
-from evaluate import jaccard, shingles  # noqa: E402  (the dedup benchmark's exact-Jaccard scorer)
+from evaluate import score  # noqa: E402  (the dedup benchmark's exact-Jaccard scorer)
 
 
 def read(path):
@@ -31,25 +31,12 @@ def ratio(a, b):
 
 
 def dedup_scores(pages, stage_dir, threshold=0.8):
-    text = {p["id"]: p["text"] for p in pages}
     present = {r["id"] for r in read(os.path.join(stage_dir, "kept.jsonl"))}
     removed = read(os.path.join(stage_dir, "removed.jsonl"))
     present |= {r["id"] for r in removed}
-    sets = {}
-
-    def sim(x, y):
-        for k in (x, y):
-            if k not in sets:
-                sets[k] = shingles(text[k])
-        return jaccard(sets[x], sets[y])
-
-    pairs = [(p["id"], p["copy_of"]) for p in pages
-             if p.get("copy_of") and p["id"] in present and p["copy_of"] in present and sim(p["id"], p["copy_of"]) >= threshold]
-    cluster = {r["id"]: r["duplicate_of"] for r in removed}
-    found = sum(1 for c, o in pairs if cluster.get(c, c) == cluster.get(o, o))
-    right = sum(1 for r in removed if sim(r["id"], r["duplicate_of"]) >= threshold)
-    return {"input": len(present), "removed": len(removed), "precision": ratio(right, len(removed)),
-            "recall": ratio(found, len(pairs)), "pairs": len(pairs)}
+    s = score(pages, removed, threshold, present)
+    return {"input": len(present), "removed": len(removed), "precision": s["precision"], "recall": s["recall"],
+            "pairs": s["true_duplicates"]}
 
 
 def decontamination_scores(pages, stage_dir):

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::records::{input_files, read_docs, write_lines};
+use super::records::{check_records, for_each_batch, input_files, JsonlWriter};
 
 /// GPT-3's settings.
 #[derive(Clone, Debug, Serialize)]
@@ -170,9 +170,10 @@ pub struct DecontaminateStats {
     pub options: DecontaminateOptions,
 }
 
-/// Decontaminates the records of `input` against `eval` into `out`: `kept.jsonl` (clean records
-/// as read, and each piece of a cut one as a copy with its text and `piece`), `removed.jsonl`
-/// (dropped records with `contaminated_by`), and `stats.json`.
+/// Decontaminates the records of `input` against `eval` into `out`, streaming: `kept.jsonl`
+/// (clean records as read, and each piece of a cut one as a copy with its text and `piece`),
+/// `removed.jsonl` (dropped records with `contaminated_by`), and `stats.json`. The input is
+/// checked whole first, so a bad line stops it before anything is written.
 pub fn decontaminate(
     input: &Path,
     out: &Path,
@@ -181,47 +182,51 @@ pub fn decontaminate(
 ) -> Result<DecontaminateStats> {
     ensure!(opts.ngram == eval.n, "the evaluation n-grams were built for n = {}, not {}", eval.n, opts.ngram);
     ensure!(opts.ngram > 0 && opts.max_pieces > 0, "--ngram and --max-pieces must be positive");
-    let docs = read_docs(&input_files(input)?, &opts.field)?;
-    let verdicts: Vec<Verdict> = docs
-        .par_iter()
-        .map(|d| decontaminate_text(d.value[&opts.field].as_str().unwrap_or_default(), eval, opts))
-        .collect();
-    let mut kept = Vec::new();
-    let mut removed = Vec::new();
+    let files = input_files(input)?;
+    let documents = check_records(&files, &opts.field)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut kept = JsonlWriter::create(&out.join("kept.jsonl"))?;
+    let mut removed = JsonlWriter::create(&out.join("removed.jsonl"))?;
     let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
     let (mut clean, mut cut, mut pieces, mut dropped) = (0, 0, 0, 0);
-    for (d, v) in docs.iter().zip(&verdicts) {
-        match v {
-            Verdict::Clean => {
-                clean += 1;
-                kept.push(d.raw.clone());
-            }
-            Verdict::Pieces(ps, tasks) => {
-                cut += 1;
-                pieces += ps.len();
-                for (k, p) in ps.iter().enumerate() {
-                    let mut r = d.value.clone();
-                    r[&opts.field] = Value::String(p.clone());
-                    r["piece"] = k.into();
-                    r["contaminated_by"] = tasks.clone().into();
-                    kept.push(r.to_string());
+    for_each_batch(&files, &opts.field, |_, docs| {
+        let verdicts: Vec<Verdict> = docs
+            .par_iter()
+            .map(|d| decontaminate_text(d.value[&opts.field].as_str().unwrap_or_default(), eval, opts))
+            .collect();
+        for (d, v) in docs.iter().zip(&verdicts) {
+            match v {
+                Verdict::Clean => {
+                    clean += 1;
+                    kept.line(&d.raw)?;
                 }
-                tasks.iter().for_each(|t| *per_task.entry(t.clone()).or_default() += 1);
-            }
-            Verdict::Dropped(tasks) => {
-                dropped += 1;
-                let mut r = d.value.clone();
-                r["contaminated_by"] = tasks.clone().into();
-                removed.push(r.to_string());
-                tasks.iter().for_each(|t| *per_task.entry(t.clone()).or_default() += 1);
+                Verdict::Pieces(ps, tasks) => {
+                    cut += 1;
+                    pieces += ps.len();
+                    for (k, p) in ps.iter().enumerate() {
+                        let mut r = d.value.clone();
+                        r[&opts.field] = Value::String(p.clone());
+                        r["piece"] = k.into();
+                        r["contaminated_by"] = tasks.clone().into();
+                        kept.line(&r.to_string())?;
+                    }
+                    tasks.iter().for_each(|t| *per_task.entry(t.clone()).or_default() += 1);
+                }
+                Verdict::Dropped(tasks) => {
+                    dropped += 1;
+                    let mut r = d.value.clone();
+                    r["contaminated_by"] = tasks.clone().into();
+                    removed.line(&r.to_string())?;
+                    tasks.iter().for_each(|t| *per_task.entry(t.clone()).or_default() += 1);
+                }
             }
         }
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    write_lines(&out.join("kept.jsonl"), kept.iter())?;
-    write_lines(&out.join("removed.jsonl"), removed.iter())?;
+        Ok(())
+    })?;
+    kept.commit()?;
+    removed.commit()?;
     let stats = DecontaminateStats {
-        documents: docs.len(),
+        documents,
         clean,
         cut,
         pieces,

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::records::{input_files, read_docs, write_lines, Doc};
+use super::records::{check_records, for_each_batch, input_files, Doc, JsonlWriter};
 
 /// A document's features: sorted distinct hashed unigram and bigram indices, each with the same
 /// weight so that the vector has unit length.
@@ -186,34 +186,56 @@ pub struct FilterStats {
     pub seconds: f64,
 }
 
-/// Every record of `input` with its score, in input order (scored in parallel).
-fn scored(model: &QualityModel, input: &Path, field: &str) -> Result<(Vec<Doc>, Vec<f64>)> {
+/// Streams the records of `input` through `model`: `f` gets each batch, the input position of
+/// its first record and the batch's scores (computed in parallel). The input is checked whole
+/// first, so a bad line stops the stage before anything is written.
+fn for_each_scored(
+    model: &QualityModel,
+    input: &Path,
+    field: &str,
+    mut f: impl FnMut(usize, &[Doc], &[f64]) -> Result<()>,
+) -> Result<usize> {
     use rayon::prelude::*;
-    let docs = read_docs(&input_files(input)?, field)?;
-    let scores = docs.par_iter().map(|d| model.score(d.value[field].as_str().unwrap_or_default())).collect();
-    Ok((docs, scores))
+    let files = input_files(input)?;
+    let n = check_records(&files, field)?;
+    for_each_batch(&files, field, |first, docs| {
+        let scores: Vec<f64> =
+            docs.par_iter().map(|d| model.score(d.value[field].as_str().unwrap_or_default())).collect();
+        f(first, &docs, &scores)
+    })?;
+    Ok(n)
+}
+
+/// A record's line with its `quality_score`.
+fn with_score(d: &Doc, score: f64) -> String {
+    let mut v = d.value.clone();
+    v["quality_score"] = score.into();
+    v.to_string()
 }
 
 /// Writes each record of `input` with its `quality_score` to `out`.
 pub fn score_file(model: &QualityModel, input: &Path, out: &Path, field: &str) -> Result<usize> {
-    let (docs, scores) = scored(model, input, field)?;
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    write_lines(
-        out,
-        docs.iter().zip(&scores).map(|(d, s)| {
-            let mut v = d.value.clone();
-            v["quality_score"] = (*s).into();
-            v.to_string()
-        }),
-    )?;
-    Ok(docs.len())
+    let mut w: Option<JsonlWriter> = None;
+    let n = for_each_scored(model, input, field, |_, docs, scores| {
+        let w = match &mut w {
+            Some(w) => w,
+            None => {
+                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
+                w.insert(JsonlWriter::create(out)?)
+            }
+        };
+        docs.iter().zip(scores).try_for_each(|(d, &s)| w.line(&with_score(d, s)))
+    })?;
+    w.context("no records in the input")?.commit()?;
+    Ok(n)
 }
 
 /// GPT-3's filter: scores every record of `input` and keeps it by [`pareto_keep`], each
-/// document's draw seeded by `seed` and its position; writes `kept.jsonl`, `removed.jsonl`
-/// (with `quality_score`), `stats.json` and the score histogram `scores.png`/`.svg` into `out`.
+/// document's draw seeded by `seed` and its position; streams `kept.jsonl` and `removed.jsonl`
+/// (with `quality_score`), then writes `stats.json` and the score histogram
+/// `scores.png`/`.svg` into `out`.
 pub fn filter(
     model: &QualityModel,
     input: &Path,
@@ -224,26 +246,36 @@ pub fn filter(
 ) -> Result<FilterStats> {
     ensure!(alpha > 0.0 && alpha.is_finite(), "--alpha must be positive, got {alpha}");
     let start = std::time::Instant::now();
-    let (docs, scores) = scored(model, input, field)?;
-    let keep: Vec<bool> = scores
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| {
+    let mut writers: Option<(JsonlWriter, JsonlWriter)> = None;
+    let (mut scores, mut keep) = (Vec::new(), Vec::new());
+    for_each_scored(model, input, field, |first, docs, batch_scores| {
+        let (kept, removed) = match &mut writers {
+            Some(w) => w,
+            None => {
+                std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+                writers.insert((
+                    JsonlWriter::create(&out.join("kept.jsonl"))?,
+                    JsonlWriter::create(&out.join("removed.jsonl"))?,
+                ))
+            }
+        };
+        for (k, (d, &s)) in docs.iter().zip(batch_scores).enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            rng.set_stream(i as u64);
-            pareto_keep(s, alpha, &mut rng)
-        })
-        .collect();
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    write_lines(&out.join("kept.jsonl"), docs.iter().zip(&keep).filter(|(_, k)| **k).map(|(d, _)| d.raw.as_str()))?;
-    write_lines(
-        &out.join("removed.jsonl"),
-        docs.iter().zip(&keep).zip(&scores).filter(|((_, k), _)| !**k).map(|((d, _), s)| {
-            let mut v = d.value.clone();
-            v["quality_score"] = (*s).into();
-            v.to_string()
-        }),
-    )?;
+            rng.set_stream((first + k) as u64);
+            let keep_it = pareto_keep(s, alpha, &mut rng);
+            if keep_it {
+                kept.line(&d.raw)?;
+            } else {
+                removed.line(&with_score(d, s))?;
+            }
+            scores.push(s);
+            keep.push(keep_it);
+        }
+        Ok(())
+    })?;
+    let (kept, removed) = writers.context("no records in the input")?;
+    kept.commit()?;
+    removed.commit()?;
     const BINS: usize = 10;
     let bin = |s: f64| ((s * BINS as f64) as usize).min(BINS - 1);
     let mut all = vec![0.0; BINS];
@@ -267,10 +299,10 @@ pub fn filter(
     .save(&out.join("scores"))?;
     let n_kept = keep.iter().filter(|&&k| k).count();
     let stats = FilterStats {
-        documents: docs.len(),
+        documents: scores.len(),
         kept: n_kept,
-        kept_fraction: n_kept as f64 / docs.len() as f64,
-        mean_score: scores.iter().sum::<f64>() / docs.len() as f64,
+        kept_fraction: n_kept as f64 / scores.len() as f64,
+        mean_score: scores.iter().sum::<f64>() / scores.len() as f64,
         alpha,
         seed,
         seconds: start.elapsed().as_secs_f64(),

@@ -101,6 +101,19 @@ fn a_malformed_line_is_named_and_nothing_is_written() {
     let err = run_err(&["clean", "dedup", "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(err.contains("in.jsonl:3") && err.contains("malformed JSON"), "{err}");
     assert!(!out.exists(), "output written for a bad input");
+    // Decontamination streams its output, and checks the whole input before it writes.
+    let err = run_err(&[
+        "clean",
+        "decontaminate",
+        "--input",
+        input.to_str().unwrap(),
+        "--tasks",
+        "review_sentiment",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("in.jsonl:3") && err.contains("malformed JSON"), "{err}");
+    assert!(!out.exists(), "decontamination wrote output for a bad input");
     std::fs::write(&input, "{\"body\": \"one two three\"}\n").unwrap();
     let err = run_err(&["clean", "dedup", "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(err.contains("in.jsonl:1") && err.contains("--field"), "{err}");
