@@ -160,16 +160,25 @@ impl Clusterer {
         let pairs: Vec<Vec<(usize, usize)>> = (0..bands)
             .into_par_iter()
             .map(|band| {
-                let mut buckets: HashMap<&[u32], Vec<usize>, Xxh3Builder> = HashMap::with_hasher(Xxh3Builder::new());
+                // Each bucket's first member; with verification, also its later ones.
+                let mut first: HashMap<&[u32], usize, Xxh3Builder> =
+                    HashMap::with_capacity_and_hasher(distinct.len(), Xxh3Builder::new());
+                let mut later: HashMap<usize, Vec<usize>> = HashMap::new();
                 let mut pairs = Vec::new();
                 for (k, sig) in flat.chunks_exact(opts.num_perm).enumerate() {
-                    let key = &sig[band * rows..(band + 1) * rows];
-                    let members = buckets.entry(key).or_default();
+                    let j0 = *first.entry(&sig[band * rows..(band + 1) * rows]).or_insert(k);
+                    if j0 == k {
+                        continue;
+                    }
                     // Without verification one link to the bucket's first member joins the
                     // cluster; with it, every earlier member is a candidate to check.
-                    let candidates = if opts.verify { &members[..] } else { &members[..members.len().min(1)] };
-                    for &j in candidates {
-                        if !opts.verify || jaccard(&sets[j], &sets[k]) >= opts.threshold {
+                    if !opts.verify {
+                        pairs.push((j0, k));
+                        continue;
+                    }
+                    let members = later.entry(j0).or_default();
+                    for &j in std::iter::once(&j0).chain(members.iter()) {
+                        if jaccard(&sets[j], &sets[k]) >= opts.threshold {
                             pairs.push((j, k));
                         }
                     }
