@@ -152,3 +152,134 @@ pub fn bench_clip_train(
         pairs_per_s: (steps as i64 * batch_size) as f64 / secs,
     })
 }
+
+/// What `bench generate` measures: decoding speed beside the per-token lower bound it measures
+/// on the same model and device.
+#[derive(Debug, Serialize)]
+pub struct GenerateBench {
+    pub model: String,
+    pub device: String,
+    pub dtype: String,
+    pub threads: i32,
+    pub params: i64,
+    pub batch_size: i64,
+    pub prompt_tokens: i64,
+    pub new_tokens: usize,
+    /// Reading the prompt and choosing the first new token.
+    pub prefill_ms: f64,
+    /// Each later token (a one-position step through the KV cache), median over the runs.
+    pub decode_ms_per_token: f64,
+    /// New tokens per second of the decode steps, all rows together.
+    pub decode_tokens_per_s: f64,
+    /// The model's weight matrix-vector chain for one token (each Linear and the LM head, on
+    /// [B, C] inputs), the arithmetic a step cannot avoid.
+    pub matvec_ms_per_token: f64,
+    /// Weight bytes read per token over the measured memory bandwidth: the bound where the
+    /// weights do not fit the caches (on CPUs with large caches the matvec chain is below it).
+    pub weight_mb: f64,
+    pub bandwidth_gb_s: f64,
+    pub bandwidth_ms_per_token: f64,
+    /// `decode_ms_per_token` over `matvec_ms_per_token`.
+    pub ratio_to_bound: f64,
+}
+
+/// Times greedy decoding of exactly `new_tokens` tokens (end-of-text ignored) after a random
+/// prompt of `prompt_tokens`, `runs` times after one warm-up, and measures the lower bounds.
+pub fn bench_generate(
+    model: &Gpt,
+    vs: &VarStore,
+    batch_size: i64,
+    prompt_tokens: i64,
+    new_tokens: usize,
+    runs: usize,
+) -> Result<GenerateBench> {
+    use crate::infer::generate::{generate_batch, SampleOptions};
+    let cfg = &model.cfg;
+    ensure!(new_tokens >= 2, "--new-tokens must be at least 2 (the first comes from the prefill)");
+    ensure!(
+        prompt_tokens >= 1 && prompt_tokens + new_tokens as i64 <= cfg.block_size,
+        "{prompt_tokens} prompt tokens and {new_tokens} new ones must fit the context of {}",
+        cfg.block_size
+    );
+    let device = model.device();
+    let prompts: Vec<Vec<i64>> = (0..batch_size)
+        .map(|_| Vec::<i64>::try_from(&Tensor::randint(cfg.vocab_size, [prompt_tokens], (Kind::Int64, Device::Cpu))))
+        .collect::<Result<_, _>>()?;
+    let opts = SampleOptions { temperature: 0.0, max_new_tokens: new_tokens, ..SampleOptions::default() };
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    for run in 0..=runs {
+        let start = Instant::now();
+        let mut stamps = Vec::with_capacity(new_tokens);
+        let mut seen = 0;
+        generate_batch(model, &prompts, cfg.vocab_size, None, &opts, |row, _| {
+            // A step's tokens arrive row by row; time each step at its last row.
+            if row as i64 == batch_size - 1 {
+                stamps.push(start.elapsed().as_secs_f64());
+            }
+            seen += 1;
+            true
+        })?;
+        ensure!(seen == new_tokens * batch_size as usize, "generation stopped after {seen} tokens");
+        if run > 0 {
+            prefill.push(stamps[0]);
+            decode.push((stamps[new_tokens - 1] - stamps[0]) / (new_tokens - 1) as f64);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (prefill, decode) = (median(prefill), median(decode));
+    let kind = model.compute_kind();
+    // The weights a step multiplies by: every 2-D Linear weight and the LM head.
+    let vars = vs.variables();
+    let mut weights: Vec<Tensor> = vars
+        .iter()
+        .filter(|(name, t)| t.dim() == 2 && name.contains(".h.") && name.ends_with(".weight"))
+        .map(|(_, t)| t.to_kind(kind))
+        .collect();
+    let head = vars.get("lm_head.weight").or_else(|| vars.get("transformer.wte.weight")).map(|w| w.tr().to_kind(kind));
+    weights.extend(head);
+    let inputs: Vec<Tensor> =
+        weights.iter().map(|w| Tensor::randn([batch_size, w.size()[0]], (kind, device))).collect();
+    let chain = || {
+        let mut last = None;
+        for (x, w) in inputs.iter().zip(&weights) {
+            last = Some(x.matmul(w));
+        }
+        if let Some(y) = last {
+            y.sum(Kind::Float).double_value(&[]); // waits for queued device work
+        }
+    };
+    chain();
+    let reps = 50;
+    let matvec = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            (0..reps).for_each(|_| chain());
+            start.elapsed().as_secs_f64() / reps as f64
+        })
+        .fold(f64::INFINITY, f64::min);
+    let weight_bytes: i64 = weights.iter().map(|w| w.numel() as i64 * w.kind().elt_size_in_bytes() as i64).sum();
+    let bandwidth = crate::device::measure_bandwidth_gb_s(device)?;
+    let bandwidth_s = weight_bytes as f64 / (bandwidth * 1e9);
+    Ok(GenerateBench {
+        model: String::new(),
+        device: format!("{device:?}"),
+        dtype: format!("{kind:?}"),
+        threads: tch::get_num_threads(),
+        params: cfg.param_counts().total,
+        batch_size,
+        prompt_tokens,
+        new_tokens,
+        prefill_ms: prefill * 1e3,
+        decode_ms_per_token: decode * 1e3,
+        decode_tokens_per_s: batch_size as f64 / decode,
+        matvec_ms_per_token: matvec * 1e3,
+        weight_mb: weight_bytes as f64 / 1e6,
+        bandwidth_gb_s: bandwidth,
+        bandwidth_ms_per_token: bandwidth_s * 1e3,
+        ratio_to_bound: decode / matvec,
+    })
+}

@@ -47,6 +47,27 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// Achieved memory bandwidth in GB/s: bytes read and written by copying a 256 MiB buffer, best
+/// of five (the bound a memory-bound step such as batch-1 decoding is measured against).
+pub fn measure_bandwidth_gb_s(device: Device) -> Result<f64> {
+    let n: i64 = 64 << 20; // fp32 elements: 256 MiB
+    let src = Tensor::ones([n], (Kind::Float, device));
+    let mut dst = Tensor::zeros([n], (Kind::Float, device));
+    let mut copy = || {
+        dst.copy_(&src);
+        dst.get(n - 1).double_value(&[]) // forces completion on CUDA
+    };
+    copy();
+    let secs = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            copy();
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    Ok(2.0 * (n * 4) as f64 / secs / 1e9)
+}
+
 /// Achieved TFLOP/s of a large square matmul in `kind`: the practical peak MFU is measured
 /// against (vendor peaks are rarely reachable). 1024² on CPU, 8192² on CUDA.
 pub fn measure_peak_tflops(device: Device, kind: Kind) -> Result<f64> {

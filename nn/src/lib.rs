@@ -79,17 +79,23 @@ impl Linear {
 
     /// x: [.., in] -> [.., out], computed in `kind` (the weights are cast, never stored cast).
     pub fn forward(&self, x: &Tensor, kind: Kind) -> Tensor {
-        let x = x.to_kind(kind);
-        let w = self.weight.to_kind(kind);
-        let b = self.bias.as_ref().map(|b| b.to_kind(kind));
-        if self.in_out {
-            let y = x.matmul(&w);
-            match b {
-                Some(b) => y + b,
-                None => y,
+        // Casts only where the kind differs: each call is a dispatch, and a decoding step is
+        // hundreds of small ops.
+        let cast = |t: &Tensor| if t.kind() == kind { t.shallow_clone() } else { t.to_kind(kind) };
+        let (x, w) = (cast(x), cast(&self.weight));
+        let b = self.bias.as_ref().map(cast);
+        if !self.in_out {
+            return x.linear(&w, b.as_ref());
+        }
+        match b {
+            // One fused GEMM with the bias: [N, in] @ [in, out] + [out].
+            Some(b) => {
+                let mut shape = x.size();
+                let n_in = shape.pop().unwrap_or(1);
+                shape.push(w.size()[1]);
+                b.addmm(&x.reshape([-1, n_in]), &w).view(shape.as_slice())
             }
-        } else {
-            x.linear(&w, b.as_ref())
+            None => x.matmul(&w),
         }
     }
 }
@@ -114,7 +120,8 @@ impl LayerNorm {
     /// x: [.., W] in any kind -> fp32.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let w = self.weight.size()[0];
-        x.to_kind(Kind::Float).layer_norm([w], Some(&self.weight), self.bias.as_ref(), self.eps, true)
+        let x = if x.kind() == Kind::Float { x.shallow_clone() } else { x.to_kind(Kind::Float) };
+        x.layer_norm([w], Some(&self.weight), self.bias.as_ref(), self.eps, true)
     }
 }
 

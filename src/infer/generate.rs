@@ -145,7 +145,10 @@ pub fn generate_batch_with(
     let mut seqs: Vec<Vec<i64>> = prompts.to_vec();
     let mut new: Vec<Vec<i64>> = vec![Vec::new(); rows];
     let mut live = vec![true; rows];
-    let mut cache = KvCache::new();
+    // The cache never holds more than the longest prompt (cut to the context) and its new tokens.
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let capacity = (longest + opts.max_new_tokens).min(block) as i64;
+    let mut cache = KvCache::with_capacity(capacity);
     // The mask of everything the cache holds, [B, cached]; padding and finished rows' steps are 0.
     let mut mask = Tensor::zeros([rows as i64, 0], (Kind::Int64, device));
     tch::no_grad(|| -> Result<()> {
@@ -182,7 +185,7 @@ pub fn generate_batch_with(
                 }
                 let x = Tensor::from_slice(&ids).to_device(device).view([rows as i64, width as i64]); // [B, T]
                 let m = Tensor::from_slice(&real).to_device(device).view([rows as i64, width as i64]); // [B, T]
-                cache = KvCache::new();
+                cache = KvCache::with_capacity(capacity);
                 let cache_ref = opts.kv_cache.then_some(&mut cache);
                 let pass = Pass { mask: masked.then_some(&m), cache: cache_ref, ..Default::default() };
                 let logits = match embed {
@@ -193,11 +196,17 @@ pub fn generate_batch_with(
                 logits // [B, T, V]
             };
             let last = logits.select(1, -1).narrow(1, 0, vocab); // [B, V]
+                                                                 // Greedy rows need one argmax and one transfer for the whole batch.
+            let greedy: Option<Vec<i64>> =
+                (opts.temperature <= 0.0).then(|| Vec::<i64>::try_from(&last.argmax(1, false))).transpose()?;
             for row in 0..rows {
                 if !live[row] {
                     continue;
                 }
-                let next = sample_next(&last.get(row as i64), opts);
+                let next = match &greedy {
+                    Some(ids) => ids[row],
+                    None => sample_next(&last.get(row as i64), opts),
+                };
                 seqs[row].push(next);
                 new[row].push(next);
                 if Some(next) == eot || !on_token(row, &new[row]) {

@@ -155,10 +155,17 @@ impl GptConfig {
     }
 }
 
-/// Keys and values of the positions seen so far, one entry per layer, each [B, H, T_past, D].
+/// Keys and values of the positions already processed, per layer, in buffers sized once (at
+/// the first pass) and written in place: a decoding step copies its own position only, not the
+/// whole past.
 #[derive(Debug, Default)]
 pub struct KvCache {
+    /// Per layer, keys and values [B, H, capacity, D].
     layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Positions held.
+    len: i64,
+    /// Positions the buffers hold at most (None: the model's context).
+    capacity: Option<i64>,
 }
 
 impl KvCache {
@@ -166,17 +173,28 @@ impl KvCache {
         Self::default()
     }
 
+    /// A cache that will hold at most `positions` (prompt plus new tokens): smaller buffers than
+    /// the whole context.
+    pub fn with_capacity(positions: i64) -> Self {
+        Self { capacity: Some(positions), ..Self::default() }
+    }
+
     /// Number of positions already cached.
     pub fn len(&self) -> i64 {
-        match self.layers.first() {
-            Some(Some((k, _))) => k.size()[2],
-            _ => 0,
-        }
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
+}
+
+/// One layer's view of the cache during a pass: its buffers, the positions they already hold,
+/// and their capacity.
+struct LayerCache<'a> {
+    kv: &'a mut Option<(Tensor, Tensor)>,
+    past: i64,
+    capacity: i64,
 }
 
 #[derive(Debug)]
@@ -202,7 +220,7 @@ impl CausalSelfAttention {
     fn forward(
         &self,
         x: &Tensor,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<LayerCache>,
         key_mask: Option<&Tensor>,
         train: bool,
         kind: Kind,
@@ -210,18 +228,19 @@ impl CausalSelfAttention {
         let (b, t, c) = x.size3().unwrap();
         let d = c / self.n_head;
         let qkv = self.c_attn.forward(x, kind); // [B, T, 3C]
-        let heads = |z: &Tensor| z.view([b, t, self.n_head, d]).transpose(1, 2); // [B, H, T, D]
-        let parts = qkv.split(c, 2);
-        let (q, mut k, mut v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
+        let qkv = qkv.view([b, t, 3, self.n_head, d]).permute([2, 0, 3, 1, 4]); // [3, B, H, T, D]
+        let (q, mut k, mut v) = (qkv.get(0), qkv.get(1), qkv.get(2)); // [B, H, T, D]
         let t_past = match cache {
-            Some(slot) => {
-                if let Some((k_past, v_past)) = slot.as_ref() {
-                    k = Tensor::cat(&[k_past, &k], 2); // [B, H, T_past + T, D]
-                    v = Tensor::cat(&[v_past, &v], 2);
-                }
-                let t_past = k.size()[2] - t;
-                *slot = Some((k.shallow_clone(), v.shallow_clone()));
-                t_past
+            Some(LayerCache { kv, past, capacity }) => {
+                let (k_buf, v_buf) = kv.get_or_insert_with(|| {
+                    let buf = || Tensor::zeros([b, self.n_head, capacity, d], (k.kind(), k.device()));
+                    (buf(), buf()) // [B, H, capacity, D]
+                });
+                k_buf.narrow(2, past, t).copy_(&k);
+                v_buf.narrow(2, past, t).copy_(&v);
+                k = k_buf.narrow(2, 0, past + t); // [B, H, T_past + T, D]
+                v = v_buf.narrow(2, 0, past + t);
+                past
             }
             None => 0,
         };
@@ -241,8 +260,8 @@ impl CausalSelfAttention {
             let mask = Tensor::ones([t, total], (Kind::Bool, x.device())).tril(t_past); // [T, T_past + T]
             Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None::<f64>, false)
         }; // [B, H, T, D]
-        let y = y.transpose(1, 2).contiguous().view([b, t, c]);
-        self.c_proj.forward(&y, kind).dropout(p, train)
+        let y = y.transpose(1, 2).reshape([b, t, c]);
+        dropout(self.c_proj.forward(&y, kind), p, train)
     }
 }
 
@@ -267,7 +286,7 @@ impl Mlp {
 
     fn forward(&self, x: &Tensor, train: bool, kind: Kind) -> Tensor {
         let h = self.c_fc.forward(x, kind).gelu(self.gelu.approximate()); // [B, T, 4C]
-        self.c_proj.forward(&h, kind).dropout(self.dropout, train) // [B, T, C]
+        dropout(self.c_proj.forward(&h, kind), self.dropout, train) // [B, T, C]
     }
 }
 
@@ -294,7 +313,7 @@ impl Block {
     fn forward(
         &self,
         x: &Tensor,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<LayerCache>,
         key_mask: Option<&Tensor>,
         train: bool,
         kind: Kind,
@@ -347,6 +366,29 @@ impl Gpt {
         self.compute_kind = kind;
     }
 
+    pub fn compute_kind(&self) -> Kind {
+        self.compute_kind
+    }
+
+    /// For inference only: stores the blocks' Linear weights and biases in `kind` and computes
+    /// in it, so a bf16 step does not cast every weight again (LayerNorms, embeddings and the
+    /// residual stream stay fp32). Training needs fp32 weights: do not train after this.
+    pub fn cast_linears_for_inference(&mut self, kind: Kind) {
+        tch::no_grad(|| {
+            for block in &mut self.h {
+                for linear in
+                    [&mut block.attn.c_attn, &mut block.attn.c_proj, &mut block.mlp.c_fc, &mut block.mlp.c_proj]
+                {
+                    for t in std::iter::once(&mut linear.weight).chain(linear.bias.as_mut()) {
+                        let cast = t.to_kind(kind);
+                        t.set_data(&cast);
+                    }
+                }
+            }
+        });
+        self.compute_kind = kind;
+    }
+
     pub fn device(&self) -> Device {
         self.wte.device()
     }
@@ -393,13 +435,25 @@ impl Gpt {
             (None, None) => Tensor::arange_start(t_past, t_past + t, (Kind::Int64, self.device())), // [T]
         };
         let pos_emb = Tensor::embedding(&self.wpe, &pos, -1, false, false); // [T, C] or [B, T, C]
-        let mut x = (tok_emb + pos_emb).dropout(self.cfg.dropout, train);
+        let mut x = dropout(tok_emb + pos_emb, self.cfg.dropout, train);
         if let Some(cache) = cache.as_deref_mut() {
+            let capacity = cache.capacity.unwrap_or(self.cfg.block_size);
+            ensure!(t_past + t <= capacity, "{} positions exceed the KV cache's capacity of {capacity}", t_past + t);
+            if let Some(Some((k, _))) = cache.layers.first() {
+                ensure!(k.size()[0] == b, "the KV cache holds a batch of {}, not {b}", k.size()[0]);
+            }
             cache.layers.resize_with(self.h.len(), || None);
         }
         for (i, block) in self.h.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let slot = cache.as_deref_mut().map(|c| LayerCache {
+                kv: &mut c.layers[i],
+                past: t_past,
+                capacity: c.capacity.unwrap_or(self.cfg.block_size),
+            });
             x = block.forward(&x, slot, mask, train, self.compute_kind);
+        }
+        if let Some(cache) = cache {
+            cache.len = t_past + t;
         }
         Ok(self.ln_f.forward(&x))
     }
@@ -417,6 +471,16 @@ impl Gpt {
     pub fn loss(&self, idx: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
         let logits = self.forward(Input::Tokens(idx), Pass { train, ..Default::default() })?;
         Ok(lm_loss(&logits, targets))
+    }
+}
+
+/// Dropout, or `x` itself without a call where it would do nothing (inference, p = 0): a
+/// decoding step is hundreds of small ops, each a dispatch.
+fn dropout(x: Tensor, p: f64, train: bool) -> Tensor {
+    if train && p > 0.0 {
+        x.dropout(p, train)
+    } else {
+        x
     }
 }
 

@@ -281,6 +281,29 @@ fn info_and_bench_report_sizes_and_throughput() {
         assert!(peak["peak_tflops"][dtype].as_f64().unwrap() > 0.0, "{peak}");
     }
     assert!(run_err(&["bench", "train", "--device", "cpu", "--dtype", "fp16"]).contains("unknown dtype"));
+    // Decoding: exactly --new-tokens per row, with the lower bound measured beside it.
+    let gen: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "bench",
+        "generate",
+        "--ckpt",
+        trained_ckpt().to_str().unwrap(),
+        "--batch-size",
+        "2",
+        "--prompt-tokens",
+        "4",
+        "--new-tokens",
+        "8",
+        "--runs",
+        "1",
+    ]))
+    .unwrap();
+    for key in ["prefill_ms", "decode_ms_per_token", "matvec_ms_per_token", "bandwidth_gb_s", "ratio_to_bound"] {
+        assert!(gen[key].as_f64().unwrap() > 0.0, "{key}: {gen}");
+    }
+    assert_eq!((gen["batch_size"].as_i64(), gen["new_tokens"].as_i64()), (Some(2), Some(8)));
+    // The trained checkpoint's context is 32.
+    let err = run_err(&["bench", "generate", "--ckpt", trained_ckpt().to_str().unwrap(), "--new-tokens", "40"]);
+    assert!(err.contains("must fit the context of 32"), "{err}");
 }
 
 #[test]

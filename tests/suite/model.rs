@@ -83,6 +83,16 @@ fn kv_cache_prefill_and_decode_equal_one_full_forward() {
     let cached = Tensor::cat(&pieces, 1);
     let diff = (&cached - &full).abs().max().double_value(&[]);
     assert!(diff <= 1e-5, "cached logits differ by {diff}");
+    // A cache sized for fewer positions refuses more; a cache holds one batch size.
+    let mut small = KvCache::with_capacity(12);
+    fn pass(c: &mut KvCache) -> Pass<'_> {
+        Pass { cache: Some(c), ..Default::default() }
+    }
+    let _ = model.forward(Input::Tokens(&ids.narrow(1, 0, 12)), pass(&mut small)).unwrap();
+    let err = model.forward(Input::Tokens(&ids.narrow(1, 12, 1)), pass(&mut small)).unwrap_err().to_string();
+    assert!(err.contains("capacity of 12"), "{err}");
+    let err = model.forward(Input::Tokens(&ids.narrow(0, 0, 1).narrow(1, 12, 1)), pass(&mut cache)).unwrap_err();
+    assert!(err.to_string().contains("batch of 2"), "{err}");
 }
 
 #[test]
