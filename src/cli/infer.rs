@@ -43,13 +43,20 @@ pub struct SampleArgs {
     /// Recompute the whole context at every step (for checking the cache)
     #[arg(long)]
     no_kv_cache: bool,
+    /// Weights and matmuls in fp32, or bf16 (faster where the device's bf16 matmuls are: GPUs;
+    /// on CPUs without AMX, fp32 decodes faster)
+    #[arg(long, default_value = "fp32")]
+    dtype: String,
     #[command(flatten)]
     dev: DeviceArgs,
 }
 
 pub fn sample(args: SampleArgs) -> Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-    let loaded = checkpoint::load::<Gpt>(&args.ckpt, args.dev.resolve()?)?;
+    let device = args.dev.resolve()?;
+    let kind = gptlab::train::Dtype::parse(&args.dtype)?.compute_kind(device);
+    let mut loaded = checkpoint::load::<Gpt>(&args.ckpt, device)?;
+    loaded.model.cast_linears_for_inference(kind);
     let tok = loaded.tokenizer()?;
     let opts = generate::SampleOptions {
         temperature: args.temperature,

@@ -64,6 +64,10 @@ fn greedy_sampling_is_the_same_with_and_without_the_kv_cache() {
     let (without, _) = run(args(false));
     assert_eq!(with_cache, without);
     assert!(warn.contains("keeping the last 32"), "a long prompt warns: {warn}");
+    // bf16 weights and matmuls decode too (the text may differ from fp32's; `run` checks the exit).
+    let mut bf16 = args(true);
+    bf16.extend(["--dtype".to_string(), "bf16".to_string()]);
+    run(bf16);
 }
 
 #[test]
