@@ -447,3 +447,34 @@ fn batched_cli_sampling_and_scoring_equal_one_at_a_time() {
     std::fs::write(&input, "{\"text\": \"no prompt key\"}\n").unwrap();
     assert!(run_err(&["sample", "--ckpt", ckpt, "--input", input.to_str().unwrap()]).contains("record 1"));
 }
+
+#[test]
+fn the_gpu_check_script_runs_end_to_end_in_smoke_mode() {
+    // GPU_CHECK_SMOKE runs every step of scripts/gpu_check.sh on CPU with tiny models, so the
+    // script a GPU session runs unchanged is known to work before the GPU is paid for.
+    let out = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = std::process::Command::new("bash")
+        .arg(root.join("scripts/gpu_check.sh"))
+        .arg(out.path())
+        .arg(env!("CARGO_BIN_EXE_gptlab"))
+        .env("GPU_CHECK_SMOKE", "1")
+        .env("PYTHON", common::python())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(out.path().join("gpu_check.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let check = |name: &str| rows.iter().find(|r| r["check"] == name).unwrap_or_else(|| panic!("{name} missing"));
+    assert!(check("train_bf16")["tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(check("clip_bf16")["pairs_per_s"].as_f64().unwrap() > 0.0);
+    for name in ["generate_fp32_b1", "generate_fp32_b2", "generate_bf16_b1", "generate_bf16_b2"] {
+        assert!(check(name)["decode_ms_per_token"].as_f64().unwrap() > 0.0, "{name}");
+    }
+    assert_eq!(check("resume")["ok"], true, "{:?}", check("resume"));
+    let table = std::fs::read_to_string(out.path().join("gpu_check.md")).unwrap();
+    assert!(table.contains("| resume | max_abs_diff"), "{table}");
+}
