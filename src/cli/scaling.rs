@@ -14,12 +14,21 @@ pub enum ScalingCommand {
         config: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// Runs trained at once, each in its own process with its share of the threads
+        /// Runs trained at once, each in its own process with its share of the threads (local executor)
         #[arg(long, default_value_t = 1)]
         jobs: usize,
-        /// Threads shared by all jobs (default: every core)
+        /// Local executor: threads shared by all jobs (default: every core); ray: threads (CPUs) per run (default 1)
         #[arg(long)]
         threads: Option<usize>,
+        /// local: child processes on this machine; ray: one Ray task per run
+        #[arg(long, default_value = "local")]
+        executor: String,
+        /// The Ray cluster to submit to (default: $RAY_ADDRESS, else a local Ray instance)
+        #[arg(long)]
+        ray_address: Option<String>,
+        /// A Python with Ray installed (the ray executor's driver)
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
     },
     /// Fit L(C), Chinchilla's L(N, D), Kaplan's L(N) and L(D) and the capability law
     Fit {
@@ -84,9 +93,18 @@ pub enum ScalingCommand {
 
 pub fn run(cmd: ScalingCommand) -> Result<()> {
     match cmd {
-        ScalingCommand::Sweep { config, out, jobs, threads } => {
+        ScalingCommand::Sweep { config, out, jobs, threads, executor, ray_address, python } => {
             let cfg = scaling::sweep::SweepConfig::from_file(&config)?;
-            let results = scaling::sweep::sweep(&cfg, &out, jobs, threads)?;
+            let executor = match executor.as_str() {
+                "local" => scaling::sweep::Executor::Local { jobs, threads },
+                "ray" => scaling::sweep::Executor::Ray {
+                    address: ray_address.or_else(|| std::env::var("RAY_ADDRESS").ok()).filter(|a| !a.is_empty()),
+                    python,
+                    threads_per_run: threads.unwrap_or(1),
+                },
+                other => anyhow::bail!("unknown --executor {other:?}: expected local or ray"),
+            };
+            let results = scaling::sweep::sweep(&cfg, &out, &executor)?;
             println!("{} runs; table: {}", results.len(), out.join("runs.csv").display());
             Ok(())
         }

@@ -2,6 +2,7 @@
 //! decayed to its own budget, and gathers them into `runs.csv` and `runs.jsonl`.
 //!
 //! Each run is a child process (`gptlab scaling run --dir RUN`) with its share of the threads,
+//! or the same command as a Ray task (`--executor ray`, through the generated `ray_sweep.py`),
 //! writing `RUN/result.json` atomically when done. A run with a result is skipped on the next
 //! sweep; one with a checkpoint but no result resumes from it.
 
@@ -222,10 +223,24 @@ pub struct RunResult {
 
 const RESULT_FILE: &str = "result.json";
 
-/// `gptlab scaling sweep`: plans, prepares the data, trains what is missing with `jobs`
-/// processes at once, and writes `runs.csv` and `runs.jsonl`.
-pub fn sweep(cfg: &SweepConfig, out: &Path, jobs: usize, threads: Option<usize>) -> Result<Vec<RunResult>> {
-    ensure!(jobs > 0, "--jobs must be at least 1");
+/// Where a sweep's runs train.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Executor {
+    /// Child processes on this machine, `jobs` at a time, sharing `threads` (default: every
+    /// core).
+    Local { jobs: usize, threads: Option<usize> },
+    /// One Ray task per run, each given `threads_per_run` CPUs, on a local Ray instance
+    /// (`address` None) or the cluster at `address`; `python` has Ray installed.
+    Ray { address: Option<String>, python: PathBuf, threads_per_run: usize },
+}
+
+/// `gptlab scaling sweep`: plans, prepares the data, trains what is missing with `executor`,
+/// and writes `runs.csv` and `runs.jsonl`.
+pub fn sweep(cfg: &SweepConfig, out: &Path, executor: &Executor) -> Result<Vec<RunResult>> {
+    match executor {
+        Executor::Local { jobs, .. } => ensure!(*jobs > 0, "--jobs must be at least 1"),
+        Executor::Ray { threads_per_run, .. } => ensure!(*threads_per_run > 0, "--threads must be at least 1"),
+    }
     let planned = plan(cfg)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(out.join("sweep.toml"), toml::to_string_pretty(cfg)?)?;
@@ -245,7 +260,6 @@ pub fn sweep(cfg: &SweepConfig, out: &Path, jobs: usize, threads: Option<usize>)
     };
     let shards = std::fs::canonicalize(&shards)?;
 
-    let total = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut todo = VecDeque::new();
     for p in &planned {
         let dir = out.join("runs").join(&p.name);
@@ -259,29 +273,61 @@ pub fn sweep(cfg: &SweepConfig, out: &Path, jobs: usize, threads: Option<usize>)
         todo.push_back(dir);
     }
     let skipped = planned.len() - todo.len();
-    // Threads go to the jobs that will actually run: a lone target gets them all.
-    let jobs = jobs.min(todo.len()).max(1);
-    let per_job = (total / jobs).max(1);
-    eprintln!(
-        "[sweep] {} runs: {} done before, {} to train, {jobs} at a time, {per_job} threads each",
-        planned.len(),
-        skipped,
-        todo.len()
-    );
-
     let bar = ProgressBar::new(planned.len() as u64).with_position(skipped as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} runs {elapsed_precise} {msg}").expect("valid template"),
     );
+    let exe = std::env::current_exe().context("locating the gptlab binary")?;
+    let problems = cfg.train.capability_problems;
+    let failures = match executor {
+        Executor::Local { jobs, threads } => {
+            let total = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            // Threads go to the jobs that will actually run: a lone target gets them all.
+            let jobs = (*jobs).min(todo.len()).max(1);
+            let per_job = (total / jobs).max(1);
+            eprintln!(
+                "[sweep] {} runs: {skipped} done before, {} to train, {jobs} at a time, {per_job} threads each",
+                planned.len(),
+                todo.len()
+            );
+            run_local(&exe, todo, jobs, per_job, problems, &bar)
+        }
+        Executor::Ray { address, python, threads_per_run } => {
+            eprintln!(
+                "[sweep] {} runs: {skipped} done before, {} to train as Ray tasks ({}), {threads_per_run} threads each",
+                planned.len(),
+                todo.len(),
+                address.as_deref().unwrap_or("a local instance")
+            );
+            run_ray(out, &exe, todo, address.as_deref(), python, *threads_per_run, problems, &bar)?
+        }
+    };
+    bar.finish();
+    ensure!(failures.is_empty(), "{} run(s) failed: {}", failures.len(), failures.join("; "));
+
+    let results: Vec<RunResult> =
+        planned.iter().map(|p| read_result(&out.join("runs").join(&p.name))).collect::<Result<_>>()?;
+    write_results(out, &results)?;
+    Ok(results)
+}
+
+/// Trains `todo` with `jobs` child processes at once; returns the failures.
+fn run_local(
+    exe: &Path,
+    todo: VecDeque<PathBuf>,
+    jobs: usize,
+    threads: usize,
+    problems: usize,
+    bar: &ProgressBar,
+) -> Vec<String> {
     let queue = Mutex::new(todo);
     let failures = Mutex::new(Vec::new());
-    let exe = std::env::current_exe().context("locating the gptlab binary")?;
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
                 while let Some(dir) = queue.lock().expect("queue").pop_front() {
                     bar.set_message(dir.file_name().unwrap_or_default().to_string_lossy().to_string());
-                    if let Err(e) = run_child(&exe, &dir, per_job, cfg.train.capability_problems) {
+                    if let Err(e) = run_child(exe, &dir, threads, problems) {
                         failures.lock().expect("failures").push(format!("{e:#}"));
                     }
                     bar.inc(1);
@@ -289,14 +335,71 @@ pub fn sweep(cfg: &SweepConfig, out: &Path, jobs: usize, threads: Option<usize>)
             });
         }
     });
-    bar.finish();
-    let failures = failures.into_inner().expect("failures");
-    ensure!(failures.is_empty(), "{} run(s) failed: {}", failures.len(), failures.join("; "));
+    failures.into_inner().expect("failures")
+}
 
-    let results: Vec<RunResult> =
-        planned.iter().map(|p| read_result(&out.join("runs").join(&p.name))).collect::<Result<_>>()?;
-    write_results(out, &results)?;
-    Ok(results)
+/// The Ray driver script, written beside the sweep and run with the user's Python.
+const RAY_SCRIPT: &str = include_str!("ray_sweep.py");
+
+/// Trains `todo` as Ray tasks through `ray_sweep.py`; returns the failures. Ray's own output
+/// goes to `OUT/ray.log`.
+#[allow(clippy::too_many_arguments)]
+fn run_ray(
+    out: &Path,
+    exe: &Path,
+    todo: VecDeque<PathBuf>,
+    address: Option<&str>,
+    python: &Path,
+    threads: usize,
+    problems: usize,
+    bar: &ProgressBar,
+) -> Result<Vec<String>> {
+    use std::io::BufRead;
+    if todo.is_empty() {
+        return Ok(Vec::new());
+    }
+    let runs: Vec<String> = todo
+        .iter()
+        .map(|d| std::fs::canonicalize(d).map(|p| p.display().to_string()))
+        .collect::<std::io::Result<_>>()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spec = serde_json::json!({
+        "exe": exe, "runs": runs, "threads": threads, "problems": problems, "address": address,
+        "num_cpus": cores.max(threads),
+    });
+    let (script, spec_path, log_path) = (out.join("ray_sweep.py"), out.join("ray_sweep.json"), out.join("ray.log"));
+    std::fs::write(&script, RAY_SCRIPT)?;
+    std::fs::write(&spec_path, serde_json::to_string_pretty(&spec)?)?;
+    let mut child = Command::new(python)
+        .arg(&script)
+        .arg(&spec_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()
+        .with_context(|| format!("starting {} (--python names a Python with Ray installed)", python.display()))?;
+    let mut failures = Vec::new();
+    let mut finished = 0;
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            finished += 1;
+            let run = v["run"].as_str().unwrap_or_default();
+            if v["ok"] != true {
+                failures.push(format!("{run}: {} (log: {run}/train.log)", v["last"].as_str().unwrap_or_default()));
+            }
+            bar.set_message(Path::new(run).file_name().unwrap_or_default().to_string_lossy().to_string());
+            bar.inc(1);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() || finished < runs.len() {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        bail!("the Ray driver stopped after {finished} of {} runs: {last} (log: {})", runs.len(), log_path.display());
+    }
+    Ok(failures)
 }
 
 fn run_child(exe: &Path, dir: &Path, threads: usize, problems: usize) -> Result<()> {

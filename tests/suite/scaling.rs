@@ -302,3 +302,59 @@ fn infeasible_sweeps_fail_before_training() {
         assert!(!out.join("data").exists(), "nothing is prepared for an infeasible sweep");
     }
 }
+
+#[test]
+fn a_ray_sweep_equals_the_local_one_and_resumes() {
+    // A local Ray instance (Ray from the test venv), one CPU per run, against the local
+    // executor with one thread per run: the same runs, so the same losses and pass rates.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sweep.toml");
+    std::fs::write(
+        &cfg,
+        SWEEP.replace("widths = [16, 32]", "widths = [16]").replace("[2048, 4096, 8192]", "[2048, 4096]"),
+    )
+    .unwrap();
+    let sweep = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec!["scaling", "sweep", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let o = common::gptlab(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let rows: Vec<Value> = std::fs::read_to_string(out.join("runs.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (rows, String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let python = common::python();
+    let ray = ["--executor", "ray", "--python", python.to_str().unwrap(), "--threads", "1"];
+    let (local, _) = sweep("local", &["--jobs", "2", "--threads", "2"]);
+    let (on_ray, log) = sweep("ray", &ray);
+    assert!(log.contains("as Ray tasks (a local instance), 1 threads each"), "{log}");
+    assert_eq!(local.len(), 2);
+    for (a, b) in local.iter().zip(&on_ray) {
+        for key in ["name", "loss", "val_curve", "pass_rates", "log_pass_rates", "compute"] {
+            assert_eq!(a[key], b[key], "{key} of {}", a["name"]);
+        }
+    }
+    // Finished runs are not trained again.
+    let (again, log) = sweep("ray", &ray);
+    assert!(log.contains("2 done before, 0 to train"), "{log}");
+    assert_eq!(again, on_ray);
+    // A Python without Ray is a one-line error naming the driver's log.
+    let o = common::gptlab(&[
+        "scaling",
+        "sweep",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("broken").to_str().unwrap(),
+        "--executor",
+        "ray",
+        "--python",
+        "/nonexistent/python",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--python names a Python with Ray"), "{err}");
+}
