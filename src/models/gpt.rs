@@ -462,6 +462,9 @@ impl Gpt {
     pub fn lm_head(&self, h: &Tensor) -> Tensor {
         let kind = self.compute_kind;
         let w = self.lm_head.as_ref().unwrap_or(&self.wte);
+        if kind == Kind::Float {
+            return h.linear(w, None::<Tensor>);
+        }
         h.to_kind(kind).linear(&w.to_kind(kind), None::<Tensor>).to_kind(Kind::Float)
     }
 
