@@ -16,7 +16,7 @@ use xxhash_rust::xxh3::{xxh3_128, Xxh3Builder};
 use ndarray::Array2;
 
 use crate::minhash::{jaccard, optimal_bands, shingles, MinHasher, Shingles, UnionFind};
-use crate::records::{for_each_line, input_files, parse_fields, Fields, JsonlWriter, BATCH};
+use crate::records::{for_each_line, for_each_line_batch, input_files, parse_fields, Fields, JsonlWriter};
 
 /// How `dedup` reads records and what counts as a duplicate.
 #[derive(Clone, Debug)]
@@ -239,25 +239,13 @@ pub fn dedup(input: &Path, out: &Path, opts: &DedupOptions) -> Result<DedupStats
     let start = Instant::now();
     let at = |file: usize, line: usize| format!("{}:{line}", files[file].display());
     let mut clusterer = Clusterer::new(opts);
-    // (file, line, text) of the records waiting to be signed.
-    let mut batch: Vec<(usize, usize, String)> = Vec::with_capacity(BATCH);
-    let sign = |batch: &mut Vec<(usize, usize, String)>, c: &mut Clusterer| -> Result<()> {
+    for_each_line_batch(&files, |batch| {
         let texts: Vec<Result<Fields>> =
             batch.par_iter().map(|(f, l, raw)| parse_fields(raw, &opts.field, None, || at(*f, *l))).collect();
         let texts = texts.into_iter().collect::<Result<Vec<Fields>>>()?;
-        c.add(&texts.iter().map(|f| f.text.as_ref()).collect::<Vec<_>>());
-        drop(texts);
-        batch.clear();
-        Ok(())
-    };
-    for_each_line(&files, |f, l, raw| {
-        batch.push((f, l, raw.to_string()));
-        if batch.len() == BATCH {
-            sign(&mut batch, &mut clusterer)?;
-        }
+        clusterer.add(&texts.iter().map(|f| f.text.as_ref()).collect::<Vec<_>>());
         Ok(())
     })?;
-    sign(&mut batch, &mut clusterer)?;
     ensure!(!clusterer.is_empty(), "no records to deduplicate");
     let documents = clusterer.len();
     let Clusters { roots, exact, near, bands, rows } = clusterer.finish()?;

@@ -11,10 +11,8 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-/// One input record: where it came from, its line as read, and its parsed value.
+/// One input record: its line as read, and its parsed value.
 pub struct Doc {
-    pub path: PathBuf,
-    pub line: usize,
     pub raw: String,
     pub value: Value,
 }
@@ -233,21 +231,40 @@ pub fn read_texts(input: &Path, field: &str) -> Result<Vec<String>> {
 
 /// Records per parallel batch when streaming: enough to keep every core busy, few enough that
 /// a batch is a small share of memory.
-pub const BATCH: usize = 1 << 14;
+const BATCH: usize = 1 << 14;
+
+/// A non-blank input line: its file's index in the file list, its line number (from 1, blank
+/// lines counted) and its text.
+pub type Line = (usize, usize, String);
+
+/// Calls `f` with consecutive batches of up to [`BATCH`] non-blank lines of `files`, in order.
+pub fn for_each_line_batch(files: &[PathBuf], mut f: impl FnMut(&[Line]) -> Result<()>) -> Result<()> {
+    let mut batch: Vec<Line> = Vec::with_capacity(BATCH);
+    for_each_line(files, |file, line, raw| {
+        batch.push((file, line, raw.to_string()));
+        if batch.len() == BATCH {
+            f(&batch)?;
+            batch.clear();
+        }
+        Ok(())
+    })?;
+    if batch.is_empty() {
+        return Ok(());
+    }
+    f(&batch)
+}
 
 /// Calls `f` with consecutive batches of the records of `files`, parsed in parallel, and the
 /// input position of each batch's first record; the first bad line in input order is the error.
 pub fn for_each_batch(files: &[PathBuf], field: &str, mut f: impl FnMut(usize, Vec<Doc>) -> Result<()>) -> Result<()> {
     use rayon::prelude::*;
-    let mut batch: Vec<(usize, usize, String)> = Vec::with_capacity(BATCH);
     let mut done = 0;
-    let mut flush = |batch: &mut Vec<(usize, usize, String)>| -> Result<()> {
+    for_each_line_batch(files, |batch| {
         let docs: Vec<Result<Doc>> = batch
-            .par_drain(..)
+            .par_iter()
             .map(|(file, line, raw)| {
-                let path = &files[file];
-                let value = parse(&raw, field, &format!("{}:{line}", path.display()))?;
-                Ok(Doc { path: path.clone(), line, raw, value })
+                let value = parse(raw, field, &format!("{}:{line}", files[*file].display()))?;
+                Ok(Doc { raw: raw.clone(), value })
             })
             .collect();
         let docs = docs.into_iter().collect::<Result<Vec<Doc>>>()?;
@@ -255,30 +272,21 @@ pub fn for_each_batch(files: &[PathBuf], field: &str, mut f: impl FnMut(usize, V
         f(done, docs)?;
         done += n;
         Ok(())
-    };
-    for_each_line(files, |file, line, raw| {
-        batch.push((file, line, raw.to_string()));
-        if batch.len() == BATCH {
-            flush(&mut batch)?;
-        }
-        Ok(())
-    })?;
-    if !batch.is_empty() {
-        flush(&mut batch)?;
-    }
-    Ok(())
+    })
 }
 
-/// Checks that every line of `files` is a record with a `field` string, before a stage writes
-/// anything, and counts them; the first bad line in input order is the error.
-pub fn check_records(files: &[PathBuf], field: &str) -> Result<usize> {
+/// The JSONL files of `input` and their record count, every line checked to be a record with a
+/// `field` string before a streaming stage writes anything; the first bad line in input order is
+/// the error.
+pub fn checked_input(input: &Path, field: &str) -> Result<(Vec<PathBuf>, usize)> {
+    let files = input_files(input)?;
     let mut n = 0;
-    for_each_batch(files, field, |_, docs| {
+    for_each_batch(&files, field, |_, docs| {
         n += docs.len();
         Ok(())
     })?;
     ensure!(n > 0, "no records in the input");
-    Ok(n)
+    Ok((files, n))
 }
 
 /// A JSONL file written line by line into a temporary file, which `commit` renames into place;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::records::{check_records, for_each_batch, input_files, JsonlWriter};
+use super::records::{checked_input, for_each_batch, JsonlWriter};
 
 /// GPT-3's settings.
 #[derive(Clone, Debug, Serialize)]
@@ -182,8 +182,7 @@ pub fn decontaminate(
 ) -> Result<DecontaminateStats> {
     ensure!(opts.ngram == eval.n, "the evaluation n-grams were built for n = {}, not {}", eval.n, opts.ngram);
     ensure!(opts.ngram > 0 && opts.max_pieces > 0, "--ngram and --max-pieces must be positive");
-    let files = input_files(input)?;
-    let documents = check_records(&files, &opts.field)?;
+    let (files, documents) = checked_input(input, &opts.field)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut kept = JsonlWriter::create(&out.join("kept.jsonl"))?;
     let mut removed = JsonlWriter::create(&out.join("removed.jsonl"))?;

@@ -3,7 +3,7 @@
 //! features, and a keep rule that also keeps some low-scoring pages: keep a document when a
 //! Pareto(α = 9) draw exceeds 1 − score, so P(keep) = (2 − score)^−α.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use rand::seq::SliceRandom;
@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::records::{check_records, for_each_batch, input_files, Doc, JsonlWriter};
+use super::records::{checked_input, for_each_batch, Doc, JsonlWriter};
 
 /// A document's features: sorted distinct hashed unigram and bigram indices, each with the same
 /// weight so that the vector has unit length.
@@ -186,24 +186,20 @@ pub struct FilterStats {
     pub seconds: f64,
 }
 
-/// Streams the records of `input` through `model`: `f` gets each batch, the input position of
-/// its first record and the batch's scores (computed in parallel). The input is checked whole
-/// first, so a bad line stops the stage before anything is written.
+/// Streams the records of `files` through `model`: `f` gets each batch, the input position of
+/// its first record and the batch's scores (computed in parallel).
 fn for_each_scored(
     model: &QualityModel,
-    input: &Path,
+    files: &[PathBuf],
     field: &str,
     mut f: impl FnMut(usize, &[Doc], &[f64]) -> Result<()>,
-) -> Result<usize> {
+) -> Result<()> {
     use rayon::prelude::*;
-    let files = input_files(input)?;
-    let n = check_records(&files, field)?;
-    for_each_batch(&files, field, |first, docs| {
+    for_each_batch(files, field, |first, docs| {
         let scores: Vec<f64> =
             docs.par_iter().map(|d| model.score(d.value[field].as_str().unwrap_or_default())).collect();
         f(first, &docs, &scores)
-    })?;
-    Ok(n)
+    })
 }
 
 /// A record's line with its `quality_score`.
@@ -215,20 +211,15 @@ fn with_score(d: &Doc, score: f64) -> String {
 
 /// Writes each record of `input` with its `quality_score` to `out`.
 pub fn score_file(model: &QualityModel, input: &Path, out: &Path, field: &str) -> Result<usize> {
-    let mut w: Option<JsonlWriter> = None;
-    let n = for_each_scored(model, input, field, |_, docs, scores| {
-        let w = match &mut w {
-            Some(w) => w,
-            None => {
-                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                }
-                w.insert(JsonlWriter::create(out)?)
-            }
-        };
+    let (files, n) = checked_input(input, field)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut w = JsonlWriter::create(out)?;
+    for_each_scored(model, &files, field, |_, docs, scores| {
         docs.iter().zip(scores).try_for_each(|(d, &s)| w.line(&with_score(d, s)))
     })?;
-    w.context("no records in the input")?.commit()?;
+    w.commit()?;
     Ok(n)
 }
 
@@ -246,19 +237,12 @@ pub fn filter(
 ) -> Result<FilterStats> {
     ensure!(alpha > 0.0 && alpha.is_finite(), "--alpha must be positive, got {alpha}");
     let start = std::time::Instant::now();
-    let mut writers: Option<(JsonlWriter, JsonlWriter)> = None;
+    let (files, _) = checked_input(input, field)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut kept = JsonlWriter::create(&out.join("kept.jsonl"))?;
+    let mut removed = JsonlWriter::create(&out.join("removed.jsonl"))?;
     let (mut scores, mut keep) = (Vec::new(), Vec::new());
-    for_each_scored(model, input, field, |first, docs, batch_scores| {
-        let (kept, removed) = match &mut writers {
-            Some(w) => w,
-            None => {
-                std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-                writers.insert((
-                    JsonlWriter::create(&out.join("kept.jsonl"))?,
-                    JsonlWriter::create(&out.join("removed.jsonl"))?,
-                ))
-            }
-        };
+    for_each_scored(model, &files, field, |first, docs, batch_scores| {
         for (k, (d, &s)) in docs.iter().zip(batch_scores).enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             rng.set_stream((first + k) as u64);
@@ -273,7 +257,6 @@ pub fn filter(
         }
         Ok(())
     })?;
-    let (kept, removed) = writers.context("no records in the input")?;
     kept.commit()?;
     removed.commit()?;
     const BINS: usize = 10;

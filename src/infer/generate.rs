@@ -196,7 +196,8 @@ pub fn generate_batch_with(
                 logits // [B, T, V]
             };
             let last = logits.select(1, -1).narrow(1, 0, vocab); // [B, V]
-                                                                 // Greedy rows need one argmax and one transfer for the whole batch.
+
+            // Greedy rows need one argmax and one transfer for the whole batch.
             let greedy: Option<Vec<i64>> =
                 (opts.temperature <= 0.0).then(|| Vec::<i64>::try_from(&last.argmax(1, false))).transpose()?;
             for row in 0..rows {

@@ -436,8 +436,8 @@ impl Gpt {
         };
         let pos_emb = Tensor::embedding(&self.wpe, &pos, -1, false, false); // [T, C] or [B, T, C]
         let mut x = dropout(tok_emb + pos_emb, self.cfg.dropout, train);
+        let capacity = cache.as_ref().and_then(|c| c.capacity).unwrap_or(self.cfg.block_size);
         if let Some(cache) = cache.as_deref_mut() {
-            let capacity = cache.capacity.unwrap_or(self.cfg.block_size);
             ensure!(t_past + t <= capacity, "{} positions exceed the KV cache's capacity of {capacity}", t_past + t);
             if let Some(Some((k, _))) = cache.layers.first() {
                 ensure!(k.size()[0] == b, "the KV cache holds a batch of {}, not {b}", k.size()[0]);
@@ -445,11 +445,7 @@ impl Gpt {
             cache.layers.resize_with(self.h.len(), || None);
         }
         for (i, block) in self.h.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| LayerCache {
-                kv: &mut c.layers[i],
-                past: t_past,
-                capacity: c.capacity.unwrap_or(self.cfg.block_size),
-            });
+            let slot = cache.as_deref_mut().map(|c| LayerCache { kv: &mut c.layers[i], past: t_past, capacity });
             x = block.forward(&x, slot, mask, train, self.compute_kind);
         }
         if let Some(cache) = cache {

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -320,22 +320,23 @@ fn run_local(
     problems: usize,
     bar: &ProgressBar,
 ) -> Vec<String> {
+    // Neither lock is held across anything that can panic; a poisoned one still holds valid data.
     let queue = Mutex::new(todo);
     let failures = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
-                while let Some(dir) = queue.lock().expect("queue").pop_front() {
+                while let Some(dir) = queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front() {
                     bar.set_message(dir.file_name().unwrap_or_default().to_string_lossy().to_string());
                     if let Err(e) = run_child(exe, &dir, threads, problems) {
-                        failures.lock().expect("failures").push(format!("{e:#}"));
+                        failures.lock().unwrap_or_else(PoisonError::into_inner).push(format!("{e:#}"));
                     }
                     bar.inc(1);
                 }
             });
         }
     });
-    failures.into_inner().expect("failures")
+    failures.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The Ray driver script, written beside the sweep and run with the user's Python.
