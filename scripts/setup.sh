@@ -27,14 +27,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 [ "$(readlink .venv/libtorch 2>/dev/null)" = "$torch_dir" ] || ln -sfn "$torch_dir" .venv/libtorch
-# The Spark dedup job's test runs PySpark in local mode, which needs a Java runtime (17+).
-if ! command -v java >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "[setup] installing a Java runtime for PySpark" >&2
-        apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null
-    else
-        echo "error: java is required for the Spark tests (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)" >&2
-        exit 1
-    fi
-fi
 command -v cargo >/dev/null || { echo "error: cargo is required (https://rustup.rs)" >&2; exit 1; }
