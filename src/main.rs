@@ -4,6 +4,9 @@ mod cli;
 
 use clap::Parser;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // Like every Unix tool, end quietly when a reader such as `head` closes the pipe, rather than
     // failing on the next write (Rust ignores SIGPIPE by default).

@@ -4,6 +4,7 @@
 //! count nor on the order shards are listed in.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::time::Instant;
 
@@ -11,12 +12,12 @@ use anyhow::{ensure, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
-use xxhash_rust::xxh3::{xxh3_128, Xxh3Builder};
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed};
 
 use ndarray::Array2;
 
-use crate::minhash::{jaccard, optimal_bands, shingles, MinHasher, Shingles, UnionFind};
-use crate::records::{for_each_line, for_each_line_batch, input_files, parse_fields, Fields, JsonlWriter};
+use crate::minhash::{jaccard, optimal_bands, shingle_hashes, shingles, MinHasher, Shingles, UnionFind};
+use crate::records::{for_each_line_batch, input_files, parse_fields, Fields, JsonlWriter};
 
 /// How `dedup` reads records and what counts as a duplicate.
 #[derive(Clone, Debug)]
@@ -84,11 +85,13 @@ pub struct Clusters {
 }
 
 /// Clusters documents fed in input order, batch by batch: a document costs its exact hash and,
-/// unless it repeats an earlier text, one signature row (and its shingles when verifying), so
-/// the corpus itself is never held.
+/// unless it repeats an earlier text, one signature row and its band keys' hashes (and its
+/// shingles when verifying), so the corpus itself is never held.
 pub struct Clusterer {
     opts: DedupOptions,
     hasher: MinHasher,
+    bands: usize,
+    rows: usize,
     first_of: HashMap<u128, usize>,
     /// For each document, the earlier document whose text it repeats.
     copy_of: Vec<Option<usize>>,
@@ -96,19 +99,57 @@ pub struct Clusterer {
     distinct: Vec<usize>,
     /// Signature rows, row-major [distinct, num_perm].
     sigs: Vec<u32>,
+    /// Each band's hash of its rows' values, row-major [distinct, bands], computed beside the
+    /// signatures so banding does not hash.
+    band_hashes: Vec<u64>,
     /// Shingle sets of the distinct documents (kept only to verify candidates).
     sets: Vec<Shingles>,
 }
 
+/// A document's values in one band, with their hash computed once; equal keys are equal values.
+struct BandKey<'a> {
+    hash: u64,
+    values: &'a [u32],
+}
+
+impl PartialEq for BandKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.values == other.values
+    }
+}
+
+impl Eq for BandKey<'_> {}
+
+impl Hash for BandKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The hash of a band's values, 64 values (one short xxh3 input) at a time.
+fn band_hash(values: &[u32]) -> u64 {
+    let mut bytes = [0u8; 4 * 64];
+    values.chunks(64).fold(0, |seed, chunk| {
+        for (b, v) in bytes.chunks_exact_mut(4).zip(chunk) {
+            b.copy_from_slice(&v.to_le_bytes());
+        }
+        xxh3_64_with_seed(&bytes[..4 * chunk.len()], seed)
+    })
+}
+
 impl Clusterer {
     pub fn new(opts: &DedupOptions) -> Self {
+        let (bands, rows) = optimal_bands(opts.threshold, opts.num_perm);
         Self {
             opts: opts.clone(),
             hasher: MinHasher::new(opts.num_perm, opts.seed),
+            bands,
+            rows,
             first_of: HashMap::new(),
             copy_of: Vec::new(),
             distinct: Vec::new(),
             sigs: Vec::new(),
+            band_hashes: Vec::new(),
             sets: Vec::new(),
         }
     }
@@ -126,12 +167,27 @@ impl Clusterer {
                 fresh.push(k);
             }
         }
-        let sets: Vec<Shingles> = fresh.par_iter().map(|&k| shingles(texts[k], self.opts.ngram)).collect();
-        let rows: Vec<Vec<u32>> = sets.par_iter().map(|s| self.hasher.signature(s)).collect();
-        self.sigs.extend(rows.into_iter().flatten());
-        if self.opts.verify {
-            self.sets.extend(sets);
-        }
+        // Each new document's shingles, signature row and band hashes in one pass, written in
+        // place; the shingles are sorted into a set only when verification needs them.
+        let Self { opts, hasher, bands, rows, sigs, band_hashes, sets, .. } = self;
+        let (bands, rows) = (*bands, *rows);
+        let (sig_start, hash_start) = (sigs.len(), band_hashes.len());
+        sigs.resize(sig_start + fresh.len() * opts.num_perm, 0);
+        band_hashes.resize(hash_start + fresh.len() * bands, 0);
+        let new_sets = sigs[sig_start..]
+            .par_chunks_mut(opts.num_perm)
+            .zip(band_hashes[hash_start..].par_chunks_mut(bands))
+            .zip(&fresh)
+            .filter_map(|((row, hashes), &k)| {
+                let set =
+                    if opts.verify { shingles(texts[k], opts.ngram) } else { shingle_hashes(texts[k], opts.ngram) };
+                hasher.signature_into(&set, row);
+                for (band, h) in hashes.iter_mut().enumerate() {
+                    *h = band_hash(&row[band * rows..(band + 1) * rows]);
+                }
+                opts.verify.then_some(set)
+            });
+        sets.par_extend(new_sets);
     }
 
     pub fn len(&self) -> usize {
@@ -144,7 +200,7 @@ impl Clusterer {
 
     /// Bands the signatures and joins exact copies and candidate pairs into clusters.
     pub fn finish(self) -> Result<Clusters> {
-        let Self { opts, copy_of, distinct, sigs, sets, .. } = self;
+        let Self { opts, bands, rows, copy_of, distinct, sigs, band_hashes, sets, .. } = self;
         let n = copy_of.len();
         let mut uf = UnionFind::new(n);
         for (i, first) in copy_of.iter().enumerate() {
@@ -154,19 +210,19 @@ impl Clusterer {
         }
         let sigs = Array2::from_shape_vec((distinct.len(), opts.num_perm), sigs)?;
         let flat = sigs.as_slice().context("the signature matrix is not in row-major layout")?;
-        let (bands, rows) = optimal_bands(opts.threshold, opts.num_perm);
         // Each band's candidate pairs, found in parallel; the unions are applied in band order,
         // and their result (each cluster rooted at its least member) does not depend on that order.
         let pairs: Vec<Vec<(usize, usize)>> = (0..bands)
             .into_par_iter()
             .map(|band| {
                 // Each bucket's first member; with verification, also its later ones.
-                let mut first: HashMap<&[u32], usize, Xxh3Builder> =
-                    HashMap::with_capacity_and_hasher(distinct.len(), Xxh3Builder::new());
+                let mut first: HashMap<BandKey, usize> = HashMap::with_capacity(distinct.len());
                 let mut later: HashMap<usize, Vec<usize>> = HashMap::new();
                 let mut pairs = Vec::new();
                 for (k, sig) in flat.chunks_exact(opts.num_perm).enumerate() {
-                    let j0 = *first.entry(&sig[band * rows..(band + 1) * rows]).or_insert(k);
+                    let key =
+                        BandKey { hash: band_hashes[k * bands + band], values: &sig[band * rows..(band + 1) * rows] };
+                    let j0 = *first.entry(key).or_insert(k);
                     if j0 == k {
                         continue;
                     }
@@ -258,19 +314,23 @@ pub fn dedup(input: &Path, out: &Path, opts: &DedupOptions) -> Result<DedupStats
     // A cluster's root comes before its other members, so its name is known when they are met.
     let mut names: HashMap<usize, Value> = HashMap::new();
     let mut i = 0;
-    for_each_line(&files, |f, l, raw| {
-        ensure!(i < documents, "{} changed while being read", files[f].display());
-        if roots[i] == i {
-            if sizes[&i] > 1 {
-                let id = parse_fields(raw, &opts.field, Some(&opts.id_field), || at(f, l))?.id;
-                names.insert(i, record_name(id, &at(f, l)));
+    // Batches read on their own thread, so reading overlaps writing.
+    for_each_line_batch(&files, |batch| {
+        for (f, l, raw) in batch {
+            let (f, l) = (*f, *l);
+            ensure!(i < documents, "{} changed while being read", files[f].display());
+            if roots[i] == i {
+                if sizes[&i] > 1 {
+                    let id = parse_fields(raw, &opts.field, Some(&opts.id_field), || at(f, l))?.id;
+                    names.insert(i, record_name(id, &at(f, l)));
+                }
+                kept.line(raw)?;
+            } else {
+                let name = names.get(&roots[i]).context("a cluster's first record was not met before its copies")?;
+                removed.line(&with_duplicate_of(raw, name)?)?;
             }
-            kept.line(raw)?;
-        } else {
-            let name = names.get(&roots[i]).context("a cluster's first record was not met before its copies")?;
-            removed.line(&with_duplicate_of(raw, name)?)?;
+            i += 1;
         }
-        i += 1;
         Ok(())
     })?;
     kept.commit()?;

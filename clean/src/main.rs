@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 use gptlab_clean::cli::{run_dedup, set_threads, DedupArgs, DedupParams};
 use gptlab_clean::minhash::optimal_bands;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gptlab-clean",

@@ -21,9 +21,10 @@ pub const MERSENNE_31: u64 = (1 << 31) - 1;
 pub type Shingles = Vec<u32>;
 
 /// The hashes (mod 2^31 − 1) of a document's word n-grams (lowercased words split on
-/// whitespace); a document shorter than `n` words is one shingle of all its words, so it still
-/// has a signature.
-pub fn shingles(text: &str, n: usize) -> Shingles {
+/// whitespace), in text order with repeats: what a signature needs, as repeats do not change a
+/// minimum. A document shorter than `n` words is one shingle of all its words, so it still has a
+/// signature.
+pub fn shingle_hashes(text: &str, n: usize) -> Vec<u32> {
     // The words joined by single spaces, so each n-gram is one slice of `norm`.
     let mut norm = String::with_capacity(text.len());
     let mut bounds: Vec<(usize, usize)> = Vec::new();
@@ -41,11 +42,17 @@ pub fn shingles(text: &str, n: usize) -> Shingles {
         bounds.push((start, norm.len()));
     }
     let hash = |bytes: &[u8]| (xxh3_64(bytes) % MERSENNE_31) as u32;
-    let mut out: Shingles = if bounds.len() < n {
+    if bounds.len() < n {
         vec![hash(norm.as_bytes())]
     } else {
         bounds.windows(n).map(|w| hash(&norm.as_bytes()[w[0].0..w[n - 1].1])).collect()
-    };
+    }
+}
+
+/// A document's shingle set: [`shingle_hashes`] sorted and distinct, as exact Jaccard
+/// similarity needs.
+pub fn shingles(text: &str, n: usize) -> Shingles {
+    let mut out = shingle_hashes(text, n);
     out.sort_unstable();
     out.dedup();
     out
@@ -54,23 +61,23 @@ pub fn shingles(text: &str, n: usize) -> Shingles {
 /// `num_perm` random affine permutations `h -> (a·h + b) mod p`, from a seed.
 #[derive(Clone, Debug)]
 pub struct MinHasher {
-    a: Vec<u64>,
+    a: Vec<u32>,
     b: Vec<u64>,
 }
 
 impl MinHasher {
     pub fn new(num_perm: usize, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let a = (0..num_perm).map(|_| rng.random_range(1..MERSENNE_31)).collect();
+        let a: Vec<u64> = (0..num_perm).map(|_| rng.random_range(1..MERSENNE_31)).collect();
         let b = (0..num_perm).map(|_| rng.random_range(0..MERSENNE_31)).collect();
-        Self { a, b }
+        Self::from_params(a, b)
     }
 
     /// Permutations given explicitly (tests and reference computations); each below 2^31 − 1.
     pub fn from_params(a: Vec<u64>, b: Vec<u64>) -> Self {
         assert_eq!(a.len(), b.len(), "one b per a");
         assert!(a.iter().chain(&b).all(|&x| x < MERSENNE_31), "permutation parameters below 2^31 - 1");
-        Self { a, b }
+        Self { a: a.into_iter().map(|x| x as u32).collect(), b }
     }
 
     pub fn num_perm(&self) -> usize {
@@ -79,21 +86,28 @@ impl MinHasher {
 
     /// One signature: per permutation, the least permuted shingle hash.
     pub fn signature(&self, shingles: &[u32]) -> Vec<u32> {
-        let mut sig = vec![u32::MAX; self.a.len()];
+        let mut sig = vec![0; self.a.len()];
+        self.signature_into(shingles, &mut sig);
+        sig
+    }
+
+    /// [`MinHasher::signature`] written into `sig` (`num_perm` values).
+    pub fn signature_into(&self, shingles: &[u32], sig: &mut [u32]) {
+        assert_eq!(sig.len(), self.a.len(), "one value per permutation");
+        sig.fill(u32::MAX);
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F, checked just above.
-            unsafe { fold_min_avx512(&mut sig, &self.a, &self.b, shingles) };
-            return sig;
+            unsafe { fold_min_avx512(sig, &self.a, &self.b, shingles) };
+            return;
         }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
-            unsafe { fold_min_avx2(&mut sig, &self.a, &self.b, shingles) };
-            return sig;
+            unsafe { fold_min_avx2(sig, &self.a, &self.b, shingles) };
+            return;
         }
-        fold_min(&mut sig, &self.a, &self.b, shingles);
-        sig
+        fold_min(sig, &self.a, &self.b, shingles);
     }
 
     /// The signatures of every shingle set, one row per document [docs, num_perm], computed in
@@ -113,51 +127,53 @@ impl MinHasher {
 /// permutations at a time held in registers while every shingle streams past, so the loop over
 /// the block vectorises and touches memory once per shingle.
 #[inline(always)]
-fn fold_min_body(sig: &mut [u32], a: &[u64], b: &[u64], shingles: &[u32]) {
+fn fold_min_body(sig: &mut [u32], a: &[u32], b: &[u64], shingles: &[u32]) {
     const LANES: usize = 16;
     for ((sig, a), b) in sig.chunks_mut(LANES).zip(a.chunks(LANES)).zip(b.chunks(LANES)) {
         // Lanes past the block's end compute with a = b = 0 and are not written back.
-        let (mut av, mut bv, mut acc) = ([0u64; LANES], [0u64; LANES], [u32::MAX; LANES]);
+        let (mut av, mut bv, mut acc) = ([0u32; LANES], [0u64; LANES], [u64::MAX; LANES]);
         av[..a.len()].copy_from_slice(a);
         bv[..b.len()].copy_from_slice(b);
         for &h in shingles {
-            let h = h as u64;
             for j in 0..LANES {
                 acc[j] = acc[j].min(affine(av[j], h, bv[j]));
             }
         }
         for (s, m) in sig.iter_mut().zip(acc) {
-            *s = (*s).min(m);
+            *s = (*s).min(m as u32);
         }
     }
 }
 
-fn fold_min(sig: &mut [u32], a: &[u64], b: &[u64], shingles: &[u32]) {
+fn fold_min(sig: &mut [u32], a: &[u32], b: &[u64], shingles: &[u32]) {
     fold_min_body(sig, a, b, shingles)
 }
 
-/// [`fold_min`] compiled for AVX-512 (eight 32×32→64-bit products per instruction).
+/// [`fold_min`] compiled for AVX-512 (eight 32×32→64-bit products and unsigned 64-bit minima
+/// per instruction).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn fold_min_avx512(sig: &mut [u32], a: &[u64], b: &[u64], shingles: &[u32]) {
+unsafe fn fold_min_avx512(sig: &mut [u32], a: &[u32], b: &[u64], shingles: &[u32]) {
     fold_min_body(sig, a, b, shingles)
 }
 
 /// [`fold_min`] compiled for AVX2 (four 32×32→64-bit products per instruction).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fold_min_avx2(sig: &mut [u32], a: &[u64], b: &[u64], shingles: &[u32]) {
+unsafe fn fold_min_avx2(sig: &mut [u32], a: &[u32], b: &[u64], shingles: &[u32]) {
     fold_min_body(sig, a, b, shingles)
 }
 
-/// `(a·h + b) mod (2^31 − 1)` for a, h, b below 2^31 − 1: a·h + b < 2^62, and as 2^31 ≡ 1 two
-/// folds of the bits above 31 and one subtraction reduce it.
+/// `(a·h + b) mod (2^31 − 1)` for a, h, b below 2^31 − 1. The product of two 32-bit operands is
+/// one 32×32→64-bit multiply and a·h + b < 2^62; as 2^31 ≡ 1, one fold of the bits above 31
+/// leaves at most 2p, and each `min(x, x − p)` (the subtraction wraps when x < p) takes p off
+/// once where x ≥ p: branch-free, and one instruction each where vectors have unsigned minima.
 #[inline(always)]
-fn affine(a: u64, h: u64, b: u64) -> u32 {
-    let x = a * h + b;
-    let x = (x & MERSENNE_31) + (x >> 31); // < 2^32 + 2^31
-    let x = (x & MERSENNE_31) + (x >> 31); // <= 2^31 + 1
-    (if x >= MERSENNE_31 { x - MERSENNE_31 } else { x }) as u32
+fn affine(a: u32, h: u32, b: u64) -> u64 {
+    let x = a as u64 * h as u64 + b;
+    let x = (x & MERSENNE_31) + (x >> 31); // <= 2p
+    let x = x.min(x.wrapping_sub(MERSENNE_31)); // <= p
+    x.min(x.wrapping_sub(MERSENNE_31)) // < p
 }
 
 /// Exact Jaccard similarity of two shingle sets.
@@ -182,31 +198,47 @@ pub fn jaccard(x: &[u32], y: &[u32]) -> f64 {
     }
 }
 
-/// The probability that documents of similarity `s` share at least one of `b` bands of `r` rows.
-pub fn candidate_probability(s: f64, b: usize, r: usize) -> f64 {
-    1.0 - (1.0 - s.powi(r as i32)).powi(b as i32)
-}
-
-/// ∫ f over [lo, hi] by composite Simpson's rule (the curves are smooth polynomials).
-fn integrate(f: impl Fn(f64) -> f64, lo: f64, hi: f64) -> f64 {
+/// Composite Simpson's rule over [lo, hi]: the nodes and their weights (the curves integrated
+/// are smooth polynomials).
+fn simpson(lo: f64, hi: f64) -> impl Iterator<Item = (f64, f64)> {
     const N: usize = 1000;
     let h = (hi - lo) / N as f64;
-    let inner: f64 = (1..N).map(|i| f(lo + i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 }).sum();
-    (f(lo) + inner + f(hi)) * h / 3.0
+    (0..=N).map(move |i| {
+        let w = if i == 0 || i == N {
+            1.0
+        } else if i % 2 == 1 {
+            4.0
+        } else {
+            2.0
+        };
+        (lo + i as f64 * h, w * h / 3.0)
+    })
 }
 
 /// Bands and rows for a similarity `threshold`: datasketch's rule, the (b, r) with b·r ≤
 /// `num_perm` that minimises the mean of the false-positive area (candidates below the
-/// threshold) and the false-negative area (missed pairs above it).
+/// threshold) and the false-negative area (missed pairs above it). For each r one pass over the
+/// nodes gives every b's areas, (1 − s^r)^b built up by multiplication.
 pub fn optimal_bands(threshold: f64, num_perm: usize) -> (usize, usize) {
     let mut best = (f64::INFINITY, (1, 1));
-    for b in 1..=num_perm {
-        for r in 1..=num_perm / b {
-            let fp = integrate(|s| candidate_probability(s, b, r), 0.0, threshold);
-            let fneg = integrate(|s| 1.0 - candidate_probability(s, b, r), threshold, 1.0);
-            let err = 0.5 * fp + 0.5 * fneg;
-            if err < best.0 {
-                best = (err, (b, r));
+    for r in 1..=num_perm {
+        let max_b = num_perm / r;
+        // err[b − 1] = ½ ∫₀ᵗ P(candidate) + ½ ∫ₜ¹ P(missed), P(missed) = (1 − s^r)^b.
+        let mut err = vec![0.0; max_b];
+        for (below, (lo, hi)) in [(true, (0.0, threshold)), (false, (threshold, 1.0))] {
+            for (s, w) in simpson(lo, hi) {
+                let q = 1.0 - s.powi(r as i32);
+                let mut missed = 1.0;
+                for e in err.iter_mut() {
+                    missed *= q;
+                    *e += 0.5 * w * if below { 1.0 - missed } else { missed };
+                }
+            }
+        }
+        for (b, e) in (1..).zip(err) {
+            // Ties go to fewer bands, as in a loop over b then r.
+            if e < best.0 || (e == best.0 && b < best.1 .0) {
+                best = (e, (b, r));
             }
         }
     }
@@ -264,7 +296,7 @@ mod tests {
             let mut draw =
                 || if rng.random_bool(0.1) { [0, 1, p - 1][rng.random_range(0..3)] } else { rng.random_range(0..p) };
             let (a, h, b) = (draw(), draw(), draw());
-            assert_eq!(affine(a, h, b) as u64, (a * h + b) % p, "{a} {h} {b}");
+            assert_eq!(affine(a as u32, h as u32, b), (a * h + b) % p, "{a} {h} {b}");
         }
         let m = MinHasher::new(128, 3);
         let set: Vec<u32> = (0..300).map(|_| rng.random_range(0..p as u32)).collect();
@@ -276,7 +308,7 @@ mod tests {
             (
                 "avx2",
                 std::arch::is_x86_feature_detected!("avx2"),
-                fold_min_avx2 as unsafe fn(&mut [u32], &[u64], &[u64], &[u32]),
+                fold_min_avx2 as unsafe fn(&mut [u32], &[u32], &[u64], &[u32]),
             ),
             ("avx512f", std::arch::is_x86_feature_detected!("avx512f"), fold_min_avx512),
         ] {

@@ -230,28 +230,47 @@ pub fn read_texts(input: &Path, field: &str) -> Result<Vec<String>> {
 }
 
 /// Records per parallel batch when streaming: enough to keep every core busy, few enough that
-/// a batch is a small share of memory.
-const BATCH: usize = 1 << 14;
+/// a batch is a small share of memory and the memory of one batch is reused by the next.
+const BATCH: usize = 1 << 12;
 
 /// A non-blank input line: its file's index in the file list, its line number (from 1, blank
 /// lines counted) and its text.
 pub type Line = (usize, usize, String);
 
 /// Calls `f` with consecutive batches of up to [`BATCH`] non-blank lines of `files`, in order.
+/// The next batch is read on a thread of its own while `f` works on the current one, so reading
+/// does not leave the cores idle; a read error reaches the caller after every line before it,
+/// so the first bad line in input order is the one reported.
 pub fn for_each_line_batch(files: &[PathBuf], mut f: impl FnMut(&[Line]) -> Result<()>) -> Result<()> {
-    let mut batch: Vec<Line> = Vec::with_capacity(BATCH);
-    for_each_line(files, |file, line, raw| {
-        batch.push((file, line, raw.to_string()));
-        if batch.len() == BATCH {
-            f(&batch)?;
-            batch.clear();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Line>>>(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut batch: Vec<Line> = Vec::with_capacity(BATCH);
+            let read = for_each_line(files, |file, line, raw| {
+                batch.push((file, line, raw.to_string()));
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    // A closed channel means `f` failed: stop reading.
+                    tx.send(Ok(full)).map_err(|_| anyhow::anyhow!("the batch consumer stopped"))?;
+                }
+                Ok(())
+            });
+            // The lines before the end, or before a read error, come first, so an earlier bad
+            // record is reported before the read error.
+            if tx.send(Ok(batch)).is_ok() {
+                if let Err(e) = read {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+        for batch in rx {
+            let batch = batch?;
+            if !batch.is_empty() {
+                f(&batch)?;
+            }
         }
         Ok(())
-    })?;
-    if batch.is_empty() {
-        return Ok(());
-    }
-    f(&batch)
+    })
 }
 
 /// Calls `f` with consecutive batches of the records of `files`, parsed in parallel, and the
@@ -355,5 +374,34 @@ mod tests {
             // The same message as a full parse.
             assert_eq!(err, parse(line, "text", "f.jsonl:3").err().unwrap().to_string(), "{line}");
         }
+    }
+
+    #[test]
+    fn batches_come_in_order_and_a_read_error_follows_the_batches_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut bytes: Vec<u8> =
+            (1..=BATCH + 500).flat_map(|i| format!("{{\"text\":\"{i}\"}}\n").into_bytes()).collect();
+        bytes.extend_from_slice(b"{\"text\":\"\xff\"}\n");
+        std::fs::write(&path, bytes).unwrap();
+        let files = vec![path];
+        let mut seen = Vec::new();
+        let err = for_each_line_batch(&files, |batch| {
+            seen.push((batch.len(), batch[0].1));
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+        // The full batch and the 500 lines before the bad one, then the bad line's error.
+        assert_eq!(seen, vec![(BATCH, 1), (500, BATCH + 1)]);
+        assert!(err.contains(&format!("a.jsonl:{}: not UTF-8", BATCH + 501)), "{err}");
+        // A failing consumer stops the reader, and its error is the one returned.
+        let mut calls = 0;
+        let err = for_each_line_batch(&files, |_| {
+            calls += 1;
+            anyhow::bail!("consumer failed")
+        })
+        .unwrap_err();
+        assert_eq!((calls, err.to_string()), (1, "consumer failed".to_string()));
     }
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::dedup::{record_name, with_duplicate_of, DedupOptions};
-use crate::minhash::{shingles, MinHasher};
+use crate::minhash::{shingle_hashes, shingles, MinHasher};
 use crate::records::{parse_fields, Fields};
 
 /// Lines per parallel batch.
@@ -33,7 +33,8 @@ fn sign_line(line: &str, opts: &DedupOptions, hasher: &MinHasher, with_shingles:
         Ok(f) => f,
         Err(e) => return Ok(format!("{key}\t!\t{}", format!("{e:#}").replace(['\t', '\n'], " "))),
     };
-    let set = shingles(&text, opts.ngram);
+    // Sorted and distinct only where the shingles are written out for verification.
+    let set = if with_shingles { shingles(&text, opts.ngram) } else { shingle_hashes(&text, opts.ngram) };
     let mut out = format!("{key}\t{}\t{:032x}\t", record_name(id, at), xxh3_128(text.as_bytes()));
     hasher.signature(&set).iter().for_each(|v| out.push_str(&format!("{v:08x}")));
     out.push('\t');

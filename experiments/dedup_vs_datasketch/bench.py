@@ -20,6 +20,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def timed(cmd, env=None):
+    # The previous tool's written pages go to disk first, so their writeback does not land on
+    # this run.
+    os.sync()
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - t
@@ -49,8 +52,12 @@ def main():
         tools["text-dedup (sha1)"] = lambda out, seed: [sys.executable, os.path.join(HERE, "textdedup_dedup.py"), "--input",
                                                         a.crawl, "--out", out, "--seed", str(seed)] + common
     runs = []
-    for seed in seeds:
-        for name, cmd in tools.items():
+    names = list(tools)
+    for n, seed in enumerate(seeds):
+        # Each seed starts the round at the next tool, so no tool always runs in the same place
+        # (first after another tool's heavy Python process, or right after gptlab's own run).
+        for name in names[n % len(names):] + names[:n % len(names)]:
+            cmd = tools[name]
             out = os.path.join(a.out, f"{name.split()[0]}{'-' + name.split('(')[1][:-1] if '(' in name else ''}-{seed}")
             env = dict(os.environ, PYTHONPATH=a.text_dedup) if name.startswith("text-dedup") else None
             wall = timed(cmd(out, seed), env)

@@ -37,7 +37,8 @@ def main():
            "--column", "text", "--num_perm", str(a.num_perm), "--threshold", str(a.threshold),
            "--ngram", str(a.ngram), "--min_length", "0", "--seed", str(a.seed), "--num_proc", "2", "--debug"]
     records = [json.loads(l) for l in open(a.input) if l.strip()]
-    log = subprocess.run(cmd, capture_output=True, text=True)
+    # A wide console, so rich's log lines do not wrap the timer values (a 10 s total would).
+    log = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
     if log.returncode != 0:
         sys.exit(f"text-dedup failed:\n{log.stderr[-3000:]}")
     from text_dedup.utils import optimal_param  # the bands and rows text-dedup chose (it does not log them)
@@ -52,7 +53,9 @@ def main():
         f.writelines(json.dumps(r) + "\n" for r in kept)
     with open(os.path.join(a.out, "removed.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in removed)
-    seconds = float(total.group(1)) if total else float("nan")
+    if not total:
+        sys.exit("text-dedup logged no Total time")
+    seconds = float(total.group(1))
     stats = {"documents": len(records), "kept": len(kept), "removed": len(removed), "seconds": seconds,
              "docs_per_s": len(records) / seconds, "bands": bands, "rows": rows, "threshold": a.threshold, "num_perm": a.num_perm, "ngram": a.ngram}
     json.dump(stats, open(os.path.join(a.out, "stats.json"), "w"), indent=2)
