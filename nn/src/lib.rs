@@ -117,6 +117,10 @@ impl LayerNorm {
         Self { weight, bias, eps }
     }
 
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     /// x: [.., W] in any kind -> fp32.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let w = self.weight.size()[0];

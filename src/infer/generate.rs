@@ -1,7 +1,8 @@
 //! Autoregressive sampling: temperature (0 = greedy), top-k, top-p, stop strings, and a KV cache
-//! that turns each new token into a one-position forward pass. Several prompts run as one
-//! batch: left-padded to a common length, one attention mask and one cache, each row stopping on
-//! its own; greedy rows produce exactly what they would alone.
+//! that turns each new token into a one-position forward pass ([`Gpt::decode_step`], fused on
+//! the CPU). Several prompts run as one batch: left-padded to a common length, one attention
+//! mask and one cache (prompts of one length need neither padding nor mask), each row stopping
+//! on its own; greedy rows produce exactly what they would alone.
 
 use anyhow::{bail, ensure, Result};
 use tch::{Kind, Tensor};
@@ -140,8 +141,9 @@ pub fn generate_batch_with(
     tch::manual_seed(opts.seed as i64);
     let device = model.device();
     let rows = prompts.len();
-    // One row needs no padding, hence no mask: the single-prompt path is unchanged.
-    let masked = rows > 1;
+    // Prompts of one length need no padding, hence no mask: each row attends to its own
+    // positions only, and a finished row's further steps are computed and ignored.
+    let masked = prompts.iter().any(|p| p.len() != prompts[0].len());
     let mut seqs: Vec<Vec<i64>> = prompts.to_vec();
     let mut new: Vec<Vec<i64>> = vec![Vec::new(); rows];
     let mut live = vec![true; rows];
@@ -160,20 +162,20 @@ pub fn generate_batch_with(
             // column; a fresh start, a cache that would outgrow the context, or no cache at all
             // re-reads each row's last `block` tokens (left-padded to the longest).
             let step = opts.kv_cache && !cache.is_empty() && cache.len() < block as i64;
-            let logits = if step {
+            let logits = if step && !masked {
+                let col: Vec<i64> = seqs.iter().map(|s| s[s.len() - 1]).collect();
+                model.decode_step(&col, &mut cache)? // [B, V]
+            } else if step {
                 let col: Vec<i64> = seqs.iter().zip(&live).map(|(s, &l)| if l { s[s.len() - 1] } else { 0 }).collect();
                 let live_col: Vec<i64> = live.iter().map(|&l| l as i64).collect();
                 let x = Tensor::from_slice(&col).to_device(device).unsqueeze(1); // [B, 1]
-                let m = masked
-                    .then(|| Tensor::cat(&[&mask, &Tensor::from_slice(&live_col).to_device(device).unsqueeze(1)], 1));
+                let m = Tensor::cat(&[&mask, &Tensor::from_slice(&live_col).to_device(device).unsqueeze(1)], 1);
                 let logits = model.forward(
                     Input::Tokens(&x),
-                    Pass { mask: m.as_ref(), cache: Some(&mut cache), ..Default::default() },
+                    Pass { mask: Some(&m), cache: Some(&mut cache), ..Default::default() },
                 )?;
-                if let Some(m) = m {
-                    mask = m;
-                }
-                logits // [B, 1, V]
+                mask = m;
+                logits.select(1, -1) // [B, V]
             } else {
                 let windows: Vec<&[i64]> = seqs.iter().map(|s| &s[s.len().saturating_sub(block)..]).collect();
                 let width = windows.iter().map(|w| w.len()).max().unwrap_or(0);
@@ -193,9 +195,9 @@ pub fn generate_batch_with(
                     None => model.forward(Input::Tokens(&x), pass)?,
                 };
                 mask = m;
-                logits // [B, T, V]
+                logits.select(1, -1) // [B, V]
             };
-            let last = logits.select(1, -1).narrow(1, 0, vocab); // [B, V]
+            let last = logits.narrow(1, 0, vocab); // [B, V]
 
             // Greedy rows need one argmax and one transfer for the whole batch.
             let greedy: Option<Vec<i64>> =

@@ -10,6 +10,8 @@ use gptlab_nn::{causal_padding_mask, positions_from_mask, LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
+mod cpu_step;
+
 /// Which GELU the MLP uses: exact (erf) for models trained here, tanh for imported HF GPT-2
 /// weights, whose logits only match with the approximation they were trained with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +168,8 @@ pub struct KvCache {
     len: i64,
     /// Positions the buffers hold at most (None: the model's context).
     capacity: Option<i64>,
+    /// What the fused CPU step writes besides the cache, sized at its first step.
+    step: Option<cpu_step::StepBuffers>,
 }
 
 impl KvCache {

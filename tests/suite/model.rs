@@ -96,6 +96,48 @@ fn kv_cache_prefill_and_decode_equal_one_full_forward() {
 }
 
 #[test]
+fn the_fused_cpu_decoding_step_equals_the_general_forward_pass() {
+    use gptlab::models::gpt::Gelu;
+    for (bias, gelu, tied, rows) in
+        [(true, Gelu::Exact, true, 1), (false, Gelu::Tanh, false, 2), (true, Gelu::Tanh, true, 3)]
+    {
+        tch::manual_seed(1);
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = GptConfig { bias, gelu, tie_word_embeddings: tied, ..GptConfig::preset("nano").unwrap() };
+        let model = Gpt::new(&cfg, vs.root()).unwrap();
+        let ids = Tensor::randint(512, [rows, 14], (Kind::Int64, Device::Cpu));
+        let full = model.forward(Input::Tokens(&ids), Pass::default()).unwrap(); // [B, 14, V]
+        let mut cache = KvCache::with_capacity(14);
+        let _ = model
+            .forward(Input::Tokens(&ids.narrow(1, 0, 8)), Pass { cache: Some(&mut cache), ..Default::default() })
+            .unwrap();
+        for t in 8..14 {
+            let col = Vec::<i64>::try_from(&ids.select(1, t)).unwrap();
+            // Every other step through the general pass: both write the same cache.
+            let logits = if t == 11 {
+                model
+                    .forward(
+                        Input::Tokens(&ids.narrow(1, t, 1)),
+                        Pass { cache: Some(&mut cache), ..Default::default() },
+                    )
+                    .unwrap()
+                    .select(1, 0)
+            } else {
+                model.decode_step(&col, &mut cache).unwrap()
+            }; // [B, V]
+            let diff = (&logits - full.select(1, t)).abs().max().double_value(&[]);
+            assert!(diff <= 1e-4, "bias {bias}, {gelu:?}, tied {tied}, {rows} rows, position {t}: differs by {diff}");
+        }
+        assert_eq!(cache.len(), 14);
+        // A full cache refuses another step, as the general pass does.
+        let err = model.decode_step(&vec![0; rows as usize], &mut cache).unwrap_err().to_string();
+        assert!(err.contains("capacity of 14"), "{err}");
+        let err = model.decode_step(&[512], &mut KvCache::new()).unwrap_err().to_string();
+        assert!(err.contains("outside the vocabulary"), "{err}");
+    }
+}
+
+#[test]
 fn embeddings_input_equals_token_input() {
     let (_vs, model) = nano();
     let ids = Tensor::randint(512, [1, 10], (Kind::Int64, Device::Cpu));
@@ -221,12 +263,14 @@ fn ignored_targets_leave_the_loss_and_its_mean() {
 #[test]
 fn batched_greedy_generation_equals_one_prompt_at_a_time() {
     let (_vs, model) = nano();
-    let prompts = ragged();
+    // Ragged prompts run padded and masked; prompts of one length run unmasked, through the
+    // fused CPU step.
+    let equal: Vec<Vec<i64>> = ragged().iter().map(|p| p.iter().cycle().take(6).copied().collect()).collect();
     let opts = SampleOptions { temperature: 0.0, max_new_tokens: 70, ..SampleOptions::default() };
     // Row 1 stops early (its 5th token); the others run past the 64-token context, so the
     // batch also slides its cache. Token 17 ends a row when it is sampled (an "end of text").
     let stop = |row: usize, new: &[i64]| !(row == 1 && new.len() == 5);
-    for kv_cache in [true, false] {
+    for (prompts, kv_cache) in [(ragged(), true), (ragged(), false), (equal, true)] {
         let opts = SampleOptions { kv_cache, ..opts.clone() };
         let batch = generate_batch(&model, &prompts, 512, Some(17), &opts, stop).unwrap();
         for (i, p) in prompts.iter().enumerate() {
