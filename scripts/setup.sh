@@ -25,6 +25,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install -q --no-cache-dir -r requirements.txt
     echo "$want" > "$stamp"
 fi
+# Data-parallel training compiles a small C++ shim against c10d's headers (in torch) and Gloo's,
+# which PyPI's torch does not ship: Debian's libgloo-dev has them. Without them gptlab builds
+# without data parallelism (and says so when asked for it).
+if [ ! -f /usr/include/gloo/algorithm.h ] && [ -z "${GLOO_INCLUDE_DIR:-}" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "[setup] installing Gloo's headers (libgloo-dev) for data-parallel training" >&2
+        apt-get update -qq && apt-get install -y -qq libgloo-dev >/dev/null
+    else
+        echo "warning: no Gloo headers (Debian/Ubuntu: apt-get install libgloo-dev): gptlab builds without data-parallel training" >&2
+    fi
+fi
 torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 [ "$(readlink .venv/libtorch 2>/dev/null)" = "$torch_dir" ] || ln -sfn "$torch_dir" .venv/libtorch
 command -v cargo >/dev/null || { echo "error: cargo is required (https://rustup.rs)" >&2; exit 1; }

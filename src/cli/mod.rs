@@ -9,6 +9,7 @@ mod eval;
 mod finetune;
 mod infer;
 mod interop;
+mod launch;
 mod quickstart;
 mod rlhf;
 mod scaling;
@@ -44,6 +45,8 @@ enum Command {
     Tokenizer(tokenizer::TokenizerCommand),
     /// Train a GPT from a TOML config
     Train(train::TrainArgs),
+    /// Run a gptlab command as N data-parallel ranks on this machine (like torchrun)
+    Launch(launch::LaunchArgs),
     /// Fine-tune a pretrained GPT on labelled tasks with GPT-1's input transformations and heads
     Finetune(train::TrainArgs),
     /// The three paradigms (fine-tuned, multitask, prompted) side by side from their results files
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Tokenizer(cmd) => tokenizer::run(cmd),
         Command::Train(args) => train::run(args),
+        Command::Launch(args) => launch::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Paradigms(args) => finetune::paradigms(args),
         Command::Rlhf(cmd) => rlhf::run(cmd),

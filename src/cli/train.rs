@@ -99,7 +99,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut cfg = train::TrainConfig::from_file(&args.config)?;
     args.apply(&mut cfg.train, &mut cfg.out_dir)?;
     let s = train::train(&cfg, args.resume)?;
-    print_summary("", &s);
+    if gptlab::dist::is_main_process() {
+        print_summary("", &s);
+    }
     Ok(())
 }
 

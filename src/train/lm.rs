@@ -14,6 +14,7 @@ use super::{TrainSection, TrainSummary};
 use crate::checkpoint;
 use crate::data::sampler::WindowSampler;
 use crate::data::shards::{tokenizer_hash, ShardMeta, TokenShards};
+use crate::dist::ProcessGroup;
 use crate::models::gpt::{Gelu, Gpt, GptConfig};
 
 /// The model section of a training config: a preset plus optional overrides. The vocabulary
@@ -99,9 +100,12 @@ impl TrainConfig {
     }
 }
 
-/// The GPT objective: next-token cross-entropy on random windows of the shards.
+/// The GPT objective: next-token cross-entropy on random windows of the shards. Under data
+/// parallelism each rank takes every `world_size`-th row of a micro-batch and every
+/// `world_size`-th validation batch, so the ranks together compute what one process would.
 struct LanguageModeling {
     model: Gpt,
+    dist: Option<Arc<ProcessGroup>>,
     train: Arc<WindowSampler>,
     val: WindowSampler,
     val_seed: u64,
@@ -118,14 +122,23 @@ impl LanguageModeling {
         let rows = Tensor::from_slice(batch).view([sampler.batch_size as i64, t + 1]).to_device(self.device);
         (rows.narrow(1, 0, t), rows.narrow(1, 1, t))
     }
+
+    /// This rank's place and the number of ranks (0 of 1 in a plain run).
+    fn rank_world(&self) -> (usize, usize) {
+        self.dist.as_ref().map_or((0, 1), |g| (g.rank, g.world_size))
+    }
 }
 
 impl Evaluate for LanguageModeling {
     fn validate(&mut self) -> Result<ValMetrics> {
+        let (rank, world) = self.rank_world();
         let mut total = 0.0;
-        for i in 0..self.val_batches {
+        for i in (rank as u64..self.val_batches).step_by(world) {
             let (x, y) = self.xy(&self.val.batch(self.val_seed, i), &self.val);
             total += tch::no_grad(|| self.model.loss(&x, &y, false))?.double_value(&[]);
+        }
+        if let Some(group) = &self.dist {
+            total = group.sum(&[total])?[0];
         }
         Ok(ValMetrics::from([("val_loss".to_string(), total / self.val_batches as f64)]))
     }
@@ -136,12 +149,15 @@ impl Objective for LanguageModeling {
 
     fn loss(&mut self, batch: Vec<i64>) -> Result<Tensor> {
         let (x, y) = self.xy(&batch, &self.train);
+        let (rank, world) = self.rank_world();
+        let b = x.size()[0];
+        let (x, y) = (x.slice(0, rank as i64, b, world as i64), y.slice(0, rank as i64, b, world as i64)); // [B / W, T]
         self.model.loss(&x, &y, true)
     }
 
-    /// Every window is a full context: batch_size × T positions.
+    /// Every window is a full context: batch_size × T positions, this rank's share of them.
     fn flops(&self, _: &Vec<i64>) -> f64 {
-        self.train.batch_size as f64 * self.flops_per_window
+        (self.train.batch_size / self.rank_world().1) as f64 * self.flops_per_window
     }
 }
 
@@ -186,7 +202,8 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     cfg.validate()?;
     let meta = ShardMeta::read(&cfg.data)?;
     let tokenizer_path = cfg.data.join(checkpoint::TOKENIZER_FILE);
-    let setup = Setup::begin(&cfg.train, &cfg.out_dir, resume, cfg)?;
+    let setup = Setup::begin_data_parallel(&cfg.train, &cfg.out_dir, resume, cfg)?;
+    let dist = setup.dist.clone();
     let wanted = cfg.model.resolve(meta.vocab_size)?;
     let gpt_cfg = match &setup.resumed {
         Some(dir) => {
@@ -209,10 +226,12 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     let tokens_per_step = cfg.tokens_per_step(gpt_cfg.block_size);
     let n = gpt_cfg.param_counts();
     let flops_per_token = gpt_cfg.flops_per_token(gpt_cfg.block_size);
-    eprintln!(
-        "model: {} parameters ({} non-embedding), {:.3e} training FLOPs/token; {tokens_per_step} tokens/step",
-        n.total, n.non_embedding, flops_per_token
-    );
+    if crate::dist::is_main_process() {
+        eprintln!(
+            "model: {} parameters ({} non-embedding), {:.3e} training FLOPs/token; {tokens_per_step} tokens/step",
+            n.total, n.non_embedding, flops_per_token
+        );
+    }
     let trainer = Trainer::new(
         setup,
         RunParts {
@@ -233,6 +252,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     let batches = train.spawn(sampler, t.prefetch);
     let mut objective = LanguageModeling {
         model,
+        dist,
         train,
         val,
         val_seed: sampler.seed ^ VAL_SEED_SALT,

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -24,6 +25,7 @@ use super::schedule::LrSchedule;
 use super::{TrainSection, TrainState};
 use crate::checkpoint::{self, ModelConfig, TrainingParts};
 use crate::data::sampler::SamplerState;
+use crate::dist::{DistEnv, ProcessGroup};
 use crate::metrics::MetricsLog;
 
 /// Validation results by name; always holds `val_loss`, and whatever else an objective measures
@@ -71,17 +73,52 @@ pub struct Setup {
     pub resumed: Option<PathBuf>,
     saved_state: Option<TrainState>,
     pub vs: VarStore,
-    /// The advisory lock on `out_dir`, held for the whole run (the OS releases it on a crash).
-    lock: File,
+    /// The data-parallel group this process is a rank of, when launched as one.
+    pub dist: Option<Arc<ProcessGroup>>,
+    /// The advisory lock on `out_dir`, held for the whole run by rank 0 (the OS releases it on a
+    /// crash).
+    lock: Option<File>,
 }
 
 impl Setup {
+    /// A run in one process; refuses a data-parallel launch (`WORLD_SIZE` > 1), which this
+    /// objective does not shard yet.
     pub fn begin<C: Serialize>(section: &TrainSection, out_dir: &Path, resume: bool, resolved: &C) -> Result<Self> {
+        ensure!(
+            DistEnv::from_env()?.is_none(),
+            "data-parallel training (WORLD_SIZE > 1) is implemented for `gptlab train` (GPT pretraining) only so far"
+        );
+        Self::begin_data_parallel(section, out_dir, resume, resolved)
+    }
+
+    /// A run that joins the data-parallel group its launch environment describes, if any: each
+    /// rank takes every `world_size`-th row of a micro-batch, so `batch_size` must divide by it.
+    /// Rank 0 alone locks `out_dir` and writes there.
+    pub fn begin_data_parallel<C: Serialize>(
+        section: &TrainSection,
+        out_dir: &Path,
+        resume: bool,
+        resolved: &C,
+    ) -> Result<Self> {
         section.validate()?;
         let device = crate::device::parse_device(&section.device)?;
         crate::device::set_threads(section.threads)?;
+        let dist = match DistEnv::from_env()? {
+            Some(env) => {
+                crate::dist::ensure_available()?;
+                ensure!(
+                    section.batch_size.is_multiple_of(env.world_size),
+                    "batch_size {} does not divide among {} ranks",
+                    section.batch_size,
+                    env.world_size
+                );
+                Some(Arc::new(ProcessGroup::join(&env, crate::dist::timeout()?)?))
+            }
+            None => None,
+        };
+        let main = dist.as_ref().is_none_or(|g| g.is_main());
         std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-        let lock = lock_out_dir(out_dir)?;
+        let lock = main.then(|| lock_out_dir(out_dir)).transpose()?;
         if !resume {
             refuse_existing_checkpoint(out_dir)?;
         }
@@ -100,7 +137,9 @@ impl Setup {
                 kind = saved_kind;
             }
         }
-        std::fs::write(out_dir.join("config.toml"), toml::to_string_pretty(resolved)?)?;
+        if main {
+            std::fs::write(out_dir.join("config.toml"), toml::to_string_pretty(resolved)?)?;
+        }
         tch::manual_seed(section.seed as i64);
         Ok(Self {
             section: section.clone(),
@@ -110,6 +149,7 @@ impl Setup {
             resumed,
             saved_state,
             vs: VarStore::new(device),
+            dist,
             lock,
         })
     }
@@ -241,7 +281,11 @@ pub struct Trainer {
     opt: AdamW,
     /// Where the run stands; what a checkpoint saves beside weights and moments.
     pub state: TrainState,
-    metrics: MetricsLog,
+    /// The data-parallel group, and the trainable parameters (by name, the same order on every
+    /// rank) whose gradients it averages.
+    dist: Option<(Arc<ProcessGroup>, Vec<Tensor>)>,
+    /// Rank 0's metrics log (other ranks write nothing).
+    metrics: Option<MetricsLog>,
     bar: ProgressBar,
     watch: NonFiniteWatch,
     /// The last step's learning rate and gradient norm (before clipping).
@@ -261,7 +305,7 @@ pub struct Trainer {
     saved_at: u64,
     /// Validation metrics besides `val_loss` this run has logged; each gets its own plot.
     val_keys: std::collections::BTreeSet<String>,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl Trainer {
@@ -269,20 +313,37 @@ impl Trainer {
     /// weights, moments and state when resuming, measures the peak MFU is counted against
     /// (unless the config gives it), and opens the metrics log.
     pub fn new<C: ModelConfig>(setup: Setup, parts: RunParts<C>) -> Result<Self> {
-        let Setup { section, out_dir, device, kind, resumed, saved_state, vs, lock } = setup;
+        let Setup { section, out_dir, device, kind, resumed, saved_state, vs, dist, lock } = setup;
+        let main = dist.as_ref().is_none_or(|g| g.is_main());
+        let dist = dist.map(|g| {
+            let mut params: Vec<(String, Tensor)> =
+                vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+            params.sort_by(|a, b| a.0.cmp(&b.0));
+            (g, params.into_iter().map(|(_, t)| t).collect::<Vec<Tensor>>())
+        });
         let mut opt = AdamW::new(&vs, parts.optim, &section.groups)?;
         let schedule = section.schedule();
         let resumed_from = resumed.as_deref().zip(saved_state);
         let mut state = initial_state(resumed_from, &section, &schedule, &vs, &mut opt)?;
+        if let Some((group, params)) = &dist {
+            group.broadcast_from_main(params)?;
+        }
         state.dtype = Some(Dtype::name_of(kind).to_string());
         let (peak_tflops, source) = match section.peak_tflops {
             Some(p) => (p, "configured"),
             None => (crate::device::measure_peak_tflops(device, kind)?, "measured"),
         };
         let dtype = Dtype::name_of(kind);
-        eprintln!("training in {dtype} on {device:?}; MFU against a {source} {peak_tflops:.3} TFLOP/s {dtype} peak");
-        let metrics = MetricsLog::open(&out_dir.join("metrics.jsonl"), resumed.is_some().then_some(state.step))?;
-        let bar = ProgressBar::new(section.max_steps).with_position(state.step);
+        if main {
+            eprintln!(
+                "training in {dtype} on {device:?}; MFU against a {source} {peak_tflops:.3} TFLOP/s {dtype} peak"
+            );
+        }
+        let metrics = main
+            .then(|| MetricsLog::open(&out_dir.join("metrics.jsonl"), resumed.is_some().then_some(state.step)))
+            .transpose()?;
+        let bar =
+            if main { ProgressBar::new(section.max_steps) } else { ProgressBar::hidden() }.with_position(state.step);
         bar.set_style(ProgressStyle::with_template(
             "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
         )?);
@@ -299,6 +360,7 @@ impl Trainer {
             peak_tflops,
             baseline: parts.baseline,
             opt,
+            dist,
             metrics,
             bar,
             watch: NonFiniteWatch::new(device),
@@ -351,6 +413,11 @@ impl Trainer {
             self.interval_flops += flops;
         }
         self.state.sampler.next_batch += accum as u64;
+        if let Some((group, params)) = &self.dist {
+            let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+            ensure!(grads.iter().all(Tensor::defined), "a trainable parameter got no gradient this step");
+            group.all_reduce_mean(&grads)?;
+        }
         self.grad_norm = self.opt.clip_grad_norm(self.section.grad_clip);
         self.opt.step(self.lr);
         self.opt.zero_grad();
@@ -387,8 +454,12 @@ impl Trainer {
         self.watch.check()?;
         let steps = self.interval_steps.max(1);
         let secs = self.interval_start.elapsed().as_secs_f64();
-        // The watch saw the running sum; the mean over the interval is what gets logged.
+        // The watch saw the running sum; the mean over the interval is what gets logged, over
+        // every rank's rows.
         self.last_train = self.loss_sum.double_value(&[]) / steps as f64;
+        if let Some((group, _)) = &self.dist {
+            self.last_train = group.sum(&[self.last_train])?[0] / group.world_size as f64;
+        }
         self.last_rate = (steps * self.units_per_step) as f64 / secs;
         self.last_mfu = self.interval_flops / secs / (self.peak_tflops * 1e12);
         self.last_flops_per_unit = self.interval_flops / (steps * self.units_per_step) as f64;
@@ -424,7 +495,9 @@ impl Trainer {
             record[key] = value;
         }
         self.bar.set_message(message);
-        self.metrics.write(&record)?;
+        if let Some(metrics) = &mut self.metrics {
+            metrics.write(&record)?;
+        }
         self.loss_sum = self.loss_sum.zero_();
         self.interval_flops = 0.0;
         self.interval_steps = 0;
@@ -432,7 +505,12 @@ impl Trainer {
         Ok(())
     }
 
+    /// Writes a checkpoint (rank 0; the other ranks hold the same weights and state).
     fn save(&mut self) -> Result<()> {
+        self.saved_at = self.state.step;
+        if self.metrics.is_none() {
+            return Ok(());
+        }
         ensure!(
             checkpoint::all_finite(&self.vs),
             "weights became NaN or infinite by step {}; stopping without saving (lower the learning rate)",
@@ -446,18 +524,38 @@ impl Trainer {
             self.tokenizer.as_deref(),
             training,
         )?;
-        self.saved_at = self.state.step;
         Ok(())
     }
 
-    /// Saves what the last checkpoint missed, draws the loss plot and one plot per other
-    /// validation metric (`{name}.png`), and reports.
+    /// Saves what the last checkpoint missed, draws the plots (rank 0), and reports.
     pub fn finish(mut self) -> Result<TrainSummary> {
         self.bar.finish_and_clear();
         if self.saved_at != self.state.step {
             self.watch.check()?;
             self.save()?;
         }
+        if self.metrics.is_some() {
+            self.plot()?;
+        }
+        Ok(TrainSummary {
+            steps: self.state.step,
+            unit: self.unit,
+            units_seen: self.state.units_seen,
+            flops_per_unit: self.last_flops_per_unit,
+            final_train_loss: self.last_train,
+            final_val_loss: self.last_val,
+            best_val_loss: self.state.best_val_loss,
+            units_per_s: self.last_rate,
+            mfu: self.last_mfu,
+            peak_tflops: self.peak_tflops,
+            dtype: Dtype::name_of(self.kind),
+            elapsed_s: self.run_start.elapsed().as_secs_f64(),
+            checkpoint: self.out_dir.join("checkpoint"),
+        })
+    }
+
+    /// The loss plot and one plot per other validation metric (`{name}.png`).
+    fn plot(&self) -> Result<()> {
         let baseline = self.baseline.as_ref().map(|(name, v)| (name.as_str(), *v));
         crate::plot::loss_plot(
             &self.out_dir.join("metrics.jsonl"),
@@ -475,21 +573,7 @@ impl Trainer {
                 key,
             )?;
         }
-        Ok(TrainSummary {
-            steps: self.state.step,
-            unit: self.unit,
-            units_seen: self.state.units_seen,
-            flops_per_unit: self.last_flops_per_unit,
-            final_train_loss: self.last_train,
-            final_val_loss: self.last_val,
-            best_val_loss: self.state.best_val_loss,
-            units_per_s: self.last_rate,
-            mfu: self.last_mfu,
-            peak_tflops: self.peak_tflops,
-            dtype: Dtype::name_of(self.kind),
-            elapsed_s: self.run_start.elapsed().as_secs_f64(),
-            checkpoint: self.out_dir.join("checkpoint"),
-        })
+        Ok(())
     }
 }
 
@@ -577,6 +661,8 @@ fn initial_state(
         state.step,
         section.max_steps
     );
-    eprintln!("resuming from {} at step {}", dir.display(), state.step);
+    if crate::dist::is_main_process() {
+        eprintln!("resuming from {} at step {}", dir.display(), state.step);
+    }
     Ok(state)
 }

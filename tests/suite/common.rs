@@ -59,14 +59,23 @@ pub fn shard_dir() -> &'static Path {
 /// A nano training config over [`shard_dir`], with dropout so that exact resume must also
 /// restore the RNG. `extra` is appended to the `[train]` table.
 pub fn write_config(dir: &Path, max_steps: u64, extra: &str) -> PathBuf {
-    let text = format!(
+    let path = dir.join(format!("train_{max_steps}.toml"));
+    std::fs::write(&path, nano_config(&dir.join("run"), max_steps, 0.1, &format!("log_interval = 2\n{extra}")))
+        .unwrap();
+    path
+}
+
+/// The text of a nano GPT run into `out_dir` over [`shard_dir`] on the CPU; `extra` is
+/// appended to the `[train]` table.
+pub fn nano_config(out_dir: &Path, max_steps: u64, dropout: f64, extra: &str) -> String {
+    format!(
         r#"out_dir = "{out}"
 data = "{data}"
 
 [model]
 preset = "nano"
 block_size = 32
-dropout = 0.1
+dropout = {dropout}
 
 [train]
 batch_size = 4
@@ -76,19 +85,15 @@ warmup_steps = 2
 lr = 3e-3
 eval_interval = 4
 eval_batches = 2
-log_interval = 2
 ckpt_interval = 4
 device = "cpu"
 threads = 1
 peak_tflops = 1.0
 {extra}
 "#,
-        out = dir.join("run").display(),
+        out = out_dir.display(),
         data = shard_dir().display()
-    );
-    let path = dir.join(format!("train_{max_steps}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    )
 }
 
 /// The project's Python with torch, transformers and tokenizers (installed by scripts/setup.sh).

@@ -6,6 +6,7 @@ mod clean;
 mod cli;
 mod clip;
 mod data;
+mod dist;
 mod eval;
 mod finetune;
 mod hf;

@@ -1,0 +1,88 @@
+// The few c10d calls gptlab's data parallelism needs, behind a C interface: a TCPStore
+// rendezvous, a Gloo process group, and all-reduce and broadcast of tensors. tch does
+// not bind c10d; the libtorch it links exports these symbols (libtorch_cpu.so), so this file
+// only needs their headers. Every call catches C++ exceptions and returns the message in `err`
+// (freed with gl_free_error), so no exception crosses into Rust.
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+struct GlGroup {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+};
+
+static int fail(char** err, const char* what) {
+  *err = strdup(what);
+  return -1;
+}
+
+template <typename F>
+static int guarded(char** err, F&& f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(err, e.what());
+  } catch (...) {
+    return fail(err, "unknown C++ exception");
+  }
+}
+
+extern "C" {
+
+// Joins the group of `world` processes whose rank 0 serves the store at host:port. Gloo binds
+// the interface GLOO_SOCKET_IFNAME names when set (as torch.distributed does), else the address
+// this machine's hostname resolves to (loopback where it resolves to none).
+GlGroup* gl_group_new(const char* host, int port, int rank, int world, long long timeout_ms, char** err) {
+  GlGroup* group = nullptr;
+  guarded(err, [&] {
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<std::uint16_t>(port);
+    // Under torchrun the agent already serves the store at MASTER_PORT; rank 0 joins it.
+    const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+    o.isServer = rank == 0 && !(agent && std::string(agent) == "True");
+    o.numWorkers = world;
+    o.timeout = timeout;
+    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), o);
+    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+    opts->devices.push_back(ifname && *ifname ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
+                                              : c10d::ProcessGroupGloo::createDefaultDevice());
+    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts);
+    group = new GlGroup{store, pg};
+  });
+  return group;
+}
+
+// Sums `tensor` (an at::Tensor*, tch's handle) over the group, in place.
+int gl_all_reduce_sum(GlGroup* g, void* tensor, char** err) {
+  return guarded(err, [&] {
+    std::vector<at::Tensor> ts{*static_cast<at::Tensor*>(tensor)};
+    g->pg->allreduce(ts)->wait();
+  });
+}
+
+// Copies rank `root`'s `tensor` into every rank's, in place.
+int gl_broadcast(GlGroup* g, void* tensor, int root, char** err) {
+  return guarded(err, [&] {
+    std::vector<at::Tensor> ts{*static_cast<at::Tensor*>(tensor)};
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    g->pg->broadcast(ts, o)->wait();
+  });
+}
+
+void gl_group_free(GlGroup* g) {
+  delete g;
+}
+
+void gl_free_error(char* err) {
+  std::free(err);
+}
+}

@@ -1,0 +1,336 @@
+//! Data parallelism on PyTorch's own c10d: processes launched like torchrun (`RANK`,
+//! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`) meet at a TCPStore on rank 0 and
+//! form a Gloo process group, through which gradients are averaged after each backward pass.
+//! The calls go through a small C++ shim (`c10d.cpp`, compiled by `build.rs` where the headers
+//! are present), since tch does not bind c10d.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+pub mod launch;
+use tch::{Kind, Tensor};
+
+/// Where this process stands in a launched group, from torchrun's environment variables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DistEnv {
+    pub rank: usize,
+    pub world_size: usize,
+    pub local_rank: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+}
+
+impl DistEnv {
+    /// The launch environment; `None` when `WORLD_SIZE` is unset or 1 (a plain run).
+    pub fn from_env() -> Result<Option<Self>> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
+        let parse = |name: &str, default: Option<&str>| -> Result<String> {
+            var(name).or(default.map(str::to_string)).with_context(|| format!("{name} is not set (WORLD_SIZE is)"))
+        };
+        let world_size: usize = match var("WORLD_SIZE") {
+            None => return Ok(None),
+            Some(w) => w.trim().parse().with_context(|| format!("WORLD_SIZE is not a number: {w:?}"))?,
+        };
+        ensure!(world_size >= 1, "WORLD_SIZE must be at least 1");
+        if world_size == 1 {
+            return Ok(None);
+        }
+        let number = |name: &str, default: Option<&str>| -> Result<usize> {
+            let v = parse(name, default)?;
+            v.trim().parse().with_context(|| format!("{name} is not a number: {v:?}"))
+        };
+        let rank = number("RANK", None)?;
+        ensure!(rank < world_size, "RANK {rank} is not below WORLD_SIZE {world_size}");
+        let port = number("MASTER_PORT", Some("29500"))?;
+        ensure!((1..=65535).contains(&port), "MASTER_PORT {port} is not a port");
+        Ok(Some(Self {
+            rank,
+            world_size,
+            local_rank: number("LOCAL_RANK", Some("0"))?,
+            master_addr: parse("MASTER_ADDR", Some("127.0.0.1"))?,
+            master_port: port as u16,
+        }))
+    }
+}
+
+/// Whether this process is rank 0 of a launch, or not launched as a rank at all: the one that
+/// prints a run's summary.
+pub fn is_main_process() -> bool {
+    std::env::var("RANK").map_or(true, |r| r.trim() == "0")
+}
+
+/// How long a collective waits for the other ranks before failing (a dead rank makes the
+/// others fail within it); `GPTLAB_DIST_TIMEOUT_S` overrides the default of 300 s.
+pub fn timeout() -> Result<Duration> {
+    match std::env::var("GPTLAB_DIST_TIMEOUT_S") {
+        Err(_) => Ok(Duration::from_secs(300)),
+        Ok(v) => {
+            let s: f64 = v.trim().parse().with_context(|| format!("GPTLAB_DIST_TIMEOUT_S is not a number: {v:?}"))?;
+            ensure!(s > 0.0, "GPTLAB_DIST_TIMEOUT_S must be positive");
+            Ok(Duration::from_secs_f64(s))
+        }
+    }
+}
+
+/// Why a build without the shim cannot form a process group.
+const UNAVAILABLE: &str = "this gptlab was built without data-parallel training (no Gloo headers at build time): \
+                           install them (Debian/Ubuntu: apt-get install libgloo-dev) and rebuild";
+
+/// Gradient buckets: up to this many bytes are flattened into one all-reduce.
+const BUCKET_BYTES: i64 = 25 << 20;
+
+/// A Gloo process group of `world_size` ranks.
+pub struct ProcessGroup {
+    pub rank: usize,
+    pub world_size: usize,
+    group: shim::Group,
+}
+
+impl ProcessGroup {
+    /// Joins the group `env` describes (rank 0 serves the rendezvous); fails after `timeout`
+    /// when the others do not come.
+    pub fn join(env: &DistEnv, timeout: Duration) -> Result<Self> {
+        let group = shim::Group::new(&env.master_addr, env.master_port, env.rank, env.world_size, timeout)
+            .with_context(|| {
+                format!(
+                    "rank {} of {}: joining the process group at {}:{}",
+                    env.rank, env.world_size, env.master_addr, env.master_port
+                )
+            })?;
+        Ok(Self { rank: env.rank, world_size: env.world_size, group })
+    }
+
+    pub fn is_main(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Replaces each tensor by its mean over the ranks (gradients after a backward pass).
+    /// Reduced in fp32 whatever the tensors' kind: bf16 gradients lose too much summed in bf16.
+    pub fn all_reduce_mean(&self, tensors: &[Tensor]) -> Result<()> {
+        for_each_bucket(tensors, |flat| {
+            self.group.all_reduce_sum(flat).with_context(|| self.failed("averaging gradients"))?;
+            Ok(flat / self.world_size as f64)
+        })
+    }
+
+    /// Copies rank 0's values of `tensors` into every rank's (the weights a run starts from, as
+    /// DDP does, so the ranks start equal even where their initialisations would not be).
+    pub fn broadcast_from_main(&self, tensors: &[Tensor]) -> Result<()> {
+        for_each_bucket(tensors, |flat| {
+            self.group.broadcast(flat, 0).with_context(|| self.failed("broadcasting rank 0's weights"))?;
+            Ok(flat.shallow_clone())
+        })
+    }
+
+    /// The sum of `values` over the ranks (in f64).
+    pub fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
+        let t = Tensor::from_slice(values).to_kind(Kind::Double);
+        self.group.all_reduce_sum(&t).with_context(|| self.failed("summing metrics"))?;
+        Ok(Vec::<f64>::try_from(&t)?)
+    }
+
+    /// What a failed collective reports: which rank saw it, and the likely cause.
+    fn failed(&self, what: &str) -> String {
+        format!(
+            "rank {} of {}: {what} failed (another rank stopped, or did not answer within the timeout)",
+            self.rank, self.world_size
+        )
+    }
+}
+
+/// Applies `collective` to `tensors` flattened into fp32 buckets of up to [`BUCKET_BYTES`] (a
+/// model costs a few collectives, not one per tensor), and copies what it returns back into
+/// them.
+fn for_each_bucket(tensors: &[Tensor], mut collective: impl FnMut(&Tensor) -> Result<Tensor>) -> Result<()> {
+    let mut start = 0;
+    while start < tensors.len() {
+        let mut end = start + 1;
+        let mut bytes = tensors[start].numel() as i64 * 4;
+        while end < tensors.len() && bytes + tensors[end].numel() as i64 * 4 <= BUCKET_BYTES {
+            bytes += tensors[end].numel() as i64 * 4;
+            end += 1;
+        }
+        let bucket = &tensors[start..end];
+        let flat =
+            Tensor::cat(&bucket.iter().map(|t| t.detach().to_kind(Kind::Float).reshape([-1])).collect::<Vec<_>>(), 0);
+        let result = collective(&flat)?;
+        tch::no_grad(|| {
+            let mut offset = 0;
+            for t in bucket {
+                let n = t.numel() as i64;
+                t.shallow_clone().copy_(&result.narrow(0, offset, n).view(t.size().as_slice()));
+                offset += n;
+            }
+        });
+        start = end;
+    }
+    Ok(())
+}
+
+#[cfg(c10d)]
+mod shim {
+    use std::ffi::{c_char, c_int, c_longlong, c_void, CStr, CString};
+    use std::time::Duration;
+
+    use anyhow::{bail, Result};
+    use tch::Tensor;
+
+    #[repr(C)]
+    struct GlGroup {
+        _private: [u8; 0],
+    }
+
+    extern "C" {
+        fn gl_group_new(
+            host: *const c_char,
+            port: c_int,
+            rank: c_int,
+            world: c_int,
+            timeout_ms: c_longlong,
+            err: *mut *mut c_char,
+        ) -> *mut GlGroup;
+        fn gl_all_reduce_sum(g: *mut GlGroup, tensor: *mut c_void, err: *mut *mut c_char) -> c_int;
+        fn gl_broadcast(g: *mut GlGroup, tensor: *mut c_void, root: c_int, err: *mut *mut c_char) -> c_int;
+        fn gl_group_free(g: *mut GlGroup);
+        fn gl_free_error(err: *mut c_char);
+    }
+
+    /// The C++ side's error message, first line only (c10d appends a C++ backtrace).
+    fn take_error(err: *mut c_char) -> String {
+        if err.is_null() {
+            return "unknown error".into();
+        }
+        // SAFETY: the shim sets `err` to a strdup'ed, NUL-terminated string; freed just after.
+        let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().lines().next().unwrap_or("").to_string();
+        // SAFETY: `err` came from the shim's strdup and is freed once.
+        unsafe { gl_free_error(err) };
+        msg
+    }
+
+    fn check(rc: c_int, err: *mut c_char) -> Result<()> {
+        if rc != 0 {
+            bail!("{}", take_error(err));
+        }
+        Ok(())
+    }
+
+    /// A live process group; freed on drop.
+    pub struct Group(*mut GlGroup);
+
+    // SAFETY: c10d process groups are thread-safe; the pointer is owned and freed once.
+    unsafe impl Send for Group {}
+    unsafe impl Sync for Group {}
+
+    impl Group {
+        pub fn new(host: &str, port: u16, rank: usize, world: usize, timeout: Duration) -> Result<Self> {
+            let host = CString::new(host)?;
+            let mut err = std::ptr::null_mut();
+            // SAFETY: valid C string and out-pointer; the shim catches every C++ exception.
+            let g = unsafe {
+                gl_group_new(
+                    host.as_ptr(),
+                    port as c_int,
+                    rank as c_int,
+                    world as c_int,
+                    timeout.as_millis() as c_longlong,
+                    &mut err,
+                )
+            };
+            if g.is_null() {
+                bail!("{}", take_error(err));
+            }
+            Ok(Self(g))
+        }
+
+        pub fn all_reduce_sum(&self, t: &Tensor) -> Result<()> {
+            let mut err = std::ptr::null_mut();
+            // SAFETY: `t` is a live tensor handle (tch's is an at::Tensor*), the group is live.
+            check(unsafe { gl_all_reduce_sum(self.0, t.as_ptr() as *mut c_void, &mut err) }, err)
+        }
+
+        pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<()> {
+            let mut err = std::ptr::null_mut();
+            // SAFETY: as in `all_reduce_sum`.
+            check(unsafe { gl_broadcast(self.0, t.as_ptr() as *mut c_void, root as c_int, &mut err) }, err)
+        }
+    }
+
+    impl Drop for Group {
+        fn drop(&mut self) {
+            // SAFETY: created by gl_group_new, freed once.
+            unsafe { gl_group_free(self.0) };
+        }
+    }
+}
+
+/// Without the shim (no c10d or Gloo headers at build time) every call says how to get it.
+#[cfg(not(c10d))]
+mod shim {
+    use std::time::Duration;
+
+    use anyhow::{bail, Result};
+    use tch::Tensor;
+
+    use super::UNAVAILABLE as WHY;
+
+    pub struct Group;
+
+    impl Group {
+        pub fn new(_: &str, _: u16, _: usize, _: usize, _: Duration) -> Result<Self> {
+            bail!(WHY)
+        }
+        pub fn all_reduce_sum(&self, _: &Tensor) -> Result<()> {
+            bail!(WHY)
+        }
+        pub fn broadcast(&self, _: &Tensor, _: usize) -> Result<()> {
+            bail!(WHY)
+        }
+    }
+}
+
+/// Fails unless the process group can exist in this build (checked before any work starts).
+pub fn ensure_available() -> Result<()> {
+    ensure!(cfg!(c10d), UNAVAILABLE);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_launch_environment_reads_like_torchruns() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(DistEnv::from_vars(vars(&[])).unwrap(), None);
+        assert_eq!(DistEnv::from_vars(vars(&[("WORLD_SIZE", "1"), ("RANK", "0")])).unwrap(), None);
+        let env = DistEnv::from_vars(vars(&[("WORLD_SIZE", "4"), ("RANK", "2"), ("LOCAL_RANK", "0")])).unwrap();
+        assert_eq!(
+            env,
+            Some(DistEnv {
+                rank: 2,
+                world_size: 4,
+                local_rank: 0,
+                master_addr: "127.0.0.1".into(),
+                master_port: 29500
+            })
+        );
+        for (pairs, reason) in [
+            (&[("WORLD_SIZE", "2")][..], "RANK is not set"),
+            (&[("WORLD_SIZE", "2"), ("RANK", "2")][..], "not below WORLD_SIZE"),
+            (&[("WORLD_SIZE", "two")][..], "WORLD_SIZE is not a number"),
+            (&[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "70000")][..], "is not a port"),
+        ] {
+            let pairs: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            let err = DistEnv::from_vars(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(reason), "{err}");
+        }
+    }
+}
