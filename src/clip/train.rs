@@ -10,13 +10,14 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
-use gptlab_vision::clip::{Clip, ClipConfig};
+use gptlab_vision::clip::{contrastive_loss, Clip, ClipConfig};
 use gptlab_vision::world::{generate_item, WorldConfig};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Tensor};
 
 use super::data::{read_captions_jsonl, read_coco, CaptionedImage, FilePairs, PairStream, TextSide, WorldPairs};
 use crate::checkpoint;
+use crate::dist::ProcessGroup;
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::trainer::{self, Evaluate, Objective, RunParts, Setup, Trainer, ValMetrics};
@@ -121,9 +122,12 @@ fn world_captions(world: &WorldConfig, seed: u64, n: u64) -> Vec<String> {
     (0..n).flat_map(|i| generate_item(world, seed, i).captions).collect()
 }
 
-/// The contrastive objective over a stream of image-caption pairs.
+/// The contrastive objective over a stream of image-caption pairs. Under data parallelism each
+/// rank encodes every `world_size`-th pair of a micro-batch, the features are gathered so every
+/// rank contrasts the whole batch, and validation batches are shared out.
 struct Contrastive {
     model: Clip,
+    dist: Option<Arc<ProcessGroup>>,
     source: Arc<dyn PairStream>,
     /// Images skipped before this run resumed, so that the metrics count over the whole run.
     skipped_before: u64,
@@ -133,20 +137,28 @@ struct Contrastive {
 
 impl Evaluate for Contrastive {
     fn validate(&mut self) -> Result<ValMetrics> {
-        let (mut total, mut batches) = (0.0, 0);
+        let (rank, world) = self.dist.as_ref().map_or((0, 1), |g| (g.rank, g.world_size));
+        let (mut total, mut batches) = (0.0, 0.0);
         let len = self.source.val_len();
-        for start in (0..len).step_by(self.batch_size as usize) {
+        for (i, start) in (0..len).step_by(self.batch_size as usize).enumerate() {
             let n = self.batch_size.min(len - start);
             if n < 2 {
                 break; // a single pair has nothing to be contrasted with
+            }
+            if i % world != rank {
+                continue;
             }
             let (pixels, tokens) = self.source.val_batch(start, n)?;
             let loss =
                 tch::no_grad(|| self.model.loss(&pixels.to_device(self.device), &tokens.to_device(self.device)))?;
             total += loss.double_value(&[]);
-            batches += 1;
+            batches += 1.0;
         }
-        Ok(ValMetrics::from([("val_loss".to_string(), total / batches as f64)]))
+        if let Some(group) = &self.dist {
+            let sums = group.sum(&[total, batches])?;
+            (total, batches) = (sums[0], sums[1]);
+        }
+        Ok(ValMetrics::from([("val_loss".to_string(), total / batches)]))
     }
 
     fn extra_metrics(&self) -> Vec<(&'static str, serde_json::Value)> {
@@ -159,14 +171,23 @@ impl Objective for Contrastive {
     type Batch = (Tensor, Tensor);
 
     fn loss(&mut self, (pixels, tokens): (Tensor, Tensor)) -> Result<Tensor> {
-        self.model.loss(&pixels.to_device(self.device), &tokens.to_device(self.device))
+        let (pixels, tokens) = (pixels.to_device(self.device), tokens.to_device(self.device));
+        let Some(group) = &self.dist else {
+            return self.model.loss(&pixels, &tokens);
+        };
+        let (b, r, w) = (pixels.size()[0], group.rank as i64, group.world_size as i64);
+        let image = self.model.image_features(&pixels.slice(0, r, b, w))?; // [B / W, D]
+        let text = self.model.text_features(&tokens.slice(0, r, b, w))?;
+        let (image, text) = (group.all_gather_rows(&image)?, group.all_gather_rows(&text)?); // [B, D]
+        Ok(contrastive_loss(&image, &text, &self.model.logit_scale))
     }
 
     /// Every image is a full grid of patches; captions count only the positions the batch is
-    /// padded to (its longest caption).
+    /// padded to (its longest caption). This rank's share of the pairs.
     fn flops(&self, (pixels, tokens): &(Tensor, Tensor)) -> f64 {
+        let world = self.dist.as_ref().map_or(1, |g| g.world_size) as i64;
         let (b, l) = (pixels.size()[0], tokens.size()[1]);
-        b as f64 * flops_per_pair(&self.model.cfg, l)
+        (b / world) as f64 * flops_per_pair(&self.model.cfg, l)
     }
 
     fn after_step(&mut self) {
@@ -352,7 +373,8 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
     let t = &cfg.train;
     ensure!(t.batch_size >= 2, "CLIP needs batch_size >= 2: the loss contrasts pairs within a batch");
     ensure!(cfg.data.val_pairs >= 2, "data.val_pairs must be at least 2");
-    let setup = Setup::begin(t, &cfg.out_dir, resume, cfg)?;
+    let setup = Setup::begin_data_parallel(t, &cfg.out_dir, resume, cfg)?;
+    let dist = setup.dist.clone();
     let tok_out = cfg.out_dir.join(checkpoint::TOKENIZER_FILE);
     let Prepared { tok_path, tokenizer, clip_cfg, files } = prepare(cfg, setup.resumed.as_deref(), &tok_out)?;
     let mut model = Clip::new(&clip_cfg, setup.vs.root())?;
@@ -378,7 +400,7 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
         false => 0,
     };
     let device = trainer.device();
-    let mut objective = Contrastive { model, source, skipped_before, batch_size: pairs_per_batch, device };
+    let mut objective = Contrastive { model, dist, source, skipped_before, batch_size: pairs_per_batch, device };
     trainer::run(trainer, &mut objective, batches)
 }
 

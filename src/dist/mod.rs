@@ -126,6 +126,23 @@ impl ProcessGroup {
         })
     }
 
+    /// Every rank's rows of `local` [n, ..] in one tensor [n·W, ..], in the order the ranks
+    /// took them from a micro-batch (row i of rank r at i·W + r), for a loss over the whole
+    /// batch such as CLIP's contrast. Only this rank's rows carry gradients, scaled by W: every
+    /// rank computes the same whole-batch loss, and averaging the ranks' gradients then sums each
+    /// rank's rows' contribution once, while a parameter the loss uses directly (CLIP's logit
+    /// scale) keeps its one-process gradient. (open_clip gathers with local gradients too.)
+    pub fn all_gather_rows(&self, local: &Tensor) -> Result<Tensor> {
+        let (n, w) = (local.size()[0], self.world_size as i64);
+        let mine = Tensor::arange_start_step(self.rank as i64, n * w, w, (Kind::Int64, local.device())); // [n]
+        let mut shape = local.size();
+        shape[0] = n * w;
+        let all = Tensor::zeros(shape.as_slice(), (local.kind(), local.device())).index_copy(0, &mine, &local.detach());
+        self.group.all_reduce_sum(&all).with_context(|| self.failed("gathering rows"))?;
+        let scaled = local * w as f64 - local.detach() * (w - 1) as f64; // the values of `local`, gradients × W
+        Ok(all.index_copy(0, &mine, &scaled)) // [n·W, ..]
+    }
+
     /// The sum of `values` over the ranks (in f64).
     pub fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
         let t = Tensor::from_slice(values).to_kind(Kind::Double);

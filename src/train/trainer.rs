@@ -86,7 +86,7 @@ impl Setup {
     pub fn begin<C: Serialize>(section: &TrainSection, out_dir: &Path, resume: bool, resolved: &C) -> Result<Self> {
         ensure!(
             DistEnv::from_env()?.is_none(),
-            "data-parallel training (WORLD_SIZE > 1) is implemented for `gptlab train` (GPT pretraining) only so far"
+            "data-parallel training (WORLD_SIZE > 1) is implemented for `gptlab train` and `gptlab clip train` only so far"
         );
         Self::begin_data_parallel(section, out_dir, resume, resolved)
     }

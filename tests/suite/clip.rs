@@ -180,7 +180,7 @@ fn clip_checkpoints_round_trip_and_are_never_confused_with_gpt() {
     assert!(err.contains("not a gptlab checkpoint"), "{err}");
 }
 
-fn write_clip_config(dir: &Path, max_steps: u64) -> std::path::PathBuf {
+pub fn write_clip_config(dir: &Path, max_steps: u64) -> std::path::PathBuf {
     let text = format!(
         r#"out_dir = "{out}"
 [model]
