@@ -17,7 +17,7 @@ use tch::{nn::VarStore, Device, Tensor};
 
 use super::data::{read_captions_jsonl, read_coco, CaptionedImage, FilePairs, PairStream, TextSide, WorldPairs};
 use crate::checkpoint;
-use crate::dist::ProcessGroup;
+use crate::dist::{self, ProcessGroup};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::trainer::{self, Evaluate, Objective, RunParts, Setup, Trainer, ValMetrics};
@@ -137,7 +137,7 @@ struct Contrastive {
 
 impl Evaluate for Contrastive {
     fn validate(&mut self) -> Result<ValMetrics> {
-        let (rank, world) = self.dist.as_ref().map_or((0, 1), |g| (g.rank, g.world_size));
+        let (rank, world) = dist::rank_world(self.dist.as_deref());
         let (mut total, mut batches) = (0.0, 0.0);
         let len = self.source.val_len();
         for (i, start) in (0..len).step_by(self.batch_size as usize).enumerate() {
@@ -175,9 +175,9 @@ impl Objective for Contrastive {
         let Some(group) = &self.dist else {
             return self.model.loss(&pixels, &tokens);
         };
-        let (b, r, w) = (pixels.size()[0], group.rank as i64, group.world_size as i64);
-        let image = self.model.image_features(&pixels.slice(0, r, b, w))?; // [B / W, D]
-        let text = self.model.text_features(&tokens.slice(0, r, b, w))?;
+        let rank = dist::rank_world(Some(group));
+        let image = self.model.image_features(&dist::rank_rows(&pixels, rank))?; // [B / W, D]
+        let text = self.model.text_features(&dist::rank_rows(&tokens, rank))?;
         let (image, text) = (group.all_gather_rows(&image)?, group.all_gather_rows(&text)?); // [B, D]
         Ok(contrastive_loss(&image, &text, &self.model.logit_scale))
     }
@@ -185,7 +185,7 @@ impl Objective for Contrastive {
     /// Every image is a full grid of patches; captions count only the positions the batch is
     /// padded to (its longest caption). This rank's share of the pairs.
     fn flops(&self, (pixels, tokens): &(Tensor, Tensor)) -> f64 {
-        let world = self.dist.as_ref().map_or(1, |g| g.world_size) as i64;
+        let world = dist::rank_world(self.dist.as_deref()).1 as i64;
         let (b, l) = (pixels.size()[0], tokens.size()[1]);
         (b / world) as f64 * flops_per_pair(&self.model.cfg, l)
     }

@@ -63,13 +63,17 @@ pub fn launch(opts: &LaunchOptions) -> Result<()> {
         let mut running = 0;
         for rank in 0..ranks.len() {
             let Some(child) = ranks[rank].as_mut() else { continue };
-            match child.try_wait().with_context(|| format!("waiting for rank {rank}"))? {
-                None => running += 1,
-                Some(status) if status.success() => ranks[rank] = None,
-                Some(status) => {
+            match child.try_wait() {
+                Ok(None) => running += 1,
+                Ok(Some(status)) if status.success() => ranks[rank] = None,
+                Ok(Some(status)) => {
                     ranks[rank] = None;
                     stop(&mut ranks);
                     bail!("rank {rank} of {} failed ({}); the other ranks were stopped", opts.nproc, describe(status));
+                }
+                Err(e) => {
+                    stop(&mut ranks);
+                    return Err(e).with_context(|| format!("waiting for rank {rank}"));
                 }
             }
         }
@@ -82,8 +86,7 @@ pub fn launch(opts: &LaunchOptions) -> Result<()> {
 
 /// Kills and reaps every rank still running.
 fn stop(ranks: &mut [Option<Child>]) {
-    for child in ranks.iter_mut().filter_map(Option::take) {
-        let mut child = child;
+    for mut child in ranks.iter_mut().filter_map(Option::take) {
         let _ = child.kill();
         let _ = child.wait();
     }

@@ -4,11 +4,11 @@
 //! The calls go through a small C++ shim (`c10d.cpp`, compiled by `build.rs` where the headers
 //! are present), since tch does not bind c10d.
 
+pub mod launch;
+
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-
-pub mod launch;
 use tch::{Kind, Tensor};
 
 /// Where this process stands in a launched group, from torchrun's environment variables.
@@ -60,7 +60,17 @@ impl DistEnv {
 /// Whether this process is rank 0 of a launch, or not launched as a rank at all: the one that
 /// prints a run's summary.
 pub fn is_main_process() -> bool {
-    std::env::var("RANK").map_or(true, |r| r.trim() == "0")
+    DistEnv::from_env().ok().flatten().is_none_or(|env| env.rank == 0)
+}
+
+/// This process's rank and the number of ranks: 0 of 1 outside a group.
+pub fn rank_world(group: Option<&ProcessGroup>) -> (usize, usize) {
+    group.map_or((0, 1), |g| (g.rank, g.world_size))
+}
+
+/// A rank's rows of a micro-batch [B, ..]: every `world`-th row from row `rank` [B / world, ..].
+pub fn rank_rows(batch: &Tensor, (rank, world): (usize, usize)) -> Tensor {
+    batch.slice(0, rank as i64, batch.size()[0], world as i64)
 }
 
 /// How long a collective waits for the other ranks before failing (a dead rank makes the
@@ -75,10 +85,6 @@ pub fn timeout() -> Result<Duration> {
         }
     }
 }
-
-/// Why a build without the shim cannot form a process group.
-const UNAVAILABLE: &str = "this gptlab was built without data-parallel training (no Gloo headers at build time): \
-                           install them (Debian/Ubuntu: apt-get install libgloo-dev) and rebuild";
 
 /// Gradient buckets: up to this many bytes are flattened into one all-reduce.
 const BUCKET_BYTES: i64 = 25 << 20;
@@ -284,7 +290,8 @@ mod shim {
     }
 }
 
-/// Without the shim (no c10d or Gloo headers at build time) every call says how to get it.
+/// Without the shim (no c10d or Gloo headers at build time) no group can be formed: joining
+/// says how to get it, and the collectives cannot be reached.
 #[cfg(not(c10d))]
 mod shim {
     use std::time::Duration;
@@ -292,43 +299,39 @@ mod shim {
     use anyhow::{bail, Result};
     use tch::Tensor;
 
-    use super::UNAVAILABLE as WHY;
-
-    pub struct Group;
+    pub enum Group {}
 
     impl Group {
         pub fn new(_: &str, _: u16, _: usize, _: usize, _: Duration) -> Result<Self> {
-            bail!(WHY)
+            bail!(
+                "this gptlab was built without data-parallel training (no Gloo headers at build time): install \
+                 them (Debian/Ubuntu: apt-get install libgloo-dev) and rebuild"
+            )
         }
         pub fn all_reduce_sum(&self, _: &Tensor) -> Result<()> {
-            bail!(WHY)
+            match *self {}
         }
         pub fn broadcast(&self, _: &Tensor, _: usize) -> Result<()> {
-            bail!(WHY)
+            match *self {}
         }
     }
-}
-
-/// Fails unless the process group can exist in this build (checked before any work starts).
-pub fn ensure_available() -> Result<()> {
-    ensure!(cfg!(c10d), UNAVAILABLE);
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The launch environment `pairs` describe.
+    fn env_of(pairs: &[(&str, &str)]) -> Result<Option<DistEnv>> {
+        DistEnv::from_vars(|k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+    }
+
     #[test]
-    fn the_launch_environment_reads_like_torchruns() {
-        let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
-        };
-        assert_eq!(DistEnv::from_vars(vars(&[])).unwrap(), None);
-        assert_eq!(DistEnv::from_vars(vars(&[("WORLD_SIZE", "1"), ("RANK", "0")])).unwrap(), None);
-        let env = DistEnv::from_vars(vars(&[("WORLD_SIZE", "4"), ("RANK", "2"), ("LOCAL_RANK", "0")])).unwrap();
+    fn the_launch_environment_reads_like_torchruns() -> Result<()> {
+        assert_eq!(env_of(&[])?, None);
+        assert_eq!(env_of(&[("WORLD_SIZE", "1"), ("RANK", "0")])?, None);
         assert_eq!(
-            env,
+            env_of(&[("WORLD_SIZE", "4"), ("RANK", "2"), ("LOCAL_RANK", "0")])?,
             Some(DistEnv {
                 rank: 2,
                 world_size: 4,
@@ -343,11 +346,9 @@ mod tests {
             (&[("WORLD_SIZE", "two")][..], "WORLD_SIZE is not a number"),
             (&[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "70000")][..], "is not a port"),
         ] {
-            let pairs: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-            let err = DistEnv::from_vars(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
-                .unwrap_err()
-                .to_string();
+            let err = env_of(pairs).err().context("a bad launch environment is an error")?.to_string();
             assert!(err.contains(reason), "{err}");
         }
+        Ok(())
     }
 }

@@ -14,7 +14,7 @@ use super::{TrainSection, TrainSummary};
 use crate::checkpoint;
 use crate::data::sampler::WindowSampler;
 use crate::data::shards::{tokenizer_hash, ShardMeta, TokenShards};
-use crate::dist::ProcessGroup;
+use crate::dist::{self, ProcessGroup};
 use crate::models::gpt::{Gelu, Gpt, GptConfig};
 
 /// The model section of a training config: a preset plus optional overrides. The vocabulary
@@ -122,16 +122,11 @@ impl LanguageModeling {
         let rows = Tensor::from_slice(batch).view([sampler.batch_size as i64, t + 1]).to_device(self.device);
         (rows.narrow(1, 0, t), rows.narrow(1, 1, t))
     }
-
-    /// This rank's place and the number of ranks (0 of 1 in a plain run).
-    fn rank_world(&self) -> (usize, usize) {
-        self.dist.as_ref().map_or((0, 1), |g| (g.rank, g.world_size))
-    }
 }
 
 impl Evaluate for LanguageModeling {
     fn validate(&mut self) -> Result<ValMetrics> {
-        let (rank, world) = self.rank_world();
+        let (rank, world) = dist::rank_world(self.dist.as_deref());
         let mut total = 0.0;
         for i in (rank as u64..self.val_batches).step_by(world) {
             let (x, y) = self.xy(&self.val.batch(self.val_seed, i), &self.val);
@@ -149,15 +144,14 @@ impl Objective for LanguageModeling {
 
     fn loss(&mut self, batch: Vec<i64>) -> Result<Tensor> {
         let (x, y) = self.xy(&batch, &self.train);
-        let (rank, world) = self.rank_world();
-        let b = x.size()[0];
-        let (x, y) = (x.slice(0, rank as i64, b, world as i64), y.slice(0, rank as i64, b, world as i64)); // [B / W, T]
-        self.model.loss(&x, &y, true)
+        let rank = dist::rank_world(self.dist.as_deref());
+        self.model.loss(&dist::rank_rows(&x, rank), &dist::rank_rows(&y, rank), true)
+        // [B / W, T]
     }
 
     /// Every window is a full context: batch_size × T positions, this rank's share of them.
     fn flops(&self, _: &Vec<i64>) -> f64 {
-        (self.train.batch_size / self.rank_world().1) as f64 * self.flops_per_window
+        (self.train.batch_size / dist::rank_world(self.dist.as_deref()).1) as f64 * self.flops_per_window
     }
 }
 
@@ -226,7 +220,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     let tokens_per_step = cfg.tokens_per_step(gpt_cfg.block_size);
     let n = gpt_cfg.param_counts();
     let flops_per_token = gpt_cfg.flops_per_token(gpt_cfg.block_size);
-    if crate::dist::is_main_process() {
+    if dist::is_main_process() {
         eprintln!(
             "model: {} parameters ({} non-embedding), {:.3e} training FLOPs/token; {tokens_per_step} tokens/step",
             n.total, n.non_embedding, flops_per_token

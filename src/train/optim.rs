@@ -129,6 +129,16 @@ impl AdamW {
         Ok(Self { cfg, params, steps: 0 })
     }
 
+    /// The optimised tensors, in name order (the same order on every data-parallel rank).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.value.shallow_clone()).collect()
+    }
+
+    /// Their gradients, in the same order (undefined where a tensor got none).
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.value.grad()).collect()
+    }
+
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             p.value.zero_grad();

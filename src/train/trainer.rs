@@ -105,7 +105,6 @@ impl Setup {
         crate::device::set_threads(section.threads)?;
         let dist = match DistEnv::from_env()? {
             Some(env) => {
-                crate::dist::ensure_available()?;
                 ensure!(
                     section.batch_size.is_multiple_of(env.world_size),
                     "batch_size {} does not divide among {} ranks",
@@ -281,9 +280,9 @@ pub struct Trainer {
     opt: AdamW,
     /// Where the run stands; what a checkpoint saves beside weights and moments.
     pub state: TrainState,
-    /// The data-parallel group, and the trainable parameters (by name, the same order on every
-    /// rank) whose gradients it averages.
-    dist: Option<(Arc<ProcessGroup>, Vec<Tensor>)>,
+    /// The data-parallel group, which averages the optimizer's gradients after each backward
+    /// pass.
+    dist: Option<Arc<ProcessGroup>>,
     /// Rank 0's metrics log (other ranks write nothing).
     metrics: Option<MetricsLog>,
     bar: ProgressBar,
@@ -315,18 +314,12 @@ impl Trainer {
     pub fn new<C: ModelConfig>(setup: Setup, parts: RunParts<C>) -> Result<Self> {
         let Setup { section, out_dir, device, kind, resumed, saved_state, vs, dist, lock } = setup;
         let main = dist.as_ref().is_none_or(|g| g.is_main());
-        let dist = dist.map(|g| {
-            let mut params: Vec<(String, Tensor)> =
-                vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-            params.sort_by(|a, b| a.0.cmp(&b.0));
-            (g, params.into_iter().map(|(_, t)| t).collect::<Vec<Tensor>>())
-        });
         let mut opt = AdamW::new(&vs, parts.optim, &section.groups)?;
         let schedule = section.schedule();
         let resumed_from = resumed.as_deref().zip(saved_state);
         let mut state = initial_state(resumed_from, &section, &schedule, &vs, &mut opt)?;
-        if let Some((group, params)) = &dist {
-            group.broadcast_from_main(params)?;
+        if let Some(group) = &dist {
+            group.broadcast_from_main(&opt.parameters())?;
         }
         state.dtype = Some(Dtype::name_of(kind).to_string());
         let (peak_tflops, source) = match section.peak_tflops {
@@ -413,8 +406,8 @@ impl Trainer {
             self.interval_flops += flops;
         }
         self.state.sampler.next_batch += accum as u64;
-        if let Some((group, params)) = &self.dist {
-            let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+        if let Some(group) = &self.dist {
+            let grads = self.opt.grads();
             ensure!(grads.iter().all(Tensor::defined), "a trainable parameter got no gradient this step");
             group.all_reduce_mean(&grads)?;
         }
@@ -457,7 +450,7 @@ impl Trainer {
         // The watch saw the running sum; the mean over the interval is what gets logged, over
         // every rank's rows.
         self.last_train = self.loss_sum.double_value(&[]) / steps as f64;
-        if let Some((group, _)) = &self.dist {
+        if let Some(group) = &self.dist {
             self.last_train = group.sum(&[self.last_train])?[0] / group.world_size as f64;
         }
         self.last_rate = (steps * self.units_per_step) as f64 / secs;
