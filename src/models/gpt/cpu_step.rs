@@ -48,9 +48,14 @@ impl StepBuffers {
     }
 }
 
-/// The values of a contiguous CPU fp32 tensor.
+/// Whether `t` is a contiguous CPU fp32 tensor, whose values Rust can read in place.
+fn host_f32(t: &Tensor) -> bool {
+    t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous()
+}
+
+/// The values of a contiguous CPU fp32 tensor ([`Gpt::cpu_step_applies`] checks the model's).
 fn values(t: &Tensor) -> &[f32] {
-    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous(), "a contiguous CPU fp32 tensor");
+    assert!(host_f32(t), "a contiguous CPU fp32 tensor");
     // SAFETY: such a tensor holds numel() f32 values from data_ptr(); the slice borrows `t`,
     // which keeps the storage alive.
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
@@ -58,7 +63,7 @@ fn values(t: &Tensor) -> &[f32] {
 
 /// The values of a contiguous CPU fp32 tensor, to write.
 fn values_mut(t: &mut Tensor) -> &mut [f32] {
-    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous(), "a contiguous CPU fp32 tensor");
+    assert!(host_f32(t), "a contiguous CPU fp32 tensor");
     // SAFETY: as in `values`; the buffers written here (the step's own and the cache's) are
     // not viewed by any other tensor while the slice lives.
     unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
@@ -151,16 +156,27 @@ fn attend_head(q: &[f32], keys: &[f32], vals: &[f32], scores: &mut [f32], out: &
 }
 
 impl Gpt {
-    /// Whether [`Gpt::decode_step`] can take the fused CPU path: fp32 weights on the CPU, and a
-    /// cache that already holds a prefix (its buffers exist) with room for one more position.
+    /// Whether the weights suit the fused step: fp32 matmuls, and every tensor it reads in Rust
+    /// (embeddings, LayerNorms, biases) a contiguous CPU fp32 tensor.
+    fn weights_suit_cpu_step(&self) -> bool {
+        let ln = |l: &LayerNorm| host_f32(&l.weight) && l.bias.as_ref().is_none_or(host_f32);
+        let linear = |l: &Linear| l.weight.kind() == Kind::Float && l.bias.as_ref().is_none_or(host_f32);
+        host_f32(&self.wte)
+            && host_f32(&self.wpe)
+            && ln(&self.ln_f)
+            && self.h.iter().all(|b| {
+                ln(&b.ln_1)
+                    && ln(&b.ln_2)
+                    && [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj].into_iter().all(linear)
+            })
+    }
+
+    /// Whether [`Gpt::decode_step`] can take the fused CPU path: weights that suit it (checked
+    /// at a cache's first fused step, which sizes its buffers), and a cache that already holds a
+    /// prefix (its buffers exist) with room for one more position.
     fn cpu_step_applies(&self, rows: usize, cache: &KvCache) -> bool {
-        let fp32 = |l: &Linear| l.weight.kind() == Kind::Float;
-        self.device() == Device::Cpu
-            && self.compute_kind == Kind::Float
-            && self
-                .h
-                .iter()
-                .all(|b| fp32(&b.attn.c_attn) && fp32(&b.attn.c_proj) && fp32(&b.mlp.c_fc) && fp32(&b.mlp.c_proj))
+        self.compute_kind == Kind::Float
+            && (cache.step.is_some() || self.weights_suit_cpu_step())
             && cache.layers.len() == self.h.len()
             && cache.layers.iter().all(|kv| {
                 kv.as_ref().is_some_and(|(k, _)| {
