@@ -7,7 +7,10 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 /// Parses a device name; asking for CUDA where there is none is an error, not a silent CPU run.
+/// In a launched rank (`LOCAL_RANK` set, as torchrun sets it), `auto` and `cuda` mean the rank's
+/// own GPU, `cuda:LOCAL_RANK`, so the ranks of one machine do not share the first one.
 pub fn parse_device(name: &str) -> Result<Device> {
+    let local = crate::dist::DistEnv::from_env()?.map_or(0, |env| env.local_rank);
     let cuda_count = || {
         if tch::Cuda::is_available() {
             tch::Cuda::device_count() as usize
@@ -16,11 +19,11 @@ pub fn parse_device(name: &str) -> Result<Device> {
         }
     };
     match name {
-        "auto" => Ok(if cuda_count() > 0 { Device::Cuda(0) } else { Device::Cpu }),
+        "auto" => Ok(if cuda_count() > local { Device::Cuda(local) } else { Device::Cpu }),
         "cpu" => Ok(Device::Cpu),
         _ => {
             let index = match name.strip_prefix("cuda") {
-                Some("") => 0,
+                Some("") => local,
                 Some(rest) => match rest.strip_prefix(':').and_then(|n| n.parse::<usize>().ok()) {
                     Some(i) => i,
                     None => bail!("unknown device {name:?}: expected auto, cpu, cuda or cuda:N"),

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
@@ -13,6 +13,13 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, TokenizerBuilder, TokenizerImpl};
 
 use crate::special;
+
+/// A temporary sibling of `path`, this process's own, to write and then rename into place.
+fn unique_temp(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
 
 /// A trained tokenizer plus the ids the rest of gptlab needs by name.
 pub struct Tokenizer {
@@ -60,7 +67,9 @@ impl Tokenizer {
         if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        tok.save(out, false).map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
+        let tmp = unique_temp(out);
+        tok.save(&tmp, false).map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
         Self::from_file(out)
     }
 
@@ -75,8 +84,12 @@ impl Tokenizer {
         Ok(Self { inner, eot, pad })
     }
 
+    /// Writes `tokenizer.json` to `path` through a temporary file and a rename, so a reader (another
+    /// rank of a launch, writing the same file) never sees it half-written.
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner.save(path, false).map_err(|e| anyhow!("writing {}: {e}", path.display()))
+        let tmp = unique_temp(path);
+        self.inner.save(&tmp, false).map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {

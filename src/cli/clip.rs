@@ -35,9 +35,7 @@ pub fn run(cmd: ClipCommand) -> Result<()> {
             let mut cfg = clip::ClipTrainConfig::from_file(args.config())?;
             args.apply(&mut cfg.train, &mut cfg.out_dir)?;
             let s = clip::train(&cfg, args.resume)?;
-            if gptlab::dist::is_main_process() {
-                print_summary("CLIP ", &s);
-            }
+            print_summary("CLIP ", &s);
             Ok(())
         }
         ClipCommand::Embed(JsonlJob { ckpt, input, out, dev }) => {

@@ -14,6 +14,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut file = finetune::FinetuneFile::from_file(args.config())?;
     args.apply_to_table(&mut file.train, &mut file.out_dir);
     let s = finetune::finetune(&file, args.resume)?;
+    if !gptlab::dist::is_main_process() {
+        return Ok(());
+    }
     super::train::print_summary("", &s.train);
     for (task, acc, stderr, ece, n) in &s.tasks {
         println!("{task}: acc {acc:.4} ± {stderr:.4}, ece {ece:.4} ({n} held-out examples)");

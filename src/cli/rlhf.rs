@@ -127,7 +127,9 @@ pub fn run(cmd: RlhfCommand) -> Result<()> {
             args.apply_to_table(&mut file.train, &mut file.out_dir);
             let s = rlhf::reward::train_rm(&file, args.resume)?;
             super::train::print_summary("reward model ", &s.train);
-            println!("reward offset {:.4}: demonstrations now score 0 on average", s.offset);
+            if gptlab::dist::is_main_process() {
+                println!("reward offset {:.4}: demonstrations now score 0 on average", s.offset);
+            }
             Ok(())
         }
         RlhfCommand::Dpo(args) => {

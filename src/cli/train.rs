@@ -79,8 +79,11 @@ impl TrainArgs {
     }
 }
 
-/// One line on how a run ended.
+/// One line on how a run ended, printed by rank 0 alone under data parallelism.
 pub fn print_summary(what: &str, s: &train::TrainSummary) {
+    if !gptlab::dist::is_main_process() {
+        return;
+    }
     println!(
         "trained {what}{} steps ({} {}, {}): val loss {:.4}, {:.0} {}/s, MFU {:.2}%; checkpoint {}",
         s.steps,
@@ -99,9 +102,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut cfg = train::TrainConfig::from_file(&args.config)?;
     args.apply(&mut cfg.train, &mut cfg.out_dir)?;
     let s = train::train(&cfg, args.resume)?;
-    if gptlab::dist::is_main_process() {
-        print_summary("", &s);
-    }
+    print_summary("", &s);
     Ok(())
 }
 

@@ -136,29 +136,20 @@ struct Contrastive {
 }
 
 impl Evaluate for Contrastive {
+    /// The mean of the held-out batches' losses, the batches shared among the ranks.
     fn validate(&mut self) -> Result<ValMetrics> {
-        let (rank, world) = dist::rank_world(self.dist.as_deref());
-        let (mut total, mut batches) = (0.0, 0.0);
         let len = self.source.val_len();
-        for (i, start) in (0..len).step_by(self.batch_size as usize).enumerate() {
-            let n = self.batch_size.min(len - start);
-            if n < 2 {
-                break; // a single pair has nothing to be contrasted with
-            }
-            if i % world != rank {
-                continue;
-            }
-            let (pixels, tokens) = self.source.val_batch(start, n)?;
+        let b = self.batch_size;
+        // A single pair has nothing to be contrasted with: a last batch of one is left out.
+        let batches = len / b + u64::from(len % b >= 2);
+        let sums = dist::sum_over_shards(self.dist.as_deref(), batches as usize, 1, |i| {
+            let start = i as u64 * b;
+            let (pixels, tokens) = self.source.val_batch(start, b.min(len - start))?;
             let loss =
                 tch::no_grad(|| self.model.loss(&pixels.to_device(self.device), &tokens.to_device(self.device)))?;
-            total += loss.double_value(&[]);
-            batches += 1.0;
-        }
-        if let Some(group) = &self.dist {
-            let sums = group.sum(&[total, batches])?;
-            (total, batches) = (sums[0], sums[1]);
-        }
-        Ok(ValMetrics::from([("val_loss".to_string(), total / batches)]))
+            Ok(vec![loss.double_value(&[])])
+        })?;
+        Ok(ValMetrics::from([("val_loss".to_string(), sums[0] / batches as f64)]))
     }
 
     fn extra_metrics(&self) -> Vec<(&'static str, serde_json::Value)> {
@@ -373,7 +364,8 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
     let t = &cfg.train;
     ensure!(t.batch_size >= 2, "CLIP needs batch_size >= 2: the loss contrasts pairs within a batch");
     ensure!(cfg.data.val_pairs >= 2, "data.val_pairs must be at least 2");
-    let setup = Setup::begin_data_parallel(t, &cfg.out_dir, resume, cfg)?;
+    dist::ensure_even_shares(&[("batch_size", t.batch_size)])?;
+    let setup = Setup::begin(t, &cfg.out_dir, resume, cfg)?;
     let dist = setup.dist.clone();
     let tok_out = cfg.out_dir.join(checkpoint::TOKENIZER_FILE);
     let Prepared { tok_path, tokenizer, clip_cfg, files } = prepare(cfg, setup.resumed.as_deref(), &tok_out)?;

@@ -63,6 +63,17 @@ pub fn is_main_process() -> bool {
     DistEnv::from_env().ok().flatten().is_none_or(|env| env.rank == 0)
 }
 
+/// `eprintln!` on rank 0 only (or outside a launch): a run's messages appear once, not once per
+/// rank.
+#[macro_export]
+macro_rules! main_eprintln {
+    ($($arg:tt)*) => {
+        if $crate::dist::is_main_process() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 /// This process's rank and the number of ranks: 0 of 1 outside a group.
 pub fn rank_world(group: Option<&ProcessGroup>) -> (usize, usize) {
     group.map_or((0, 1), |g| (g.rank, g.world_size))
@@ -71,6 +82,52 @@ pub fn rank_world(group: Option<&ProcessGroup>) -> (usize, usize) {
 /// A rank's rows of a micro-batch [B, ..]: every `world`-th row from row `rank` [B / world, ..].
 pub fn rank_rows(batch: &Tensor, (rank, world): (usize, usize)) -> Tensor {
     batch.slice(0, rank as i64, batch.size()[0], world as i64)
+}
+
+/// Fails unless each of `sizes` divides among the launch's ranks: the batches of a loss whose
+/// ranks must hold equal shares (GPT's windows, CLIP's pairs, PPO's rollouts). Checked before a
+/// run writes anything.
+pub fn ensure_even_shares(sizes: &[(&str, usize)]) -> Result<()> {
+    if let Some(env) = DistEnv::from_env()? {
+        for &(name, n) in sizes {
+            ensure!(n.is_multiple_of(env.world_size), "{name} {n} does not divide among {} ranks", env.world_size);
+        }
+    }
+    Ok(())
+}
+
+/// A rank's share of a micro-batch's example indices: every `world`-th from `rank`, with a
+/// weight of one. A rank left without one (a batch of fewer rows than ranks, such as an epoch's
+/// last) gets row 0 with weight 0: it still runs the model, so its gradients are defined where
+/// the other ranks' are, but adds nothing to them.
+pub fn rank_share(indices: &[usize], (rank, world): (usize, usize)) -> (Vec<usize>, f64) {
+    let mine: Vec<usize> = indices.iter().skip(rank).step_by(world).copied().collect();
+    match (mine.is_empty(), indices.first()) {
+        (true, Some(&first)) => (vec![first], 0.0),
+        _ => (mine, 1.0),
+    }
+}
+
+/// Sums the `width` values `f(i)` returns over the items `0..n` this rank takes (every
+/// `world`-th), then over the ranks: a validation sharded like the training batches, whose
+/// every rank gets the whole set's sums.
+pub fn sum_over_shards(
+    group: Option<&ProcessGroup>,
+    n: usize,
+    width: usize,
+    mut f: impl FnMut(usize) -> Result<Vec<f64>>,
+) -> Result<Vec<f64>> {
+    let (rank, world) = rank_world(group);
+    let mut sums = vec![0.0; width];
+    for i in (rank..n).step_by(world) {
+        let values = f(i)?;
+        ensure!(values.len() == width, "a shard returned {} values, not {width}", values.len());
+        sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
+    }
+    match group {
+        Some(g) => g.sum(&sums),
+        None => Ok(sums),
+    }
 }
 
 /// How long a collective waits for the other ranks before failing (a dead rank makes the
@@ -324,6 +381,16 @@ mod tests {
     /// The launch environment `pairs` describe.
     fn env_of(pairs: &[(&str, &str)]) -> Result<Option<DistEnv>> {
         DistEnv::from_vars(|k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn ranks_share_a_batch_row_by_row_and_a_rank_without_a_row_gets_a_weightless_one() {
+        let batch = [7, 3, 9, 4, 1];
+        assert_eq!(rank_share(&batch, (0, 1)), (batch.to_vec(), 1.0));
+        assert_eq!(rank_share(&batch, (0, 2)), (vec![7, 9, 1], 1.0));
+        assert_eq!(rank_share(&batch, (1, 2)), (vec![3, 4], 1.0));
+        assert_eq!(rank_share(&batch[..1], (1, 2)), (vec![7], 0.0));
+        assert_eq!(rank_share(&batch[..2], (2, 3)), (vec![7], 0.0));
     }
 
     #[test]

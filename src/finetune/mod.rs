@@ -22,6 +22,7 @@ pub mod data;
 pub mod paradigms;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
@@ -32,6 +33,7 @@ use serde_json::{json, Map, Value};
 use tch::Device;
 
 use crate::checkpoint;
+use crate::dist::{self, ProcessGroup};
 use crate::eval::metrics as m;
 use crate::models::finetuned::{FinetunedConfig, FinetunedGpt, HeadSpec, TaskType};
 use crate::models::gpt::GptConfig;
@@ -39,7 +41,7 @@ use crate::special;
 use crate::synth::labelled;
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
-use crate::train::trainer::{Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::trainer::{Evaluate, MicroLoss, RunParts, Setup, Trainer, ValMetrics};
 use crate::train::{epoch_section, pretraining_lr, EpochRecipe, TrainSection, TrainSummary};
 use data::{Layout, Specials, TaskData, TooLong};
 
@@ -329,6 +331,7 @@ struct Finetune {
     batch_size: usize,
     pad: i64,
     device: Device,
+    dist: Option<Arc<ProcessGroup>>,
 }
 
 /// An epoch's batches: (task, indices of its examples).
@@ -355,25 +358,32 @@ fn epoch_plan(sizes: &[usize], b: usize, seed: u64, epoch: u64) -> Plan {
 struct Scored {
     probs: Vec<Vec<f64>>,
     labels: Vec<i64>,
-    loss: f64,
 }
 
 impl Finetune {
+    /// The summed task loss and the class probabilities of examples `idx` of `data`.
+    fn batch_scores(&self, data: &TaskData, idx: &[usize]) -> Result<(f64, Vec<Vec<f64>>)> {
+        let batch = data.batch(idx, self.pad, self.device);
+        let out = tch::no_grad(|| self.model.losses(&batch, false, false))?;
+        let p = out.logits.softmax(-1, tch::Kind::Double).to_device(Device::Cpu);
+        let k = p.size()[1] as usize;
+        let flat = Vec::<f64>::try_from(p.reshape([-1]))?;
+        Ok((out.task.double_value(&[]) * idx.len() as f64, flat.chunks(k).map(|c| c.to_vec()).collect()))
+    }
+
+    fn batch_indices(&self, n: usize, k: usize) -> Vec<usize> {
+        (k * self.batch_size..((k + 1) * self.batch_size).min(n)).collect()
+    }
+
+    /// Every example of `data` scored, in order (the test set's results).
     fn score(&self, data: &TaskData) -> Result<Scored> {
-        let (mut probs, mut labels, mut loss) = (Vec::new(), Vec::new(), 0.0);
+        let mut probs = Vec::new();
         let n = data.examples.len();
-        for start in (0..n).step_by(self.batch_size) {
-            let idx: Vec<usize> = (start..(start + self.batch_size).min(n)).collect();
-            let batch = data.batch(&idx, self.pad, self.device);
-            let out = tch::no_grad(|| self.model.losses(&batch, false, false))?;
-            loss += out.task.double_value(&[]) * idx.len() as f64;
-            let p = out.logits.softmax(-1, tch::Kind::Double).to_device(Device::Cpu);
-            let k = p.size()[1] as usize;
-            let flat = Vec::<f64>::try_from(p.reshape([-1]))?;
-            probs.extend(flat.chunks(k).map(|c| c.to_vec()));
-            labels.extend(idx.iter().map(|&i| data.examples[i].label));
+        for k in 0..n.div_ceil(self.batch_size) {
+            probs.extend(self.batch_scores(data, &self.batch_indices(n, k))?.1);
         }
-        Ok(Scored { probs, labels, loss: loss / n.max(1) as f64 })
+        let labels = data.examples.iter().map(|e| e.label).collect();
+        Ok(Scored { probs, labels })
     }
 }
 
@@ -388,13 +398,22 @@ impl Scored {
 }
 
 impl Evaluate for Finetune {
+    /// Loss and accuracy per task (and their means over the tasks), each task's batches shared
+    /// among the ranks.
     fn validate(&mut self) -> Result<ValMetrics> {
         let mut metrics = ValMetrics::new();
         let (mut loss, mut acc) = (0.0, 0.0);
         for data in &self.val {
-            let s = self.score(data)?;
-            let a = m::mean(&s.right());
-            loss += s.loss;
+            let n = data.examples.len();
+            let sums = dist::sum_over_shards(self.dist.as_deref(), n.div_ceil(self.batch_size), 2, |k| {
+                let idx = self.batch_indices(n, k);
+                let (l, probs) = self.batch_scores(data, &idx)?;
+                let right = probs.iter().zip(&idx).filter(|(p, &i)| m::argmax(p) == data.examples[i].label as usize);
+                Ok(vec![l, right.count() as f64])
+            })?;
+            let n = n.max(1) as f64;
+            let a = sums[1] / n;
+            loss += sums[0] / n;
             acc += a;
             if self.val.len() > 1 {
                 metrics.insert(format!("val_acc_{}", self.model.cfg.heads[data.head].name), a);
@@ -507,17 +526,23 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
     let (train, val, test) = (encode(0)?, encode(1)?, encode(2)?);
     for (t, d) in tasks.iter().zip(&train) {
         if d.truncated > 0 {
-            eprintln!("warning: task {}: {} training examples were cut to the context", t.spec.name, d.truncated);
+            crate::main_eprintln!(
+                "warning: task {}: {} training examples were cut to the context",
+                t.spec.name,
+                d.truncated
+            );
         }
     }
     let tok_path = cfg.out_dir.join(checkpoint::TOKENIZER_FILE);
-    tok.save(&tok_path)?;
+    if dist::is_main_process() {
+        tok.save(&tok_path)?;
+    }
     // What the optimizer will change: every variable but those of frozen groups (first match wins).
     let frozen = |name: &str| section.groups.iter().find(|g| name.starts_with(&g.prefix)).is_some_and(|g| g.frozen);
     let params_trained: i64 =
         setup.vs.variables().iter().filter(|(n, _)| !frozen(n)).map(|(_, v)| v.numel() as i64).sum();
     let labelled_examples = train.iter().map(|d| d.examples.len()).sum();
-    eprintln!(
+    crate::main_eprintln!(
         "[finetune] {} task(s), {labelled_examples} labelled examples, {} steps ({batches_per_epoch} batches per epoch), lr {:.3e}, lm_coef {}",
         tasks.len(),
         section.max_steps,
@@ -544,8 +569,14 @@ pub fn finetune(file: &FinetuneFile, resume: bool) -> Result<FinetuneSummary> {
         batch_size: section.batch_size,
         pad: tok.pad() as i64,
         device,
+        dist: trainer.group(),
     };
     let summary = run_loop(trainer, &mut objective, batches_per_epoch)?;
+    let results = cfg.out_dir.join("eval").join("results.json");
+    if !dist::is_main_process() {
+        // Rank 0 scores the test records and writes the results.
+        return Ok(FinetuneSummary { train: summary, tasks: Vec::new(), params_trained, labelled_examples, results });
+    }
     let scores = test.iter().map(|d| objective.score(d)).collect::<Result<Vec<_>>>()?;
     let results = write_results(&cfg, &objective.model.cfg, &scores, params_trained, labelled_examples)?;
     let tasks = objective
@@ -575,6 +606,7 @@ fn run_loop(mut trainer: Trainer, obj: &mut Finetune, batches_per_epoch: u64) ->
     let sizes: Vec<usize> = obj.train.iter().map(|d| d.examples.len()).collect();
     let mut plan: Option<(u64, Plan)> = None;
     let gpt_cfg = obj.model.cfg.gpt.clone();
+    let rank = trainer.rank_world();
     while !trainer.is_done() {
         let next = trainer.state.sampler.next_batch;
         trainer.step(|i| {
@@ -584,10 +616,18 @@ fn run_loop(mut trainer: Trainer, obj: &mut Finetune, batches_per_epoch: u64) ->
                 plan = Some((epoch, epoch_plan(&sizes, obj.batch_size, seed, epoch)));
             }
             let (task, idx) = plan.as_ref().map(|(_, p)| &p[(g % batches_per_epoch) as usize]).context("epoch plan")?;
-            let batch = obj.train[*task].batch(idx, obj.pad, obj.device);
+            let (mine, weight) = dist::rank_share(idx, rank);
+            let batch = obj.train[*task].batch(&mine, obj.pad, obj.device);
             let flops = gpt_cfg.flops_per_token(batch.ids.size()[1]) * batch.positions as f64;
-            let out = obj.model.losses(&batch, obj.lm_coef > 0.0, true)?;
-            Ok((out.total(obj.lm_coef), flops))
+            let with_lm = obj.lm_coef > 0.0;
+            let out = obj.model.losses(&batch, with_lm, true)?;
+            let mut loss = MicroLoss::mean_of(out.task, mine.len() as f64, flops);
+            if with_lm {
+                // Each row's real positions but its last predict a token.
+                let lm_terms = batch.positions - batch.ids.size()[0] as usize;
+                loss = loss.plus(out.lm * obj.lm_coef, Some(lm_terms as f64));
+            }
+            Ok(loss.weighted(weight))
         })?;
         trainer.end_step(obj)?;
     }

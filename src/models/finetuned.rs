@@ -140,19 +140,13 @@ pub struct TaskBatch {
     pub positions: usize,
 }
 
-/// The task loss, the LM loss and the logits of one forward pass.
+/// The task loss, the LM loss and the logits of one forward pass; GPT-1 trains on
+/// `task + lm_coef * lm`.
 pub struct Losses {
     pub task: Tensor,
     pub lm: Tensor,
     /// [B, K]: class logits, or choice scores.
     pub logits: Tensor,
-}
-
-impl Losses {
-    /// GPT-1's objective, `L_task + lm_coef * L_LM`.
-    pub fn total(self, lm_coef: f64) -> Tensor {
-        self.task + self.lm * lm_coef
-    }
 }
 
 /// The decoder and its task heads.

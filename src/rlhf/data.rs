@@ -142,6 +142,11 @@ pub fn batch_rows(rows: &[&Labelled], pad: i64, device: Device) -> (Tensor, Tens
     (ids, targets, positions)
 }
 
+/// How many positions of `rows` are trained (the terms [`batch_rows`]' targets average over).
+pub fn trained_targets(rows: &[&Labelled]) -> usize {
+    rows.iter().map(|(_, y)| y[1..].iter().filter(|&&t| t != IGNORE_INDEX).count()).sum()
+}
+
 /// Reads a JSONL file record by record with `parse`, naming the line of a bad one.
 pub fn read<T>(path: &Path, parse: impl Fn(&Value) -> Result<T>) -> Result<Vec<T>> {
     let records = crate::jsonl::read_jsonl(path)?;

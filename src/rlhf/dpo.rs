@@ -12,6 +12,7 @@
 //! the mean margin.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -21,10 +22,11 @@ use super::data::{batch_rows, encode_chat, parse_ranked, read, Labelled};
 use crate::chat::Role;
 use crate::checkpoint;
 use crate::data::multimodal::{Message, Part, Record};
+use crate::dist::{self, ProcessGroup};
 use crate::models::gpt::{Gpt, GptConfig, Input, Pass, IGNORE_INDEX};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
-use crate::train::trainer::{epoch_loop, Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::trainer::{epoch_loop, Evaluate, MicroLoss, RunParts, Setup, Trainer, ValMetrics};
 use crate::train::{epoch_section, pretraining_lr, EpochRecipe, TrainSection, TrainSummary};
 
 /// The preference data.
@@ -176,6 +178,7 @@ struct Objective {
     batch_size: usize,
     pad: i64,
     device: Device,
+    dist: Option<Arc<ProcessGroup>>,
 }
 
 impl Objective {
@@ -199,20 +202,26 @@ impl Objective {
 }
 
 impl Evaluate for Objective {
+    /// Loss, reward accuracy and margin over the held-out pairs, their batches shared among the
+    /// ranks.
     fn validate(&mut self) -> Result<ValMetrics> {
         let n = self.val.chosen.len();
-        let (mut loss, mut margins) = (0.0, Vec::new());
-        for start in (0..n).step_by(self.batch_size) {
-            let idx: Vec<usize> = (start..(start + self.batch_size).min(n)).collect();
+        let b = self.batch_size;
+        let sums = dist::sum_over_shards(self.dist.as_deref(), n.div_ceil(b), 3, |k| {
+            let idx: Vec<usize> = (k * b..((k + 1) * b).min(n)).collect();
             let (l, m, _) = tch::no_grad(|| self.loss(&self.val, &idx, false))?;
-            loss += l.double_value(&[]) * idx.len() as f64;
-            margins.extend(Vec::<f64>::try_from(m.to_kind(Kind::Double))?);
-        }
+            let margins = Vec::<f64>::try_from(m.to_kind(Kind::Double))?;
+            Ok(vec![
+                l.double_value(&[]) * idx.len() as f64,
+                margins.iter().filter(|&&m| m > 0.0).count() as f64,
+                margins.iter().sum::<f64>(),
+            ])
+        })?;
         let n = n.max(1) as f64;
         Ok(ValMetrics::from([
-            ("val_loss".to_string(), loss / n),
-            ("val_reward_acc".to_string(), margins.iter().filter(|&&m| m > 0.0).count() as f64 / n),
-            ("val_margin".to_string(), margins.iter().sum::<f64>() / n),
+            ("val_loss".to_string(), sums[0] / n),
+            ("val_reward_acc".to_string(), sums[1] / n),
+            ("val_margin".to_string(), sums[2] / n),
         ]))
     }
 }
@@ -254,7 +263,7 @@ pub fn dpo(file: &DpoFile, resume: bool) -> Result<TrainSummary> {
     drop(reference);
     let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
     let policy = super::decoder(&gpt, &setup, &init)?;
-    eprintln!(
+    crate::main_eprintln!(
         "[dpo] {} preference pairs ({} held out), beta {}, {} steps, lr {:.3e}",
         train.chosen.len(),
         val.chosen.len(),
@@ -273,10 +282,12 @@ pub fn dpo(file: &DpoFile, resume: bool) -> Result<TrainSummary> {
             baseline: None,
         },
     )?;
-    let mut obj = Objective { policy, val, beta: file.dpo.beta, batch_size: section.batch_size, pad, device };
+    let dist = trainer.group();
+    let mut obj = Objective { policy, val, beta: file.dpo.beta, batch_size: section.batch_size, pad, device, dist };
     epoch_loop(trainer, &mut obj, train.chosen.len(), section.batch_size, |obj, idx| {
         let (loss, _, positions) = obj.loss(&train, idx, true)?;
-        Ok((loss, obj.policy.cfg.flops_per_token(block_of(&train, idx)) * positions as f64))
+        let flops = obj.policy.cfg.flops_per_token(block_of(&train, idx)) * positions as f64;
+        Ok(MicroLoss::mean_of(loss, idx.len() as f64, flops))
     })
 }
 

@@ -19,6 +19,7 @@
 //! Checkpoints fall on iteration boundaries, so a resumed run samples the same rollouts.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use rand::seq::SliceRandom;
@@ -32,12 +33,13 @@ use crate::chat::{self, Role, Turn};
 use crate::checkpoint;
 use crate::data::sampler::{epoch_batch, WindowSampler};
 use crate::data::shards::{tokenizer_hash, ShardMeta, TokenShards};
+use crate::dist::{self, ProcessGroup};
 use crate::infer::generate::{generate_batch, SampleOptions};
 use crate::models::gpt::{Gpt, GptConfig, Input, Pass};
 use crate::models::reward::{PolicyValueConfig, RewardConfig, RewardModel};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamWConfig, ParamGroup};
-use crate::train::trainer::{step_seed, Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::trainer::{step_seed, Evaluate, MicroLoss, RunParts, Setup, Trainer, ValMetrics};
 use crate::train::{pretraining_lr, TrainSection, TrainSummary};
 
 /// Prompts and the pretraining data.
@@ -306,7 +308,8 @@ struct IterationStats {
     eot_rate: f64,
     response_len: f64,
     ratio: f64,
-    /// The largest |ratio − 1| of the iteration's first minibatch (0 up to rounding).
+    /// The largest |ratio − 1| of the iteration's first minibatch (0 up to rounding); rank 0's
+    /// under data parallelism.
     first_ratio_dev: f64,
     clip_frac: f64,
     ptx_loss: f64,
@@ -330,6 +333,9 @@ struct Ppo {
     buffer: Vec<Rollout>,
     stats: IterationStats,
     device: Device,
+    /// Under data parallelism each rank samples and updates on every `world_size`-th rollout;
+    /// the statistics that whiten advantages and adapt β are summed over the ranks.
+    dist: Option<Arc<ProcessGroup>>,
 }
 
 impl Ppo {
@@ -384,11 +390,25 @@ impl Ppo {
         to_vec(&self.reward.rewards(&ids, &Tensor::from_slice(&last).to_device(self.device), false)?)
     }
 
-    /// Samples iteration `it`'s rollouts and computes their rewards, advantages and returns.
+    /// The sum over the ranks of this rank's `values`.
+    fn sum_ranks(&self, values: Vec<f64>) -> Result<Vec<f64>> {
+        match &self.dist {
+            Some(g) => g.sum(&values),
+            None => Ok(values),
+        }
+    }
+
+    /// Samples iteration `it`'s rollouts (this rank's share of them) and computes their rewards,
+    /// advantages and returns.
     fn rollout(&mut self, it: u64) -> Result<()> {
         let idx = epoch_batch(self.prompts.len(), self.seed, it, self.cfg.rollouts);
-        let prompts: Vec<&str> = idx.iter().map(|&i| self.prompts[i].as_str()).collect();
-        let sampled = self.respond(&prompts, self.cfg.temperature, step_seed(self.seed as i64, it) as u64)?;
+        let (rank, world) = dist::rank_world(self.dist.as_deref());
+        let prompts: Vec<&str> = idx.iter().skip(rank).step_by(world).map(|&i| self.prompts[i].as_str()).collect();
+        let mut seed = step_seed(self.seed as i64, it);
+        if rank > 0 {
+            seed = step_seed(seed, rank as u64);
+        }
+        let sampled = self.respond(&prompts, self.cfg.temperature, seed as u64)?;
         let eot = self.tok.eot() as i64;
         let ended: Vec<bool> = sampled.iter().map(|(ids, _)| ids.last() == Some(&eot)).collect();
         let mut rows: Vec<Rollout> = sampled
@@ -416,34 +436,44 @@ impl Ppo {
         let beta = self.kl_coef.double_value(&[0]);
         let (old, refs, values) = (split(&old, &lens), split(&refs, &lens), split(&values, &lens));
         let mut all_adv = Vec::new();
-        let mut kl = 0.0;
+        let mut kl_sum = 0.0;
         for (i, r) in rows.iter_mut().enumerate() {
             let score = scores[i] - if ended[i] { 0.0 } else { self.cfg.no_eos_penalty };
             let rewards = token_rewards(&old[i], &refs[i], score, beta);
             let (adv, returns) = gae(&rewards, &values[i], self.cfg.gamma, self.cfg.lam);
-            kl += old[i].iter().zip(&refs[i]).map(|(a, b)| a - b).sum::<f64>();
+            kl_sum += old[i].iter().zip(&refs[i]).map(|(a, b)| a - b).sum::<f64>();
             all_adv.extend_from_slice(&adv);
             (r.old_logp, r.old_values, r.adv, r.returns) = (old[i].clone(), values[i].clone(), adv, returns);
         }
-        // Whiten the advantages over every token of the batch.
-        let n = all_adv.len().max(1) as f64;
-        let mean = all_adv.iter().sum::<f64>() / n;
-        let std = (all_adv.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / n).sqrt().max(1e-8);
+        // Whiten the advantages over every token of the batch (of every rank).
+        let sums = self.sum_ranks(vec![all_adv.len() as f64, all_adv.iter().sum()])?;
+        let n = sums[0].max(1.0);
+        let mean = sums[1] / n;
+        let square_sum = self.sum_ranks(vec![all_adv.iter().map(|a| (a - mean).powi(2)).sum()])?[0];
+        let std = (square_sum / n).sqrt().max(1e-8);
         for r in rows.iter_mut() {
             r.adv.iter_mut().for_each(|a| *a = (*a - mean) / std);
         }
-        let b = rows.len() as f64;
-        kl /= b;
+        let local = vec![
+            kl_sum,
+            scores.iter().sum(),
+            ended.iter().filter(|&&e| e).count() as f64,
+            lens.iter().sum::<usize>() as f64,
+        ];
+        let total = self.sum_ranks(local)?;
+        let (kl_sum, score_sum, ended_count, len_sum) = (total[0], total[1], total[2], total[3]);
+        let b = self.cfg.rollouts as f64;
+        let kl = kl_sum / b;
         if let Some(target) = self.cfg.target_kl {
             let err = (kl / target - 1.0).clamp(-0.2, 0.2);
             let new_beta = beta * (1.0 + err * b / self.cfg.kl_horizon);
             let _ = tch::no_grad(|| self.kl_coef.fill_(new_beta));
         }
         self.stats = IterationStats {
-            reward: scores.iter().sum::<f64>() / b,
+            reward: score_sum / b,
             kl,
-            eot_rate: ended.iter().filter(|&&e| e).count() as f64 / b,
-            response_len: lens.iter().sum::<usize>() as f64 / b,
+            eot_rate: ended_count / b,
+            response_len: len_sum / b,
             ..IterationStats::default()
         };
         self.buffer = rows;
@@ -452,13 +482,14 @@ impl Ppo {
 
     /// The loss of update `k` of iteration `it`: minibatch `k % minibatches` of PPO epoch
     /// `k / minibatches`, each epoch a seeded permutation of the rollouts.
-    fn update_loss(&mut self, it: u64, k: u64, global_step: u64) -> Result<(Tensor, f64)> {
+    fn update_loss(&mut self, it: u64, k: u64, global_step: u64) -> Result<MicroLoss> {
         let mb = self.cfg.minibatches as u64;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(it * 1024 + k / mb + 1);
         let mut order: Vec<usize> = (0..self.buffer.len()).collect();
         order.shuffle(&mut rng);
-        // Minibatch i takes positions [i n / m, (i + 1) n / m): never empty, as m <= n.
+        // Minibatch i takes positions [i n / m, (i + 1) n / m) of this rank's n rollouts: never
+        // empty, as m <= n.
         let (n, i) = (self.buffer.len(), (k % mb) as usize);
         let chunk = order[i * n / mb as usize..(i + 1) * n / mb as usize].to_vec();
         let rows: Vec<&Rollout> = chunk.iter().map(|&i| &self.buffer[i]).collect();
@@ -477,17 +508,19 @@ impl Ppo {
         let vc = self.cfg.value_clip;
         let v_clipped = &old_v + (&v - &old_v).clamp(-vc, vc);
         let vf = ((&v - &ret).square().maximum(&(v_clipped - &ret).square()) * 0.5).mean(Kind::Float);
-        let mut loss = pg + vf * self.cfg.vf_coef;
-        let mut flops = self.policy.cfg.flops_per_token(ids.size()[1]) * 2.0 * row.size()[0] as f64;
+        let tokens = row.size()[0];
+        let flops = self.policy.cfg.flops_per_token(ids.size()[1]) * 2.0 * tokens as f64;
+        let mut loss = MicroLoss::mean_of(pg + vf * self.cfg.vf_coef, tokens as f64, flops);
         if self.cfg.ptx_coef > 0.0 {
             let t = self.pretrain.block_size as i64;
             let w = Tensor::from_slice(&self.pretrain.batch(self.seed, global_step))
                 .view([-1, t + 1])
                 .to_device(self.device);
+            let w = dist::rank_rows(&w, dist::rank_world(self.dist.as_deref())); // [ptx_batch / W, T + 1]
             let ptx = self.policy.loss(&w.narrow(1, 0, t), &w.narrow(1, 1, t), false)?;
             self.stats.ptx_loss += ptx.double_value(&[]);
-            flops += self.policy.cfg.flops_per_token(t) * (w.size()[0] * t) as f64;
-            loss += ptx * self.cfg.ptx_coef;
+            loss.flops += self.policy.cfg.flops_per_token(t) * (w.size()[0] * t) as f64;
+            loss = loss.plus(ptx * self.cfg.ptx_coef, None);
         }
         let r = ratio.detach();
         let dev = (&r - 1.0).abs();
@@ -497,26 +530,49 @@ impl Ppo {
         self.stats.ratio += r.mean(Kind::Float).double_value(&[]);
         self.stats.clip_frac += dev.gt(c).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
         self.stats.minibatches += 1;
-        Ok((loss, flops))
+        Ok(loss)
+    }
+
+    /// After an iteration's last update: the ranks' ratio, clip fraction and ptx loss averaged,
+    /// so the metrics describe every rank's minibatches.
+    fn average_update_stats(&mut self) -> Result<()> {
+        let world = dist::rank_world(self.dist.as_deref()).1 as f64;
+        let s = &self.stats;
+        let sums = self.sum_ranks(vec![s.ratio, s.clip_frac, s.ptx_loss])?;
+        (self.stats.ratio, self.stats.clip_frac, self.stats.ptx_loss) =
+            (sums[0] / world, sums[1] / world, sums[2] / world);
+        Ok(())
     }
 }
 
 impl Evaluate for Ppo {
+    /// The held-out LM loss and the greedy reward on held-out prompts, both shared among the
+    /// ranks.
     fn validate(&mut self) -> Result<ValMetrics> {
         let t = self.pretrain_val.block_size as i64;
-        let mut lm = 0.0;
         let batches = 4;
-        for i in 0..batches {
-            let w = Tensor::from_slice(&self.pretrain_val.batch(0, i)).view([-1, t + 1]).to_device(self.device);
-            lm += tch::no_grad(|| self.policy.loss(&w.narrow(1, 0, t), &w.narrow(1, 1, t), false))?.double_value(&[]);
-        }
+        let group = self.dist.clone();
+        let lm = dist::sum_over_shards(group.as_deref(), batches, 1, |i| {
+            let w = Tensor::from_slice(&self.pretrain_val.batch(0, i as u64)).view([-1, t + 1]).to_device(self.device);
+            Ok(
+                vec![
+                    tch::no_grad(|| self.policy.loss(&w.narrow(1, 0, t), &w.narrow(1, 1, t), false))?.double_value(&[])
+                ],
+            )
+        })?[0];
         let n = self.val_prompts.len().min(self.cfg.val_prompts);
-        let prompts: Vec<&str> = self.val_prompts[..n].iter().map(String::as_str).collect();
-        let rows = self.respond(&prompts, 0.0, 0)?;
-        let scores = tch::no_grad(|| self.scores(&rows.into_iter().map(|(ids, _)| ids).collect::<Vec<_>>()))?;
+        let (rank, world) = dist::rank_world(group.as_deref());
+        let prompts: Vec<&str> = self.val_prompts[..n].iter().skip(rank).step_by(world).map(String::as_str).collect();
+        let mut reward = 0.0;
+        if !prompts.is_empty() {
+            let rows = self.respond(&prompts, 0.0, 0)?;
+            let ids = rows.into_iter().map(|(ids, _)| ids).collect::<Vec<_>>();
+            reward = tch::no_grad(|| self.scores(&ids))?.iter().sum();
+        }
+        let reward = self.sum_ranks(vec![reward])?[0];
         Ok(ValMetrics::from([
             ("val_loss".to_string(), lm / batches as f64),
-            ("val_reward".to_string(), scores.iter().sum::<f64>() / n.max(1) as f64),
+            ("val_reward".to_string(), reward / n.max(1) as f64),
         ]))
     }
 
@@ -565,6 +621,16 @@ pub fn ppo(file: &PpoFile, resume: bool) -> Result<TrainSummary> {
         train: section.clone(),
         optim: file.optim.clone(),
     };
+    let p = &file.ppo;
+    dist::ensure_even_shares(&[("ppo.rollouts", p.rollouts), ("ppo.ptx_batch", p.ptx_batch)])?;
+    if let Some(env) = dist::DistEnv::from_env()? {
+        ensure!(
+            p.minibatches <= p.rollouts / env.world_size,
+            "ppo.minibatches ({}) cannot exceed each rank's {} rollouts",
+            p.minibatches,
+            p.rollouts / env.world_size
+        );
+    }
     let (prompts, val_prompts) = (read_prompts(&file.data.prompts)?, read_prompts(&file.data.val_prompts)?);
     if let Some(hash) = ShardMeta::read(&file.data.pretrain)?.tokenizer_hash {
         ensure!(
@@ -596,7 +662,7 @@ pub fn ppo(file: &PpoFile, resume: bool) -> Result<TrainSummary> {
     }
     let model_config = PolicyValueConfig { gpt, value: value_cfg };
     let spi = file.ppo.steps_per_iteration();
-    eprintln!(
+    crate::main_eprintln!(
         "[ppo] {} prompts, {} iterations of {} rollouts and {spi} updates, beta {}{}, ptx {}",
         prompts.len(),
         file.ppo.iterations,
@@ -633,6 +699,7 @@ pub fn ppo(file: &PpoFile, resume: bool) -> Result<TrainSummary> {
         buffer: Vec::new(),
         stats: IterationStats::default(),
         device,
+        dist: trainer.group(),
     };
     while !trainer.is_done() {
         let step = trainer.state.step;
@@ -641,6 +708,9 @@ pub fn ppo(file: &PpoFile, resume: bool) -> Result<TrainSummary> {
             obj.rollout(it)?;
         }
         trainer.step(|_| obj.update_loss(it, k, step))?;
+        if k + 1 == spi {
+            obj.average_update_stats()?;
+        }
         trainer.end_step(&mut obj)?;
     }
     trainer.finish()

@@ -10,6 +10,7 @@
 //! best-ranked response) score 0 on average, and saved with the weights.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -19,11 +20,12 @@ use super::data::{parse_ranked, parse_sft, read, Ranked};
 use crate::chat::{self, Role, Turn};
 use crate::checkpoint;
 use crate::data::multimodal::LossOn;
+use crate::dist::{self, ProcessGroup};
 use crate::models::gpt::GptConfig;
 use crate::models::reward::{kwise_loss, RewardConfig, RewardModel};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamWConfig, ParamGroup};
-use crate::train::trainer::{epoch_loop, Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::trainer::{epoch_loop, Evaluate, MicroLoss, RunParts, Setup, Trainer, ValMetrics};
 use crate::train::{epoch_section, pretraining_lr, EpochRecipe, TrainSection, TrainSummary};
 
 /// The rankings to learn from.
@@ -180,6 +182,7 @@ struct Objective {
     batch_size: usize,
     pad: i64,
     device: Device,
+    dist: Option<Arc<ProcessGroup>>,
 }
 
 impl Objective {
@@ -193,16 +196,18 @@ impl Objective {
         Ok(Scored { loss: kwise_loss(&rewards, &pairs), rewards, pairs, positions })
     }
 
-    /// Sets the offset so the demonstrations' mean reward is 0.
+    /// Sets the offset so the demonstrations' mean reward is 0 (their chunks shared among the
+    /// ranks).
     fn fit_offset(&mut self) -> Result<()> {
-        let mut total = 0.0;
         let _ = tch::no_grad(|| self.model.offset.zero_());
-        for chunk in self.demos.chunks(self.batch_size.max(1) * 4) {
-            let rows: Vec<&Vec<i64>> = chunk.iter().collect();
+        let chunk = self.batch_size.max(1) * 4;
+        let n = self.demos.len();
+        let total = dist::sum_over_shards(self.dist.as_deref(), n.div_ceil(chunk), 1, |c| {
+            let rows: Vec<&Vec<i64>> = self.demos[c * chunk..((c + 1) * chunk).min(n)].iter().collect();
             let (ids, last) = batch(&rows, self.pad, self.device);
-            total += tch::no_grad(|| self.model.rewards(&ids, &last, false))?.sum(tch::Kind::Double).double_value(&[]);
-        }
-        let mean = total / self.demos.len().max(1) as f64;
+            Ok(vec![tch::no_grad(|| self.model.rewards(&ids, &last, false))?.sum(tch::Kind::Double).double_value(&[])])
+        })?;
+        let mean = total[0] / n.max(1) as f64;
         let _ = tch::no_grad(|| self.model.offset.fill_(mean));
         self.offset = mean;
         Ok(())
@@ -214,22 +219,21 @@ impl Evaluate for Objective {
         self.fit_offset()
     }
 
+    /// Loss and pair accuracy over the held-out prompts, their batches shared among the ranks.
     fn validate(&mut self) -> Result<ValMetrics> {
         let n = self.val.prompts.len();
-        let (mut loss, mut right, mut pairs) = (0.0, 0, 0);
-        for start in (0..n).step_by(self.batch_size) {
-            let idx: Vec<usize> = (start..(start + self.batch_size).min(n)).collect();
+        let b = self.batch_size;
+        let sums = dist::sum_over_shards(self.dist.as_deref(), n.div_ceil(b), 3, |k| {
+            let idx: Vec<usize> = (k * b..((k + 1) * b).min(n)).collect();
             let scored = tch::no_grad(|| self.loss(&self.val, &idx, false))?;
-            loss += scored.loss.double_value(&[]) * idx.len() as f64;
             let r = Vec::<f64>::try_from(scored.rewards.to_kind(tch::Kind::Double))?;
-            for &(w, lo) in scored.pairs.iter().flatten() {
-                right += (r[w as usize] > r[lo as usize]) as usize;
-                pairs += 1;
-            }
-        }
+            let pairs: Vec<_> = scored.pairs.iter().flatten().collect();
+            let right = pairs.iter().filter(|&&&(w, lo)| r[w as usize] > r[lo as usize]).count();
+            Ok(vec![scored.loss.double_value(&[]) * idx.len() as f64, right as f64, pairs.len() as f64])
+        })?;
         Ok(ValMetrics::from([
-            ("val_loss".to_string(), loss / n.max(1) as f64),
-            ("val_pair_acc".to_string(), right as f64 / pairs.max(1) as f64),
+            ("val_loss".to_string(), sums[0] / n.max(1) as f64),
+            ("val_pair_acc".to_string(), sums[1] / sums[2].max(1.0)),
         ]))
     }
 }
@@ -296,7 +300,7 @@ pub fn train_rm(file: &RmFile, resume: bool) -> Result<RmSummary> {
             checkpoint::load_prefixed(&setup.vs, &init, "lm_head.", "lm_head.")?;
         }
     }
-    eprintln!(
+    crate::main_eprintln!(
         "[rm] {} ranked prompts ({} held out, {} demonstrations for the offset), {} steps, lr {:.3e}",
         train.prompts.len(),
         val.prompts.len(),
@@ -316,12 +320,22 @@ pub fn train_rm(file: &RmFile, resume: bool) -> Result<RmSummary> {
         },
     )?;
     let device = trainer.device();
-    let mut obj =
-        Objective { model, offset: 0.0, val, demos, batch_size: section.batch_size, pad: tok.pad() as i64, device };
+    let dist = trainer.group();
+    let mut obj = Objective {
+        model,
+        offset: 0.0,
+        val,
+        demos,
+        batch_size: section.batch_size,
+        pad: tok.pad() as i64,
+        device,
+        dist,
+    };
     let summary = epoch_loop(trainer, &mut obj, train.prompts.len(), section.batch_size, |obj, idx| {
         let scored = obj.loss(&train, idx, true)?;
         let t = idx.iter().flat_map(|&j| train.prompts[j].rows.iter().map(Vec::len)).max().unwrap_or(1) as i64;
-        Ok((scored.loss, obj.model.cfg.gpt.flops_per_token(t) * scored.positions as f64))
+        let flops = obj.model.cfg.gpt.flops_per_token(t) * scored.positions as f64;
+        Ok(MicroLoss::mean_of(scored.loss, idx.len() as f64, flops))
     })?;
     Ok(RmSummary { train: summary, offset: obj.offset })
 }

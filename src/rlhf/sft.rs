@@ -9,17 +9,19 @@
 //! with the same tokenizer: `sample`, `eval` and the later RLHF stages read it as any GPT.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use super::data::{batch_rows, encode_chat, parse_sft, read, Labelled};
+use super::data::{batch_rows, encode_chat, parse_sft, read, trained_targets, Labelled};
 use crate::checkpoint;
+use crate::dist::{self, ProcessGroup};
 use crate::models::gpt::{lm_loss, Gpt, GptConfig, Input, Pass};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
-use crate::train::trainer::{epoch_loop, Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::trainer::{epoch_loop, Evaluate, MicroLoss, RunParts, Setup, Trainer, ValMetrics};
 use crate::train::{epoch_section, pretraining_lr, EpochRecipe, TrainSection, TrainSummary};
 
 /// The SFT stage's own settings.
@@ -127,20 +129,21 @@ struct Objective {
     batch_size: usize,
     pad: i64,
     device: Device,
+    dist: Option<Arc<ProcessGroup>>,
 }
 
 impl Evaluate for Objective {
+    /// The mean of the held-out batches' losses, the batches shared among the ranks.
     fn validate(&mut self) -> Result<ValMetrics> {
         let n = self.val.examples.len();
-        let (mut total, mut batches) = (0.0, 0);
-        for start in (0..n).step_by(self.batch_size) {
-            let idx: Vec<usize> = (start..(start + self.batch_size).min(n)).collect();
+        let batches = n.div_ceil(self.batch_size);
+        let total = dist::sum_over_shards(self.dist.as_deref(), batches, 1, |b| {
+            let idx: Vec<usize> = (b * self.batch_size..((b + 1) * self.batch_size).min(n)).collect();
             let rows: Vec<&Labelled> = idx.iter().map(|&i| &self.val.examples[i]).collect();
             let (ids, targets, _) = batch_rows(&rows, self.pad, self.device);
-            total += tch::no_grad(|| loss(&self.model, &ids, &targets, false))?.double_value(&[]);
-            batches += 1;
-        }
-        Ok(ValMetrics::from([("val_loss".to_string(), total / batches.max(1) as f64)]))
+            Ok(vec![tch::no_grad(|| loss(&self.model, &ids, &targets, false))?.double_value(&[])])
+        })?;
+        Ok(ValMetrics::from([("val_loss".to_string(), total[0] / batches.max(1) as f64)]))
     }
 }
 
@@ -160,7 +163,7 @@ pub fn sft(file: &SftFile, resume: bool) -> Result<TrainSummary> {
     let train = load_demos(&file.data.train, &tok, block, s.skip_too_long)?;
     let val = load_demos(&file.data.val, &tok, block, s.skip_too_long)?;
     if train.skipped + val.skipped > 0 {
-        eprintln!("warning: left out {} records longer than the context", train.skipped + val.skipped);
+        crate::main_eprintln!("warning: left out {} records longer than the context", train.skipped + val.skipped);
     }
     let recipe = EpochRecipe {
         epochs: s.epochs,
@@ -179,7 +182,7 @@ pub fn sft(file: &SftFile, resume: bool) -> Result<TrainSummary> {
     };
     let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
     let model = super::decoder(&gpt, &setup, &init)?;
-    eprintln!(
+    crate::main_eprintln!(
         "[sft] {} demonstrations ({} held out), {} steps, lr {:.3e}, dropout {}",
         train.examples.len(),
         val.examples.len(),
@@ -199,11 +202,12 @@ pub fn sft(file: &SftFile, resume: bool) -> Result<TrainSummary> {
         },
     )?;
     let device = trainer.device();
-    let mut objective = Objective { model, val, batch_size: section.batch_size, pad: tok.pad() as i64, device };
+    let dist = trainer.group();
+    let mut objective = Objective { model, val, batch_size: section.batch_size, pad: tok.pad() as i64, device, dist };
     epoch_loop(trainer, &mut objective, train.examples.len(), section.batch_size, |obj, idx| {
         let rows: Vec<&Labelled> = idx.iter().map(|&i| &train.examples[i]).collect();
         let (ids, targets, positions) = batch_rows(&rows, obj.pad, obj.device);
         let flops = obj.model.cfg.flops_per_token(ids.size()[1]) * positions as f64;
-        Ok((loss(&obj.model, &ids, &targets, true)?, flops))
+        Ok(MicroLoss::mean_of(loss(&obj.model, &ids, &targets, true)?, trained_targets(&rows) as f64, flops))
     })
 }

@@ -126,16 +126,11 @@ impl LanguageModeling {
 
 impl Evaluate for LanguageModeling {
     fn validate(&mut self) -> Result<ValMetrics> {
-        let (rank, world) = dist::rank_world(self.dist.as_deref());
-        let mut total = 0.0;
-        for i in (rank as u64..self.val_batches).step_by(world) {
-            let (x, y) = self.xy(&self.val.batch(self.val_seed, i), &self.val);
-            total += tch::no_grad(|| self.model.loss(&x, &y, false))?.double_value(&[]);
-        }
-        if let Some(group) = &self.dist {
-            total = group.sum(&[total])?[0];
-        }
-        Ok(ValMetrics::from([("val_loss".to_string(), total / self.val_batches as f64)]))
+        let total = dist::sum_over_shards(self.dist.as_deref(), self.val_batches as usize, 1, |i| {
+            let (x, y) = self.xy(&self.val.batch(self.val_seed, i as u64), &self.val);
+            Ok(vec![tch::no_grad(|| self.model.loss(&x, &y, false))?.double_value(&[])])
+        })?;
+        Ok(ValMetrics::from([("val_loss".to_string(), total[0] / self.val_batches as f64)]))
     }
 }
 
@@ -196,7 +191,8 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     cfg.validate()?;
     let meta = ShardMeta::read(&cfg.data)?;
     let tokenizer_path = cfg.data.join(checkpoint::TOKENIZER_FILE);
-    let setup = Setup::begin_data_parallel(&cfg.train, &cfg.out_dir, resume, cfg)?;
+    dist::ensure_even_shares(&[("batch_size", cfg.train.batch_size)])?;
+    let setup = Setup::begin(&cfg.train, &cfg.out_dir, resume, cfg)?;
     let dist = setup.dist.clone();
     let wanted = cfg.model.resolve(meta.vocab_size)?;
     let gpt_cfg = match &setup.resumed {
@@ -220,12 +216,12 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary> {
     let tokens_per_step = cfg.tokens_per_step(gpt_cfg.block_size);
     let n = gpt_cfg.param_counts();
     let flops_per_token = gpt_cfg.flops_per_token(gpt_cfg.block_size);
-    if dist::is_main_process() {
-        eprintln!(
-            "model: {} parameters ({} non-embedding), {:.3e} training FLOPs/token; {tokens_per_step} tokens/step",
-            n.total, n.non_embedding, flops_per_token
-        );
-    }
+    crate::main_eprintln!(
+        "model: {} parameters ({} non-embedding), {:.3e} training FLOPs/token; {tokens_per_step} tokens/step",
+        n.total,
+        n.non_embedding,
+        flops_per_token
+    );
     let trainer = Trainer::new(
         setup,
         RunParts {

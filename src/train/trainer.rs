@@ -59,6 +59,78 @@ pub trait Objective: Evaluate {
     fn after_step(&mut self) {}
 }
 
+/// One micro-batch's loss as this rank computed it: a sum of parts, each the mean of some terms
+/// (tokens, examples, pairs). Under data parallelism a part whose ranks hold different numbers of
+/// terms is weighted by its count, so that the ranks' averaged gradients are those of the mean over
+/// every term of the micro-batch, as one process computes it.
+pub struct MicroLoss {
+    /// (mean loss, its number of terms on this rank; `None` when every rank's share is equal or
+    /// the loss already covers the whole micro-batch).
+    parts: Vec<(Tensor, Option<f64>)>,
+    /// Training FLOPs this rank spent on the micro-batch.
+    pub flops: f64,
+}
+
+impl MicroLoss {
+    /// A loss whose ranks hold equal shares of the micro-batch (or every rank the whole of it).
+    pub fn even(loss: Tensor, flops: f64) -> Self {
+        Self { parts: vec![(loss, None)], flops }
+    }
+
+    /// A loss that averages `count` terms on this rank, where ranks may hold different numbers.
+    pub fn mean_of(loss: Tensor, count: f64, flops: f64) -> Self {
+        Self { parts: vec![(loss, Some(count))], flops }
+    }
+
+    /// Adds another part: `loss`, the mean of `count` terms on this rank (or an even share).
+    pub fn plus(mut self, loss: Tensor, count: Option<f64>) -> Self {
+        self.parts.push((loss, count));
+        self
+    }
+
+    /// Scales every part's count by `weight` (0 for a rank whose share of a micro-batch is a
+    /// stand-in row, [`crate::dist::rank_share`]).
+    pub fn weighted(mut self, weight: f64) -> Self {
+        for (_, count) in &mut self.parts {
+            *count = count.map(|c| c * weight);
+        }
+        self
+    }
+
+    /// The loss this rank backpropagates: each counted part times count × W / (the count over
+    /// the ranks), so the mean of the ranks' gradients (what [`ProcessGroup::all_reduce_mean`]
+    /// forms) weighs every term alike. One collective sums the counts of all parts.
+    fn combine(self, group: Option<&ProcessGroup>) -> Result<Tensor> {
+        let counts: Vec<f64> = self.parts.iter().filter_map(|(_, c)| *c).collect();
+        let totals = match group {
+            Some(g) if !counts.is_empty() => g.sum(&counts)?,
+            _ => counts.clone(),
+        };
+        let world = group.map_or(1, |g| g.world_size) as f64;
+        let mut totals = totals.into_iter();
+        let mut sum: Option<Tensor> = None;
+        for (loss, count) in self.parts {
+            let part = match (group, count) {
+                (Some(_), Some(n)) => {
+                    let total = totals.next().context("a count for every counted part")?;
+                    ensure!(total > 0.0, "a micro-batch holds no terms to average over any rank");
+                    loss * (n * world / total)
+                }
+                (None, Some(_)) => {
+                    totals.next();
+                    loss
+                }
+                (_, None) => loss,
+            };
+            sum = Some(match sum {
+                Some(s) => s + part,
+                None => part,
+            });
+        }
+        sum.context("a micro-batch loss with no parts")
+    }
+}
+
 /// The first part of a run's set-up, before the model exists: device and threads, the
 /// checkpoint check (a fresh run never replaces one; a resume needs one), the output directory
 /// with the resolved config, the torch seed of the model's init, and the variable store the
@@ -83,36 +155,15 @@ pub struct Setup {
 impl Setup {
     /// A run in one process; refuses a data-parallel launch (`WORLD_SIZE` > 1), which this
     /// objective does not shard yet.
+    /// Joins the data-parallel group its launch environment describes, if any (each rank takes
+    /// every `world_size`-th row of a micro-batch). Rank 0 alone locks `out_dir` and writes
+    /// there.
     pub fn begin<C: Serialize>(section: &TrainSection, out_dir: &Path, resume: bool, resolved: &C) -> Result<Self> {
-        ensure!(
-            DistEnv::from_env()?.is_none(),
-            "data-parallel training (WORLD_SIZE > 1) is implemented for `gptlab train` and `gptlab clip train` only so far"
-        );
-        Self::begin_data_parallel(section, out_dir, resume, resolved)
-    }
-
-    /// A run that joins the data-parallel group its launch environment describes, if any: each
-    /// rank takes every `world_size`-th row of a micro-batch, so `batch_size` must divide by it.
-    /// Rank 0 alone locks `out_dir` and writes there.
-    pub fn begin_data_parallel<C: Serialize>(
-        section: &TrainSection,
-        out_dir: &Path,
-        resume: bool,
-        resolved: &C,
-    ) -> Result<Self> {
         section.validate()?;
         let device = crate::device::parse_device(&section.device)?;
         crate::device::set_threads(section.threads)?;
         let dist = match DistEnv::from_env()? {
-            Some(env) => {
-                ensure!(
-                    section.batch_size.is_multiple_of(env.world_size),
-                    "batch_size {} does not divide among {} ranks",
-                    section.batch_size,
-                    env.world_size
-                );
-                Some(Arc::new(ProcessGroup::join(&env, crate::dist::timeout()?)?))
-            }
+            Some(env) => Some(Arc::new(ProcessGroup::join(&env, crate::dist::timeout()?)?)),
             None => None,
         };
         let main = dist.as_ref().is_none_or(|g| g.is_main());
@@ -132,7 +183,9 @@ impl Setup {
         if let Some(saved) = saved_state.as_ref().and_then(|s| s.dtype.as_deref()) {
             let saved_kind = Dtype::parse(saved)?.compute_kind(device);
             if saved_kind != kind {
-                eprintln!("warning: the checkpoint trained in {saved}; resuming in {saved} (train.dtype is ignored)");
+                crate::main_eprintln!(
+                    "warning: the checkpoint trained in {saved}; resuming in {saved} (train.dtype is ignored)"
+                );
                 kind = saved_kind;
             }
         }
@@ -390,17 +443,28 @@ impl Trainer {
         self.state.step >= self.section.max_steps
     }
 
-    /// One optimizer step. `micro_batch(i)` returns the mean loss of micro-batch `i` of
+    /// This process's rank and the number of ranks (0 of 1 outside a data-parallel group).
+    pub fn rank_world(&self) -> (usize, usize) {
+        crate::dist::rank_world(self.dist.as_deref())
+    }
+
+    /// The data-parallel group, for objectives that shard their validation or rollouts.
+    pub fn group(&self) -> Option<Arc<ProcessGroup>> {
+        self.dist.clone()
+    }
+
+    /// One optimizer step. `micro_batch(i)` returns this rank's loss of micro-batch `i` of
     /// `grad_accum` and its training FLOPs; gradients accumulate over them, are clipped, and
     /// AdamW steps at the schedule's learning rate. The torch seed is the step's own, so dropout
     /// replays exactly on resume.
-    pub fn step(&mut self, mut micro_batch: impl FnMut(usize) -> Result<(Tensor, f64)>) -> Result<()> {
+    pub fn step(&mut self, mut micro_batch: impl FnMut(usize) -> Result<MicroLoss>) -> Result<()> {
         let accum = self.section.grad_accum;
         tch::manual_seed(step_seed(self.state.torch_seed, self.state.step));
         self.lr = self.schedule.at(self.state.step);
         for i in 0..accum {
-            let (loss, flops) = micro_batch(i)?;
-            let loss = loss / accum as f64;
+            let micro = micro_batch(i)?;
+            let flops = micro.flops;
+            let loss = micro.combine(self.dist.as_deref())? / accum as f64;
             loss.backward();
             self.loss_sum += loss.detach();
             self.interval_flops += flops;
@@ -577,7 +641,7 @@ pub fn run<O: Objective>(mut trainer: Trainer, objective: &mut O, batches: Recei
         trainer.step(|_| {
             let batch = batches.recv().context("the batch loader stopped")?;
             let flops = objective.flops(&batch);
-            Ok((objective.loss(batch)?, flops))
+            Ok(MicroLoss::even(objective.loss(batch)?, flops))
         })?;
         objective.after_step();
         trainer.end_step(objective)?;
@@ -587,19 +651,25 @@ pub fn run<O: Objective>(mut trainer: Trainer, objective: &mut O, batches: Recei
 
 /// The supervised loop over `n` in-memory examples taken in seeded epochs
 /// ([`crate::data::sampler::epoch_batch`]): micro-batch `i` of a step is batch `next_batch + i`,
-/// so a resumed run continues the same sequence. `micro` turns a batch's example indices into its
-/// mean loss and training FLOPs.
+/// so a resumed run continues the same sequence. `micro` turns this rank's examples of a batch
+/// (every `world_size`-th, [`crate::dist::rank_share`]) into their loss and training FLOPs;
+/// the loss's counts are weighted by the share's weight.
 pub fn epoch_loop<O: Evaluate>(
     mut trainer: Trainer,
     obj: &mut O,
     n: usize,
     batch_size: usize,
-    micro: impl Fn(&O, &[usize]) -> Result<(Tensor, f64)>,
+    micro: impl Fn(&O, &[usize]) -> Result<MicroLoss>,
 ) -> Result<TrainSummary> {
     let seed = trainer.state.sampler.seed;
+    let rank = trainer.rank_world();
     while !trainer.is_done() {
         let next = trainer.state.sampler.next_batch;
-        trainer.step(|i| micro(obj, &crate::data::sampler::epoch_batch(n, seed, next + i as u64, batch_size)))?;
+        trainer.step(|i| {
+            let batch = crate::data::sampler::epoch_batch(n, seed, next + i as u64, batch_size);
+            let (mine, weight) = crate::dist::rank_share(&batch, rank);
+            Ok(micro(obj, &mine)?.weighted(weight))
+        })?;
         trainer.end_step(obj)?;
     }
     trainer.finish()
@@ -639,10 +709,11 @@ fn initial_state(
         section.grad_accum
     );
     if &state.schedule != schedule {
-        eprintln!(
+        crate::main_eprintln!(
             "warning: the learning-rate schedule differs from the checkpoint's ({:?} vs {:?}); the run will not \
              match a straight one (set decay_steps explicitly when extending max_steps)",
-            schedule, state.schedule
+            schedule,
+            state.schedule
         );
         state.schedule = schedule.clone();
     }
@@ -654,8 +725,6 @@ fn initial_state(
         state.step,
         section.max_steps
     );
-    if crate::dist::is_main_process() {
-        eprintln!("resuming from {} at step {}", dir.display(), state.step);
-    }
+    crate::main_eprintln!("resuming from {} at step {}", dir.display(), state.step);
     Ok(state)
 }

@@ -72,6 +72,8 @@ pub struct Batch {
     pub images: Option<Tensor>,
     /// Positions that are not padding (for FLOPs).
     pub positions: i64,
+    /// Positions whose next token is trained: the terms the loss averages.
+    pub trained: usize,
 }
 
 impl VlmDataset {
@@ -156,9 +158,10 @@ impl VlmDataset {
         let mut ids = Vec::with_capacity(indices.len() * width);
         let mut labels = Vec::with_capacity(ids.capacity());
         let mut rows = Vec::new();
-        let mut positions = 0;
+        let (mut positions, mut trained) = (0, 0);
         for &i in indices {
             let ex = &self.examples[i];
+            trained += ex.labels.iter().skip(1).filter(|&&l| l != IGNORE_INDEX).count();
             let pad = width - ex.ids.len();
             ids.extend(ex.ids.iter().copied().chain(std::iter::repeat_n(self.pad, pad)));
             labels.extend(ex.labels.iter().copied().chain(std::iter::repeat_n(IGNORE_INDEX, pad)));
@@ -171,6 +174,7 @@ impl VlmDataset {
             labels: Tensor::from_slice(&labels).view(shape).to_device(device),
             images: self.images.gather(&rows, device),
             positions,
+            trained,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! are computed once per image before training (`data.cache_features`, on by default).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -19,12 +20,13 @@ use tch::{Device, Tensor};
 use super::data::{Batch, ImageTable, VlmDataset};
 use crate::checkpoint;
 use crate::data::multimodal::LossOn;
+use crate::dist::{self, ProcessGroup};
 use crate::models::gpt::GptConfig;
 use crate::models::vlm::{FeatureSelect, ProjectorKind, Vlm, VlmConfig};
 use crate::special::IMAGE;
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamWConfig, ParamGroup};
-use crate::train::trainer::{epoch_loop, Evaluate, RunParts, Setup, Trainer, ValMetrics};
+use crate::train::trainer::{epoch_loop, Evaluate, MicroLoss, RunParts, Setup, Trainer, ValMetrics};
 use crate::train::{TrainSection, TrainSummary};
 use gptlab_vision::clip::ClipConfig;
 
@@ -201,6 +203,7 @@ struct Supervised {
     val: VlmDataset,
     batch_size: usize,
     device: Device,
+    dist: Option<Arc<ProcessGroup>>,
 }
 
 impl Supervised {
@@ -211,16 +214,17 @@ impl Supervised {
 }
 
 impl Evaluate for Supervised {
+    /// The mean of the held-out batches' losses, the batches shared among the ranks.
     fn validate(&mut self) -> Result<ValMetrics> {
         let n = self.val.examples.len();
-        let (mut total, mut batches) = (0.0, 0);
-        for start in (0..n).step_by(self.batch_size) {
-            let indices: Vec<usize> = (start..(start + self.batch_size).min(n)).collect();
+        let b = self.batch_size;
+        let batches = n.div_ceil(b);
+        let total = dist::sum_over_shards(self.dist.as_deref(), batches, 1, |k| {
+            let indices: Vec<usize> = (k * b..((k + 1) * b).min(n)).collect();
             let batch = self.val.batch(&indices, self.device);
-            total += tch::no_grad(|| self.loss(&self.val, &batch, false))?.double_value(&[]);
-            batches += 1;
-        }
-        Ok(ValMetrics::from([("val_loss".to_string(), total / batches.max(1) as f64)]))
+            Ok(vec![tch::no_grad(|| self.loss(&self.val, &batch, false))?.double_value(&[])])
+        })?;
+        Ok(ValMetrics::from([("val_loss".to_string(), total[0] / batches.max(1) as f64)]))
     }
 }
 
@@ -258,7 +262,7 @@ pub fn train(cfg: &VlmTrainConfig, resume: bool) -> Result<TrainSummary> {
         checkpoint::fill(&setup.vs, checkpoint::read_tensors(&file)?, &file)?;
     }
     let d = &cfg.data;
-    eprintln!("[vlm] reading {} and {}", d.train.display(), d.val.display());
+    crate::main_eprintln!("[vlm] reading {} and {}", d.train.display(), d.val.display());
     let root = d.image_root.as_deref();
     let mut train = VlmDataset::load(&d.train, root, &tok, &origin.cfg, d.loss_on, None, d.skip_too_long)?;
     let mut val = VlmDataset::load(&d.val, root, &tok, &origin.cfg, d.loss_on, Some(d.val_records), d.skip_too_long)?;
@@ -277,7 +281,7 @@ pub fn train(cfg: &VlmTrainConfig, resume: bool) -> Result<TrainSummary> {
     let device = trainer.device();
     let cached = d.cache_features && cfg.vision_frozen();
     if cached {
-        eprintln!(
+        crate::main_eprintln!(
             "[vlm] caching the frozen tower's features of {} + {} images",
             image_count(&train),
             image_count(&val)
@@ -285,7 +289,7 @@ pub fn train(cfg: &VlmTrainConfig, resume: bool) -> Result<TrainSummary> {
         train.cache_features(&model, device)?;
         val.cache_features(&model, device)?;
     }
-    eprintln!(
+    crate::main_eprintln!(
         "[vlm] stage {:?}: {} training and {} validation records, {} tokens per image",
         cfg.stage,
         train.examples.len(),
@@ -293,13 +297,14 @@ pub fn train(cfg: &VlmTrainConfig, resume: bool) -> Result<TrainSummary> {
         origin.cfg.tokens_per_image()
     );
     ensure!(!train.examples.is_empty(), "{} holds no training records", d.train.display());
-    let mut objective = Supervised { model, val, batch_size: t.batch_size, device };
+    let dist = trainer.group();
+    let mut objective = Supervised { model, val, batch_size: t.batch_size, device, dist };
     // Batches are built on this thread: the image table's tensors are not shared across threads.
     epoch_loop(trainer, &mut objective, train.examples.len(), t.batch_size, |obj, indices| {
         let batch = train.batch(indices, obj.device);
         let images = indices.iter().map(|&i| train.examples[i].images.len()).sum();
         let flops = batch_flops(&obj.model.cfg, &batch, images, !cached);
-        Ok((obj.loss(&train, &batch, true)?, flops))
+        Ok(MicroLoss::mean_of(obj.loss(&train, &batch, true)?, batch.trained as f64, flops))
     })
 }
 

@@ -22,7 +22,7 @@ fn metrics(run: &Path) -> Vec<serde_json::Value> {
 
 /// Two runs logged the same steps with losses and gradient norms equal within `tol` (relative
 /// to the value where it exceeds 1), and hold the same weights within `tol`.
-fn assert_runs_match(a: &Path, b: &Path, tol: f64) {
+pub fn assert_runs_match(a: &Path, b: &Path, tol: f64) {
     let (ma, mb) = (metrics(a), metrics(b));
     assert_eq!(ma.len(), mb.len());
     for (x, y) in ma.iter().zip(&mb) {

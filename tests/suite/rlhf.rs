@@ -110,6 +110,39 @@ fn sft_trains_on_the_assistant_tokens_and_resumes_exactly() {
 }
 
 #[test]
+fn sft_and_dpo_on_two_ranks_train_like_one_process() {
+    // SFT's loss averages the trained tokens of the whole batch, however the ranks' rows split
+    // them; DPO's averages pairs. Dropout is off: a rank's rows draw other masks.
+    let root = persistent_tempdir();
+    let data = root.join("data");
+    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "24"]);
+    let init = gpt_ckpt(&root, 256);
+    let sft = |dir: &Path| {
+        let path = sft_config(dir, &init, &data, 4);
+        let text = std::fs::read_to_string(&path).unwrap().replace("[sft]\n", "[sft]\ndropout = 0.0\n");
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let dpo = |dir: &Path| {
+        let text = format!(
+            "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\n{}",
+            dir.join("run").display(),
+            init.display(),
+            data.join("rankings.jsonl").display(),
+            data.join("preferences_val.jsonl").display(),
+            train_tail(4, 4)
+        );
+        write_config(dir, "dpo.toml", text).to_str().unwrap().to_string()
+    };
+    for (stage, config) in [("sft", &sft as &dyn Fn(&Path) -> String), ("dpo", &dpo)] {
+        let (one, two) = (root.join(format!("{stage}-one")), root.join(format!("{stage}-two")));
+        run_ok(&["rlhf", stage, "--config", &config(&one)]);
+        run_ok(&["launch", "--nproc", "2", "--", "rlhf", stage, "--config", &config(&two)]);
+        crate::dist::assert_runs_match(&one.join("run"), &two.join("run"), 1e-5);
+    }
+}
+
+#[test]
 fn bad_rlhf_data_is_a_one_line_error_naming_the_line() {
     let root = persistent_tempdir();
     let init = gpt_ckpt(&root, 64);
@@ -291,6 +324,14 @@ fn ppo_resumes_exactly_starts_at_the_reference_and_the_pretraining_mix_reaches_t
         );
         write_config(dir, &format!("ppo_{iterations}_{ptx}.toml"), text).to_str().unwrap().to_string()
     };
+    // Two ranks sample two rollouts each and update on them, one line of metrics per iteration.
+    let two = root.join("ppo-two");
+    let out = run_ok(&["launch", "--nproc", "2", "--", "rlhf", "ppo", "--config", &cfg(&two, 1, 0.5)]);
+    assert_eq!(out.matches("trained PPO 4 steps").count(), 1, "{out}");
+    let m = gptlab::jsonl::read_jsonl(&two.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0]["kl"].as_f64(), Some(0.0), "both ranks' first rollouts come from the reference: {}", m[0]);
+    assert!(m[0]["val_reward"].is_f64() && m[0]["ptx_loss"].as_f64().unwrap() > 0.0, "{}", m[0]);
     let out = assert_resumes_exactly(&root, "ppo", 1, 2, |dir, iterations| PathBuf::from(cfg(dir, iterations, 0.5)));
     assert!(out.contains("trained PPO 8 steps"), "{out}");
     let straight = root.join("ppo-straight");

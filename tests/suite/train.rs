@@ -7,7 +7,7 @@ use crate::common::{assert_same, run_err, run_ok, tensors, write_config};
 use gptlab::checkpoint;
 use gptlab::models::gpt::{lm_loss, GptConfig, Input, Pass};
 use gptlab::train::optim::AdamWConfig;
-use gptlab::train::trainer::{run, Evaluate, Objective, RunParts, Setup, Trainer, ValMetrics};
+use gptlab::train::trainer::{run, Evaluate, MicroLoss, Objective, RunParts, Setup, Trainer, ValMetrics};
 use gptlab::train::TrainSection;
 use tch::{Kind, Tensor};
 
@@ -270,7 +270,7 @@ fn the_trainer_drives_an_outside_objective_and_logs_and_plots_its_named_metrics(
     let (mut trainer, mut objective) = random_tokens_trainer(&dir.path().join("custom"), 3);
     while !trainer.is_done() {
         let batch = Tensor::randint(512, [2, 17], (Kind::Int64, tch::Device::Cpu));
-        trainer.step(|_| Ok((objective.loss(batch.shallow_clone())?, objective.flops(&batch)))).unwrap();
+        trainer.step(|_| Ok(MicroLoss::even(objective.loss(batch.shallow_clone())?, objective.flops(&batch)))).unwrap();
         trainer.end_step(&mut objective).unwrap();
     }
     assert_eq!(trainer.finish().unwrap().steps, 3);
