@@ -13,10 +13,14 @@ fn main() {
 /// Compiles the c10d shim against the headers of the libtorch torch-sys found and Gloo's (which
 /// PyPI's torch does not ship: Debian's libgloo-dev, or `GLOO_INCLUDE_DIR`), and sets `cfg(c10d)`.
 /// Without them gptlab builds without data-parallel training, and says so when asked for it.
+/// Where libtorch has CUDA and the CUDA and NCCL headers are found ([`nccl_includes`]), the shim
+/// also gets the NCCL backend (`cfg(c10d_nccl)`).
 fn build_c10d_shim(lib: &Path) {
     println!("cargo::rustc-check-cfg=cfg(c10d)");
+    println!("cargo::rustc-check-cfg=cfg(c10d_nccl)");
     println!("cargo:rerun-if-changed=src/dist/c10d.cpp");
     println!("cargo:rerun-if-env-changed=GLOO_INCLUDE_DIR");
+    println!("cargo:rerun-if-env-changed=CUDA_HOME");
     let include = lib.parent().map(|p| p.join("include")).unwrap_or_default();
     let c10d = include.join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp");
     let candidates: Vec<PathBuf> = match std::env::var_os("GLOO_INCLUDE_DIR") {
@@ -27,7 +31,8 @@ fn build_c10d_shim(lib: &Path) {
     match gloo {
         Some(gloo) if c10d.is_file() => {
             println!("cargo:rerun-if-changed={}", gloo.join("gloo").display());
-            cc::Build::new()
+            let mut build = cc::Build::new();
+            build
                 .cpp(true)
                 .std("c++17")
                 .file("src/dist/c10d.cpp")
@@ -37,11 +42,25 @@ fn build_c10d_shim(lib: &Path) {
                 .define("USE_C10D_GLOO", None)
                 .define("USE_DISTRIBUTED", None)
                 .define("_GLIBCXX_USE_CXX11_ABI", "1")
-                .warnings(false)
-                .compile("gptlab_c10d");
+                .warnings(false);
+            let nccl = nccl_includes(lib);
+            if let Some(dirs) = &nccl {
+                build.define("USE_C10D_NCCL", None).includes(dirs);
+            }
+            build.compile("gptlab_c10d");
             println!("cargo:rustc-link-lib=dylib=torch_cpu");
             println!("cargo:rustc-link-lib=dylib=c10");
             println!("cargo:rustc-cfg=c10d");
+            if nccl.is_some() {
+                println!("cargo:rustc-link-lib=dylib=torch_cuda");
+                println!("cargo:rustc-link-lib=dylib=c10_cuda");
+                println!("cargo:rustc-cfg=c10d_nccl");
+            } else if lib.join("libtorch_cuda.so").is_file() {
+                println!(
+                    "cargo:warning=no CUDA or NCCL headers (scripts/setup.sh installs them): data-parallel training on \
+                     GPUs goes through Gloo"
+                );
+            }
         }
         _ => {
             for dir in &candidates {
@@ -56,4 +75,28 @@ fn build_c10d_shim(lib: &Path) {
             println!("cargo:warning=no {missing}: building without data-parallel training");
         }
     }
+}
+
+/// The include directories the NCCL backend's headers need, when libtorch has CUDA
+/// (`libtorch_cuda.so`): CUDA's runtime with its `crt` and CCCL headers, and NCCL's. Looked for
+/// in PyPI's nvidia packages beside torch (nvidia-cuda-runtime, -crt and -cccl, nvidia-nccl),
+/// then under `CUDA_HOME` (default /usr/local/cuda) and /usr/include.
+fn nccl_includes(lib: &Path) -> Option<Vec<PathBuf>> {
+    // Through links (LIBTORCH is .venv/libtorch), to torch's own directory in site-packages.
+    let lib = std::fs::canonicalize(lib).ok()?;
+    let c10d = lib.parent()?.join("include/torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp");
+    if !lib.join("libtorch_cuda.so").is_file() || !c10d.is_file() {
+        return None;
+    }
+    let nvidia = lib.parent()?.parent()?.join("nvidia");
+    let cuda_home = PathBuf::from(std::env::var_os("CUDA_HOME").unwrap_or_else(|| "/usr/local/cuda".into()));
+    let find = |candidates: &[PathBuf], files: &[&str]| {
+        candidates.iter().find(|d| files.iter().all(|f| d.join(f).exists())).cloned()
+    };
+    let cuda = find(
+        &[nvidia.join("cu13/include"), cuda_home.join("include")],
+        &["cuda_runtime.h", "crt/host_config.h", "nv/target", "cusparse.h", "cublasLt.h"],
+    )?;
+    let nccl = find(&[nvidia.join("nccl/include"), cuda_home.join("include"), "/usr/include".into()], &["nccl.h"])?;
+    Some(vec![cuda, nccl])
 }

@@ -1,15 +1,15 @@
 //! Data parallelism on PyTorch's own c10d: processes launched like torchrun (`RANK`,
 //! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`) meet at a TCPStore on rank 0 and
-//! form a Gloo process group, through which gradients are averaged after each backward pass.
-//! The calls go through a small C++ shim (`c10d.cpp`, compiled by `build.rs` where the headers
-//! are present), since tch does not bind c10d.
+//! form a process group (Gloo between CPUs, NCCL between GPUs), through which gradients are
+//! averaged after each backward pass. The calls go through a small C++ shim (`c10d.cpp`,
+//! compiled by `build.rs` where the headers are present), since tch does not bind c10d.
 
 pub mod launch;
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Where this process stands in a launched group, from torchrun's environment variables.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,25 +146,32 @@ pub fn timeout() -> Result<Duration> {
 /// Gradient buckets: up to this many bytes are flattened into one all-reduce.
 const BUCKET_BYTES: i64 = 25 << 20;
 
-/// A Gloo process group of `world_size` ranks.
+/// A process group of `world_size` ranks.
 pub struct ProcessGroup {
     pub rank: usize,
     pub world_size: usize,
+    /// `gloo` or `nccl`.
+    pub backend: &'static str,
+    /// Where the collectives' tensors live: the GPU under NCCL, else the CPU (Gloo stages a
+    /// GPU run's gradients through it).
+    device: Device,
     group: shim::Group,
 }
 
 impl ProcessGroup {
-    /// Joins the group `env` describes (rank 0 serves the rendezvous); fails after `timeout`
-    /// when the others do not come.
-    pub fn join(env: &DistEnv, timeout: Duration) -> Result<Self> {
-        let group = shim::Group::new(&env.master_addr, env.master_port, env.rank, env.world_size, timeout)
-            .with_context(|| {
-                format!(
-                    "rank {} of {}: joining the process group at {}:{}",
-                    env.rank, env.world_size, env.master_addr, env.master_port
-                )
-            })?;
-        Ok(Self { rank: env.rank, world_size: env.world_size, group })
+    /// Joins the group `env` describes (rank 0 serves the rendezvous) for a model on `device`:
+    /// NCCL on a GPU where gptlab was built with it, else Gloo. Fails after `timeout` when the
+    /// others do not come.
+    pub fn join(env: &DistEnv, timeout: Duration, device: Device) -> Result<Self> {
+        let (group, backend, device) =
+            shim::Group::new(&env.master_addr, env.master_port, env.rank, env.world_size, timeout, device)
+                .with_context(|| {
+                    format!(
+                        "rank {} of {}: joining the process group at {}:{}",
+                        env.rank, env.world_size, env.master_addr, env.master_port
+                    )
+                })?;
+        Ok(Self { rank: env.rank, world_size: env.world_size, backend, device, group })
     }
 
     pub fn is_main(&self) -> bool {
@@ -174,7 +181,7 @@ impl ProcessGroup {
     /// Replaces each tensor by its mean over the ranks (gradients after a backward pass).
     /// Reduced in fp32 whatever the tensors' kind: bf16 gradients lose too much summed in bf16.
     pub fn all_reduce_mean(&self, tensors: &[Tensor]) -> Result<()> {
-        for_each_bucket(tensors, |flat| {
+        for_each_bucket(tensors, self.device, |flat| {
             self.group.all_reduce_sum(flat).with_context(|| self.failed("averaging gradients"))?;
             Ok(flat / self.world_size as f64)
         })
@@ -183,7 +190,7 @@ impl ProcessGroup {
     /// Copies rank 0's values of `tensors` into every rank's (the weights a run starts from, as
     /// DDP does, so the ranks start equal even where their initialisations would not be).
     pub fn broadcast_from_main(&self, tensors: &[Tensor]) -> Result<()> {
-        for_each_bucket(tensors, |flat| {
+        for_each_bucket(tensors, self.device, |flat| {
             self.group.broadcast(flat, 0).with_context(|| self.failed("broadcasting rank 0's weights"))?;
             Ok(flat.shallow_clone())
         })
@@ -197,20 +204,25 @@ impl ProcessGroup {
     /// scale) keeps its one-process gradient. (open_clip gathers with local gradients too.)
     pub fn all_gather_rows(&self, local: &Tensor) -> Result<Tensor> {
         let (n, w) = (local.size()[0], self.world_size as i64);
-        let mine = Tensor::arange_start_step(self.rank as i64, n * w, w, (Kind::Int64, local.device())); // [n]
+        let mine = |device| Tensor::arange_start_step(self.rank as i64, n * w, w, (Kind::Int64, device)); // [n]
         let mut shape = local.size();
         shape[0] = n * w;
-        let all = Tensor::zeros(shape.as_slice(), (local.kind(), local.device())).index_copy(0, &mine, &local.detach());
+        let all = Tensor::zeros(shape.as_slice(), (local.kind(), self.device)).index_copy(
+            0,
+            &mine(self.device),
+            &local.detach().to_device(self.device),
+        );
         self.group.all_reduce_sum(&all).with_context(|| self.failed("gathering rows"))?;
         let scaled = local * w as f64 - local.detach() * (w - 1) as f64; // the values of `local`, gradients × W
-        Ok(all.index_copy(0, &mine, &scaled)) // [n·W, ..]
+        Ok(all.to_device(local.device()).index_copy(0, &mine(local.device()), &scaled))
+        // [n·W, ..]
     }
 
     /// The sum of `values` over the ranks (in f64).
     pub fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
-        let t = Tensor::from_slice(values).to_kind(Kind::Double);
+        let t = Tensor::from_slice(values).to_kind(Kind::Double).to_device(self.device);
         self.group.all_reduce_sum(&t).with_context(|| self.failed("summing metrics"))?;
-        Ok(Vec::<f64>::try_from(&t)?)
+        Ok(Vec::<f64>::try_from(&t.to_device(Device::Cpu))?)
     }
 
     /// What a failed collective reports: which rank saw it, and the likely cause.
@@ -222,10 +234,14 @@ impl ProcessGroup {
     }
 }
 
-/// Applies `collective` to `tensors` flattened into fp32 buckets of up to [`BUCKET_BYTES`] (a
-/// model costs a few collectives, not one per tensor), and copies what it returns back into
-/// them.
-fn for_each_bucket(tensors: &[Tensor], mut collective: impl FnMut(&Tensor) -> Result<Tensor>) -> Result<()> {
+/// Applies `collective` to `tensors` flattened into fp32 buckets of up to [`BUCKET_BYTES`] on
+/// `device` (a model costs a few collectives, not one per tensor), and copies what it returns
+/// back into them.
+fn for_each_bucket(
+    tensors: &[Tensor],
+    device: Device,
+    mut collective: impl FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<()> {
     let mut start = 0;
     while start < tensors.len() {
         let mut end = start + 1;
@@ -235,8 +251,10 @@ fn for_each_bucket(tensors: &[Tensor], mut collective: impl FnMut(&Tensor) -> Re
             end += 1;
         }
         let bucket = &tensors[start..end];
-        let flat =
-            Tensor::cat(&bucket.iter().map(|t| t.detach().to_kind(Kind::Float).reshape([-1])).collect::<Vec<_>>(), 0);
+        let flat = Tensor::cat(
+            &bucket.iter().map(|t| t.detach().to_kind(Kind::Float).reshape([-1]).to_device(device)).collect::<Vec<_>>(),
+            0,
+        );
         let result = collective(&flat)?;
         tch::no_grad(|| {
             let mut offset = 0;
@@ -257,7 +275,7 @@ mod shim {
     use std::time::Duration;
 
     use anyhow::{bail, Result};
-    use tch::Tensor;
+    use tch::{Device, Tensor};
 
     #[repr(C)]
     struct GlGroup {
@@ -270,6 +288,16 @@ mod shim {
             port: c_int,
             rank: c_int,
             world: c_int,
+            timeout_ms: c_longlong,
+            err: *mut *mut c_char,
+        ) -> *mut GlGroup;
+        #[cfg(c10d_nccl)]
+        fn nc_group_new(
+            host: *const c_char,
+            port: c_int,
+            rank: c_int,
+            world: c_int,
+            device: c_int,
             timeout_ms: c_longlong,
             err: *mut *mut c_char,
         ) -> *mut GlGroup;
@@ -306,24 +334,35 @@ mod shim {
     unsafe impl Sync for Group {}
 
     impl Group {
-        pub fn new(host: &str, port: u16, rank: usize, world: usize, timeout: Duration) -> Result<Self> {
+        /// A group for a model on `device`, its backend's name, and where its collectives'
+        /// tensors live.
+        pub fn new(
+            host: &str,
+            port: u16,
+            rank: usize,
+            world: usize,
+            timeout: Duration,
+            device: Device,
+        ) -> Result<(Self, &'static str, Device)> {
             let host = CString::new(host)?;
             let mut err = std::ptr::null_mut();
-            // SAFETY: valid C string and out-pointer; the shim catches every C++ exception.
-            let g = unsafe {
-                gl_group_new(
-                    host.as_ptr(),
-                    port as c_int,
-                    rank as c_int,
-                    world as c_int,
-                    timeout.as_millis() as c_longlong,
-                    &mut err,
-                )
+            let (port, rank, world, ms) =
+                (port as c_int, rank as c_int, world as c_int, timeout.as_millis() as c_longlong);
+            let (g, backend, on) = match device {
+                // SAFETY: valid C string and out-pointer; the shim catches every C++ exception.
+                #[cfg(c10d_nccl)]
+                Device::Cuda(i) => (
+                    unsafe { nc_group_new(host.as_ptr(), port, rank, world, i as c_int, ms, &mut err) },
+                    "nccl",
+                    device,
+                ),
+                // SAFETY: as above.
+                _ => (unsafe { gl_group_new(host.as_ptr(), port, rank, world, ms, &mut err) }, "gloo", Device::Cpu),
             };
             if g.is_null() {
                 bail!("{}", take_error(err));
             }
-            Ok(Self(g))
+            Ok((Self(g), backend, on))
         }
 
         pub fn all_reduce_sum(&self, t: &Tensor) -> Result<()> {
@@ -354,12 +393,19 @@ mod shim {
     use std::time::Duration;
 
     use anyhow::{bail, Result};
-    use tch::Tensor;
+    use tch::{Device, Tensor};
 
     pub enum Group {}
 
     impl Group {
-        pub fn new(_: &str, _: u16, _: usize, _: usize, _: Duration) -> Result<Self> {
+        pub fn new(
+            _: &str,
+            _: u16,
+            _: usize,
+            _: usize,
+            _: Duration,
+            _: Device,
+        ) -> Result<(Self, &'static str, Device)> {
             bail!(
                 "this gptlab was built without data-parallel training (no Gloo headers at build time): install \
                  them (Debian/Ubuntu: apt-get install libgloo-dev) and rebuild"

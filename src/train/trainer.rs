@@ -163,7 +163,13 @@ impl Setup {
         let device = crate::device::parse_device(&section.device)?;
         crate::device::set_threads(section.threads)?;
         let dist = match DistEnv::from_env()? {
-            Some(env) => Some(Arc::new(ProcessGroup::join(&env, crate::dist::timeout()?)?)),
+            Some(env) => {
+                let group = ProcessGroup::join(&env, crate::dist::timeout()?, device)?;
+                if group.is_main() {
+                    eprintln!("data parallel: {} ranks over {}", group.world_size, group.backend);
+                }
+                Some(Arc::new(group))
+            }
             None => None,
         };
         let main = dist.as_ref().is_none_or(|g| g.is_main());

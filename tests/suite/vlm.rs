@@ -365,6 +365,32 @@ fn align_trains_the_projector_alone_and_instruct_the_decoder_too() {
 }
 
 #[test]
+fn two_vlm_ranks_train_like_one_process() {
+    // From a dropout-free copy of the GPT (a rank's rows draw other dropout masks); each rank's
+    // records hold other numbers of trained tokens, which the loss weighs.
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture();
+    let gpt = dir.path().join("gpt");
+    std::fs::create_dir_all(&gpt).unwrap();
+    for entry in std::fs::read_dir(&f.gpt).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, gpt.join(path.file_name().unwrap())).unwrap();
+    }
+    let config = std::fs::read_to_string(gpt.join("config.json")).unwrap();
+    std::fs::write(gpt.join("config.json"), config.replace("\"dropout\": 0.1", "\"dropout\": 0.0")).unwrap();
+    let write = |name: &str| {
+        let out = dir.path().join(name);
+        let text = toml::to_string(&stage_config(&out, Stage::Instruct, None, 4)).unwrap();
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text.replace(f.gpt.to_str().unwrap(), gpt.to_str().unwrap())).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    run_ok(&["vlm", "train", "--config", &write("one")]);
+    run_ok(&["launch", "--nproc", "2", "--", "vlm", "train", "--config", &write("two")]);
+    crate::dist::assert_runs_match(&dir.path().join("one"), &dir.path().join("two"), 1e-5);
+}
+
+#[test]
 fn both_stages_resume_exactly() {
     let dir = tempfile::tempdir().unwrap();
     for (stage, from) in [(Stage::Align, None), (Stage::Instruct, Some(dir.path().join("align-straight/checkpoint")))] {
