@@ -130,3 +130,19 @@ fn launch_stops_at_the_first_failing_rank() {
     assert!(stderr.contains("of 2 failed (exit status 1)"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_batch_that_does_not_divide_among_the_ranks_fails_before_anything_is_written() {
+    // GPT's ranks must hold equal shares of a micro-batch: 4 windows do not divide among 3.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "run", 4);
+    let out = Command::new(env!("CARGO_BIN_EXE_gptlab"))
+        .args(["train", "--config", cfg.to_str().unwrap()])
+        .envs([("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "3")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim(), "error: batch_size 4 does not divide among 3 ranks");
+    assert!(!dir.path().join("run").exists(), "nothing is written");
+}
