@@ -13,14 +13,13 @@ fn main() {
 /// Compiles the c10d shim against the headers of the libtorch torch-sys found and Gloo's (which
 /// PyPI's torch does not ship: Debian's libgloo-dev, or `GLOO_INCLUDE_DIR`), and sets `cfg(c10d)`.
 /// Without them gptlab builds without data-parallel training, and says so when asked for it.
-/// Where libtorch has CUDA and the CUDA and NCCL headers are found ([`nccl_includes`]), the shim
-/// also gets the NCCL backend (`cfg(c10d_nccl)`).
+/// Where libtorch has CUDA and the CUDA and NCCL headers are found beside it
+/// ([`nccl_includes`]), the shim also gets the NCCL backend (`cfg(c10d_nccl)`).
 fn build_c10d_shim(lib: &Path) {
     println!("cargo::rustc-check-cfg=cfg(c10d)");
     println!("cargo::rustc-check-cfg=cfg(c10d_nccl)");
     println!("cargo:rerun-if-changed=src/dist/c10d.cpp");
     println!("cargo:rerun-if-env-changed=GLOO_INCLUDE_DIR");
-    println!("cargo:rerun-if-env-changed=CUDA_HOME");
     let include = lib.parent().map(|p| p.join("include")).unwrap_or_default();
     let c10d = include.join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp");
     let candidates: Vec<PathBuf> = match std::env::var_os("GLOO_INCLUDE_DIR") {
@@ -78,9 +77,10 @@ fn build_c10d_shim(lib: &Path) {
 }
 
 /// The include directories the NCCL backend's headers need, when libtorch has CUDA
-/// (`libtorch_cuda.so`): CUDA's runtime with its `crt` and CCCL headers, and NCCL's. Looked for
-/// in PyPI's nvidia packages beside torch (nvidia-cuda-runtime, -crt and -cccl, nvidia-nccl),
-/// then under `CUDA_HOME` (default /usr/local/cuda) and /usr/include.
+/// (`libtorch_cuda.so`): CUDA's runtime with its `crt` and CCCL headers, and NCCL's, from PyPI's
+/// nvidia packages beside torch (nvidia-cuda-runtime, -crt and -cccl, nvidia-nccl). Only those:
+/// `ProcessGroupNCCL`'s inline code must see the NCCL and CUDA versions torch was built with,
+/// not whatever else the machine has.
 fn nccl_includes(lib: &Path) -> Option<Vec<PathBuf>> {
     // Through links (LIBTORCH is .venv/libtorch), to torch's own directory in site-packages.
     let lib = std::fs::canonicalize(lib).ok()?;
@@ -89,14 +89,13 @@ fn nccl_includes(lib: &Path) -> Option<Vec<PathBuf>> {
         return None;
     }
     let nvidia = lib.parent()?.parent()?.join("nvidia");
-    let cuda_home = PathBuf::from(std::env::var_os("CUDA_HOME").unwrap_or_else(|| "/usr/local/cuda".into()));
-    let find = |candidates: &[PathBuf], files: &[&str]| {
-        candidates.iter().find(|d| files.iter().all(|f| d.join(f).exists())).cloned()
-    };
-    let cuda = find(
-        &[nvidia.join("cu13/include"), cuda_home.join("include")],
-        &["cuda_runtime.h", "crt/host_config.h", "nv/target", "cusparse.h", "cublasLt.h"],
-    )?;
-    let nccl = find(&[nvidia.join("nccl/include"), cuda_home.join("include"), "/usr/include".into()], &["nccl.h"])?;
-    Some(vec![cuda, nccl])
+    let (cuda, nccl) = (nvidia.join("cu13/include"), nvidia.join("nccl/include"));
+    for dir in [&cuda, &nccl] {
+        if dir.is_dir() {
+            // Installing the headers' packages later rebuilds the shim with NCCL.
+            println!("cargo:rerun-if-changed={}", dir.display());
+        }
+    }
+    let needs = ["cuda_runtime.h", "crt/host_config.h", "nv/target", "cusparse.h", "cublasLt.h"];
+    (needs.iter().all(|f| cuda.join(f).exists()) && nccl.join("nccl.h").is_file()).then(|| vec![cuda, nccl])
 }

@@ -221,7 +221,11 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     }
     let old = sibling(dir, ".old");
     if !dir.exists() && old.join(CONFIG_FILE).exists() {
-        eprintln!("warning: {} is missing; using {} left by an interrupted save", dir.display(), old.display());
+        crate::main_eprintln!(
+            "warning: {} is missing; using {} left by an interrupted save",
+            dir.display(),
+            old.display()
+        );
         return Ok(old);
     }
     if dir.exists() {

@@ -7,36 +7,26 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 /// Parses a device name; asking for CUDA where there is none is an error, not a silent CPU run.
-/// In a launched rank (`LOCAL_RANK` set, as torchrun sets it), `auto` and `cuda` mean the rank's
-/// own GPU, `cuda:LOCAL_RANK`, so the ranks of one machine do not share the first one.
+/// In a launched rank (`LOCAL_RANK` set, as torchrun sets it), `auto` (where there is CUDA) and
+/// `cuda` mean the rank's own GPU, `cuda:LOCAL_RANK`, so the ranks of one machine do not share
+/// the first one; a rank without a GPU of its own is an error, not a CPU rank among GPU ones.
 pub fn parse_device(name: &str) -> Result<Device> {
     let local = crate::dist::DistEnv::from_env()?.map_or(0, |env| env.local_rank);
-    let cuda_count = || {
-        if tch::Cuda::is_available() {
-            tch::Cuda::device_count() as usize
-        } else {
-            0
-        }
+    let cuda_count = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+    let index = match name {
+        "cpu" => return Ok(Device::Cpu),
+        "auto" if cuda_count == 0 => return Ok(Device::Cpu),
+        "auto" | "cuda" => local,
+        _ => match name.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(i) => i,
+            None => bail!("unknown device {name:?}: expected auto, cpu, cuda or cuda:N"),
+        },
     };
-    match name {
-        "auto" => Ok(if cuda_count() > local { Device::Cuda(local) } else { Device::Cpu }),
-        "cpu" => Ok(Device::Cpu),
-        _ => {
-            let index = match name.strip_prefix("cuda") {
-                Some("") => local,
-                Some(rest) => match rest.strip_prefix(':').and_then(|n| n.parse::<usize>().ok()) {
-                    Some(i) => i,
-                    None => bail!("unknown device {name:?}: expected auto, cpu, cuda or cuda:N"),
-                },
-                None => bail!("unknown device {name:?}: expected auto, cpu, cuda or cuda:N"),
-            };
-            let n = cuda_count();
-            if index >= n {
-                bail!("device {name} requested but this machine has {n} CUDA device(s)");
-            }
-            Ok(Device::Cuda(index))
-        }
+    if index >= cuda_count {
+        let rank = if name.contains(':') || local == 0 { String::new() } else { format!(" (LOCAL_RANK {local})") };
+        bail!("device cuda:{index}{rank} requested but this machine has {cuda_count} CUDA device(s)");
     }
+    Ok(Device::Cuda(index))
 }
 
 /// Sets libtorch's intra-op thread count when the user asked for one.

@@ -367,8 +367,16 @@ pub fn train(cfg: &ClipTrainConfig, resume: bool) -> Result<TrainSummary> {
     dist::ensure_even_shares(&[("batch_size", t.batch_size)])?;
     let setup = Setup::begin(t, &cfg.out_dir, resume, cfg)?;
     let dist = setup.dist.clone();
-    let tok_out = cfg.out_dir.join(checkpoint::TOKENIZER_FILE);
+    // Rank 0 writes the tokenizer it trains into out_dir; the other ranks train the same one
+    // into a scratch file of their own.
+    let tok_out = match dist::is_main_process() {
+        true => cfg.out_dir.join(checkpoint::TOKENIZER_FILE),
+        false => std::env::temp_dir().join(format!("gptlab-rank-tokenizer-{}.json", std::process::id())),
+    };
     let Prepared { tok_path, tokenizer, clip_cfg, files } = prepare(cfg, setup.resumed.as_deref(), &tok_out)?;
+    if !dist::is_main_process() {
+        let _ = std::fs::remove_file(&tok_out);
+    }
     let mut model = Clip::new(&clip_cfg, setup.vs.root())?;
     model.set_compute_kind(setup.kind);
     let resumed = setup.resumed.is_some();

@@ -109,7 +109,13 @@ int gl_broadcast(GlGroup* g, void* tensor, int root, char** err) {
   });
 }
 
+// Shuts the group down (NCCL tears down its communicators and watchdog; Gloo has nothing to do)
+// and frees it.
 void gl_group_free(GlGroup* g) {
+  try {
+    g->pg->shutdown();
+  } catch (...) {
+  }
   delete g;
 }
 

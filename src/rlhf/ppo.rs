@@ -622,7 +622,10 @@ pub fn ppo(file: &PpoFile, resume: bool) -> Result<TrainSummary> {
         optim: file.optim.clone(),
     };
     let p = &file.ppo;
-    dist::ensure_even_shares(&[("ppo.rollouts", p.rollouts), ("ppo.ptx_batch", p.ptx_batch)])?;
+    dist::ensure_even_shares(&[("ppo.rollouts", p.rollouts)])?;
+    if p.ptx_coef > 0.0 {
+        dist::ensure_even_shares(&[("ppo.ptx_batch", p.ptx_batch)])?;
+    }
     if let Some(env) = dist::DistEnv::from_env()? {
         ensure!(
             p.minibatches <= p.rollouts / env.world_size,

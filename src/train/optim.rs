@@ -134,11 +134,6 @@ impl AdamW {
         self.params.iter().map(|p| p.value.shallow_clone()).collect()
     }
 
-    /// Their gradients, in the same order (undefined where a tensor got none).
-    pub fn grads(&self) -> Vec<Tensor> {
-        self.params.iter().map(|p| p.value.grad()).collect()
-    }
-
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             p.value.zero_grad();

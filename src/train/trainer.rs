@@ -99,35 +99,39 @@ impl MicroLoss {
 
     /// The loss this rank backpropagates: each counted part times count × W / (the count over
     /// the ranks), so the mean of the ranks' gradients (what [`ProcessGroup::all_reduce_mean`]
-    /// forms) weighs every term alike. One collective sums the counts of all parts.
-    fn combine(self, group: Option<&ProcessGroup>) -> Result<Tensor> {
+    /// forms) weighs every term alike. One collective sums the counts of all parts. A part of
+    /// no terms on this rank (a stand-in row, or records with nothing trained, whose mean is
+    /// 0/0) adds nothing, as it adds nothing to one process's sum; `None` when no part is left.
+    fn combine(self, group: Option<&ProcessGroup>) -> Result<Option<Tensor>> {
         let counts: Vec<f64> = self.parts.iter().filter_map(|(_, c)| *c).collect();
         let totals = match group {
             Some(g) if !counts.is_empty() => g.sum(&counts)?,
-            _ => counts.clone(),
+            _ => counts,
         };
         let world = group.map_or(1, |g| g.world_size) as f64;
         let mut totals = totals.into_iter();
         let mut sum: Option<Tensor> = None;
         for (loss, count) in self.parts {
-            let part = match (group, count) {
-                (Some(_), Some(n)) => {
+            let part = match count {
+                None => loss,
+                Some(n) => {
                     let total = totals.next().context("a count for every counted part")?;
-                    ensure!(total > 0.0, "a micro-batch holds no terms to average over any rank");
-                    loss * (n * world / total)
+                    if n == 0.0 {
+                        continue;
+                    }
+                    if group.is_some() {
+                        loss * (n * world / total)
+                    } else {
+                        loss
+                    }
                 }
-                (None, Some(_)) => {
-                    totals.next();
-                    loss
-                }
-                (_, None) => loss,
             };
             sum = Some(match sum {
                 Some(s) => s + part,
                 None => part,
             });
         }
-        sum.context("a micro-batch loss with no parts")
+        Ok(sum)
     }
 }
 
@@ -153,8 +157,6 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// A run in one process; refuses a data-parallel launch (`WORLD_SIZE` > 1), which this
-    /// objective does not shard yet.
     /// Joins the data-parallel group its launch environment describes, if any (each rank takes
     /// every `world_size`-th row of a micro-batch). Rank 0 alone locks `out_dir` and writes
     /// there.
@@ -469,17 +471,16 @@ impl Trainer {
         self.lr = self.schedule.at(self.state.step);
         for i in 0..accum {
             let micro = micro_batch(i)?;
-            let flops = micro.flops;
-            let loss = micro.combine(self.dist.as_deref())? / accum as f64;
-            loss.backward();
-            self.loss_sum += loss.detach();
-            self.interval_flops += flops;
+            self.interval_flops += micro.flops;
+            if let Some(loss) = micro.combine(self.dist.as_deref())? {
+                let loss = loss / accum as f64;
+                loss.backward();
+                self.loss_sum += loss.detach();
+            }
         }
         self.state.sampler.next_batch += accum as u64;
         if let Some(group) = &self.dist {
-            let grads = self.opt.grads();
-            ensure!(grads.iter().all(Tensor::defined), "a trainable parameter got no gradient this step");
-            group.all_reduce_mean(&grads)?;
+            self.average_gradients(group)?;
         }
         self.grad_norm = self.opt.clip_grad_norm(self.section.grad_clip);
         self.opt.step(self.lr);
@@ -491,6 +492,30 @@ impl Trainer {
         self.watch.observe(self.state.step, &(&self.loss_sum + &self.grad_norm));
         self.bar.set_position(self.state.step);
         Ok(())
+    }
+
+    /// Averages the gradients over the ranks. A parameter may have a gradient on some ranks and
+    /// not others (a task head only one rank's rows used, a projector only one rank's images
+    /// reached): one collective finds which parameters any rank has one for, a rank without
+    /// gives zeros for those, and the parameters no rank has one for keep none, so AdamW skips
+    /// them as it would in one process.
+    fn average_gradients(&self, group: &ProcessGroup) -> Result<()> {
+        let params = self.opt.parameters();
+        let has: Vec<f64> = params.iter().map(|p| f64::from(u8::from(p.grad().defined()))).collect();
+        let anywhere = group.sum(&has)?;
+        let missing: Vec<&Tensor> = params
+            .iter()
+            .zip(&has)
+            .zip(&anywhere)
+            .filter(|((_, &h), &a)| h == 0.0 && a > 0.0)
+            .map(|((p, _), _)| p)
+            .collect();
+        if let Some(zero) = missing.iter().map(|p| p.sum(Kind::Float) * 0.0).reduce(|a, b| a + b) {
+            zero.backward(); // defines each missing gradient as zeros
+        }
+        let grads: Vec<Tensor> =
+            params.iter().zip(&anywhere).filter(|(_, &a)| a > 0.0).map(|(p, _)| p.grad()).collect();
+        group.all_reduce_mean(&grads)
     }
 
     /// After a step: a metrics line every `log_interval` steps, validation every
@@ -733,4 +758,20 @@ fn initial_state(
     );
     crate::main_eprintln!("resuming from {} at step {}", dir.display(), state.step);
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loss_part_of_no_terms_adds_nothing_not_its_nan_mean() -> Result<()> {
+        let (nan, loss) = (Tensor::from(f64::NAN), Tensor::from(1.5));
+        assert!(MicroLoss::mean_of(nan.shallow_clone(), 0.0, 0.0).combine(None)?.is_none());
+        let both = MicroLoss::mean_of(nan, 0.0, 0.0).plus(loss, Some(2.0)).combine(None)?.context("a loss")?;
+        assert_eq!(both.double_value(&[]), 1.5);
+        let weightless = MicroLoss::mean_of(Tensor::from(2.0), 3.0, 0.0).weighted(0.0);
+        assert!(weightless.combine(None)?.is_none(), "a stand-in row's loss counts no terms");
+        Ok(())
+    }
 }

@@ -127,7 +127,10 @@ impl VlmDataset {
             examples.push(Encoded { ids, labels, images });
         }
         if skipped > 0 {
-            eprintln!("[vlm] {}: left out {skipped} record(s) longer than the context of {block}", path.display());
+            crate::main_eprintln!(
+                "[vlm] {}: left out {skipped} record(s) longer than the context of {block}",
+                path.display()
+            );
         }
         let images = load_pixels(&paths, cfg)?;
         Ok(Self { examples, images, pad: tok.pad() as i64 })

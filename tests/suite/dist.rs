@@ -132,17 +132,29 @@ fn launch_stops_at_the_first_failing_rank() {
 }
 
 #[test]
-fn a_batch_that_does_not_divide_among_the_ranks_fails_before_anything_is_written() {
-    // GPT's ranks must hold equal shares of a micro-batch: 4 windows do not divide among 3.
+fn bad_data_parallel_settings_fail_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "run", 4);
-    let out = Command::new(env!("CARGO_BIN_EXE_gptlab"))
-        .args(["train", "--config", cfg.to_str().unwrap()])
-        .envs([("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "3")])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim(), "error: batch_size 4 does not divide among 3 ranks");
+    let rank = |rank: &str, world: &str, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gptlab"))
+            .args(["train", "--config", cfg.to_str().unwrap()])
+            .args(extra)
+            .envs([("RANK", rank), ("LOCAL_RANK", rank), ("WORLD_SIZE", world)])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        stderr
+    };
+    // GPT's ranks must hold equal shares of a micro-batch: 4 windows do not divide among 3.
+    assert_eq!(rank("0", "3", &[]), "error: batch_size 4 does not divide among 3 ranks");
+    // A launched rank's `cuda` is its own GPU, cuda:LOCAL_RANK.
+    let gpus = if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 };
+    if gpus < 2 {
+        assert_eq!(
+            rank("1", "2", &["--device", "cuda"]),
+            format!("error: device cuda:1 (LOCAL_RANK 1) requested but this machine has {gpus} CUDA device(s)")
+        );
+    }
     assert!(!dir.path().join("run").exists(), "nothing is written");
 }

@@ -300,13 +300,16 @@ fn finetuning_resumes_exactly_and_its_checkpoint_still_samples() {
 }
 
 #[test]
-fn two_ranks_fine_tune_like_one_process_even_through_a_batch_of_one() {
-    // 21 examples in batches of 4: each epoch holds a batch of one, which leaves rank 1 a
-    // weightless stand-in row; the task and LM losses are weighted by their own counts.
+fn two_ranks_fine_tune_two_tasks_like_one_process_even_through_a_batch_of_one() {
+    // 21 and 9 examples in batches of 4: each task's epoch ends in a batch of one, which leaves
+    // rank 1 a weightless stand-in row; the task and LM losses are weighted by their own counts.
+    // A step trains one task's head, so the other's has no gradient on any rank, and AdamW
+    // leaves it alone as in one process.
     let root = persistent_tempdir();
     let init = gpt_ckpt_with_dropout(&root, 448, 0.0);
+    let second = "\n[[tasks]]\nname = \"review_sentiment\"\ntrain_examples = 9";
     let config = |dir: &Path| {
-        let path = write_config(dir, &init, 6, "", "head_dropout = 0.0");
+        let path = write_config(dir, &init, 9, second, "head_dropout = 0.0");
         let text = std::fs::read_to_string(&path).unwrap().replace("train_examples = 24", "train_examples = 21");
         std::fs::write(&path, text).unwrap();
         path.to_str().unwrap().to_string()
@@ -317,10 +320,12 @@ fn two_ranks_fine_tune_like_one_process_even_through_a_batch_of_one() {
     assert_eq!(out.matches("scene_entailment: acc").count(), 1, "rank 0 alone reports: {out}");
     crate::dist::assert_runs_match(&one.join("run"), &two.join("run"), 1e-5);
     let results = |dir: &Path| std::fs::read_to_string(dir.join("run/eval/results.json")).unwrap();
-    let acc = |dir: &Path| {
-        serde_json::from_str::<Value>(&results(dir)).unwrap()["results"]["scene_entailment"]["acc,none"].clone()
-    };
-    assert_eq!(acc(&one), acc(&two));
+    for task in ["scene_entailment", "review_sentiment"] {
+        let acc =
+            |dir: &Path| serde_json::from_str::<Value>(&results(dir)).unwrap()["results"][task]["acc,none"].clone();
+        assert!(acc(&one).is_f64(), "{task}");
+        assert_eq!(acc(&one), acc(&two), "{task}");
+    }
 }
 
 #[test]
