@@ -24,16 +24,34 @@ fn gpt_ckpt(dir: &Path, block_size: i64) -> PathBuf {
     ckpt
 }
 
-fn sft_config(dir: &Path, init: &Path, data: &Path, max_steps: u64) -> PathBuf {
+/// What differs between the stages' configs: the labeler's files a stage reads, the lines after
+/// them, and the batch size.
+struct StageFiles<'a> {
+    stage: &'a str,
+    train: &'a str,
+    val: &'a str,
+    extra: String,
+    batch_size: usize,
+}
+
+/// A stage's config in `dir` (`{stage}_{steps}.toml`) training `init` on `f`'s files in `data`.
+fn stage_config(dir: &Path, init: &Path, data: &Path, f: StageFiles, steps: u64) -> PathBuf {
     let text = format!(
-        "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\n[sft]\nskip_too_long = true\n{}",
+        "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\n{}\n{}",
         dir.join("run").display(),
         init.display(),
-        data.join("sft.jsonl").display(),
-        data.join("sft_val.jsonl").display(),
-        train_tail(4, max_steps)
+        data.join(f.train).display(),
+        data.join(f.val).display(),
+        f.extra,
+        train_tail(f.batch_size, steps)
     );
-    write_config(dir, &format!("sft_{max_steps}.toml"), text)
+    write_config(dir, &format!("{}_{steps}.toml", f.stage), text)
+}
+
+fn sft_config(dir: &Path, init: &Path, data: &Path, max_steps: u64) -> PathBuf {
+    let extra = "[sft]\nskip_too_long = true".to_string();
+    let files = StageFiles { stage: "sft", train: "sft.jsonl", val: "sft_val.jsonl", extra, batch_size: 4 };
+    stage_config(dir, init, data, files, max_steps)
 }
 
 /// Runs `stage` straight to `full` steps, and to `half` then resumed to `full`, from configs
@@ -55,6 +73,26 @@ fn assert_resumes_exactly(
         assert_same(&straight.join("run/checkpoint").join(f), &split.join("run/checkpoint").join(f));
     }
     out
+}
+
+/// A scratch root holding the labeler's data for `prompts` prompts in `root/data`.
+fn rlhf_data(prompts: usize) -> (PathBuf, PathBuf) {
+    let root = persistent_tempdir();
+    let data = root.join("data");
+    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", &prompts.to_string()]);
+    (root, data)
+}
+
+/// A DPO config in `dir` on the labeler's preference pairs, in batches of `batch_size` pairs.
+fn dpo_config(dir: &Path, init: &Path, data: &Path, batch_size: usize, steps: u64) -> String {
+    let files = StageFiles {
+        stage: "dpo",
+        train: "rankings.jsonl",
+        val: "preferences_val.jsonl",
+        extra: String::new(),
+        batch_size,
+    };
+    stage_config(dir, init, data, files, steps).to_str().unwrap().to_string()
 }
 
 /// Writes a stage's config into `dir` (created) and returns its path.
@@ -94,9 +132,7 @@ fn the_labeler_writes_ranked_data_that_reads_back() {
 
 #[test]
 fn sft_trains_on_the_assistant_tokens_and_resumes_exactly() {
-    let root = persistent_tempdir();
-    let data = root.join("data");
-    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "24"]);
+    let (root, data) = rlhf_data(24);
     let init = gpt_ckpt(&root, 64);
     let out = assert_resumes_exactly(&root, "sft", 3, 6, |dir, steps| sft_config(dir, &init, &data, steps));
     assert!(out.contains("trained SFT 6 steps"), "{out}");
@@ -110,31 +146,24 @@ fn sft_trains_on_the_assistant_tokens_and_resumes_exactly() {
 }
 
 #[test]
-fn sft_and_dpo_on_two_ranks_train_like_one_process() {
+fn sft_rm_and_dpo_on_two_ranks_train_like_one_process() {
     // SFT's loss averages the trained tokens of the whole batch, however the ranks' rows split
-    // them; DPO's averages pairs. Dropout is off: a rank's rows draw other masks.
-    let root = persistent_tempdir();
-    let data = root.join("data");
-    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "24"]);
+    // them; the reward model's averages prompts (and its offset is fitted over the ranks'
+    // shares of the demonstrations); DPO's averages pairs. Dropout is off: a rank's rows draw
+    // other masks.
+    let (root, data) = rlhf_data(24);
     let init = gpt_ckpt(&root, 256);
+    let config = std::fs::read_to_string(init.join("config.json")).unwrap();
+    std::fs::write(init.join("config.json"), config.replace("\"dropout\": 0.1", "\"dropout\": 0.0")).unwrap();
     let sft = |dir: &Path| {
         let path = sft_config(dir, &init, &data, 4);
         let text = std::fs::read_to_string(&path).unwrap().replace("[sft]\n", "[sft]\ndropout = 0.0\n");
         std::fs::write(&path, text).unwrap();
         path.to_str().unwrap().to_string()
     };
-    let dpo = |dir: &Path| {
-        let text = format!(
-            "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\n{}",
-            dir.join("run").display(),
-            init.display(),
-            data.join("rankings.jsonl").display(),
-            data.join("preferences_val.jsonl").display(),
-            train_tail(4, 4)
-        );
-        write_config(dir, "dpo.toml", text).to_str().unwrap().to_string()
-    };
-    for (stage, config) in [("sft", &sft as &dyn Fn(&Path) -> String), ("dpo", &dpo)] {
+    let dpo = |dir: &Path| dpo_config(dir, &init, &data, 4, 4);
+    let rm = |dir: &Path| rm_config(dir, &init, &data, 4).to_str().unwrap().to_string();
+    for (stage, config) in [("sft", &sft as &dyn Fn(&Path) -> String), ("rm", &rm), ("dpo", &dpo)] {
         let (one, two) = (root.join(format!("{stage}-one")), root.join(format!("{stage}-two")));
         run_ok(&["rlhf", stage, "--config", &config(&one)]);
         run_ok(&["launch", "--nproc", "2", "--", "rlhf", stage, "--config", &config(&two)]);
@@ -194,24 +223,15 @@ fn the_kwise_loss_matches_a_hand_computation() {
 }
 
 fn rm_config(dir: &Path, init: &Path, data: &Path, max_steps: u64) -> PathBuf {
-    let text = format!(
-        "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\ndemonstrations = \"{}\"\n{}",
-        dir.join("run").display(),
-        init.display(),
-        data.join("rankings.jsonl").display(),
-        data.join("rankings_val.jsonl").display(),
-        data.join("sft_val.jsonl").display(),
-        train_tail(2, max_steps)
-    );
-    write_config(dir, &format!("rm_{max_steps}.toml"), text)
+    let extra = format!("demonstrations = \"{}\"", data.join("sft_val.jsonl").display());
+    let files = StageFiles { stage: "rm", train: "rankings.jsonl", val: "rankings_val.jsonl", extra, batch_size: 2 };
+    stage_config(dir, init, data, files, max_steps)
 }
 
 #[test]
 fn the_reward_model_resumes_exactly_and_centres_demonstrations_on_zero() {
     use gptlab::models::reward::RewardModel;
-    let root = persistent_tempdir();
-    let data = root.join("data");
-    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "16"]);
+    let (root, data) = rlhf_data(16);
     let init = gpt_ckpt(&root, 256);
     let out = assert_resumes_exactly(&root, "rm", 3, 6, |dir, steps| rm_config(dir, &init, &data, steps));
     assert!(out.contains("reward offset"), "{out}");
@@ -281,22 +301,9 @@ fn dpo_loss_and_sequence_log_probabilities_match_hand_computations() {
 
 #[test]
 fn dpo_resumes_exactly() {
-    let root = persistent_tempdir();
-    let data = root.join("data");
-    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "16"]);
+    let (root, data) = rlhf_data(16);
     let init = gpt_ckpt(&root, 256);
-    let cfg = |dir: &Path, steps: u64| {
-        let text = format!(
-            "out_dir = \"{}\"\ninit = \"{}\"\n[data]\ntrain = \"{}\"\nval = \"{}\"\n{}",
-            dir.join("run").display(),
-            init.display(),
-            data.join("rankings.jsonl").display(),
-            data.join("preferences_val.jsonl").display(),
-            train_tail(2, steps)
-        );
-        write_config(dir, &format!("dpo_{steps}.toml"), text).to_str().unwrap().to_string()
-    };
-    assert_resumes_exactly(&root, "dpo", 3, 6, |dir, steps| PathBuf::from(cfg(dir, steps)));
+    assert_resumes_exactly(&root, "dpo", 3, 6, |dir, steps| PathBuf::from(dpo_config(dir, &init, &data, 2, steps)));
     let split = root.join("dpo-split");
     let metrics = gptlab::jsonl::read_jsonl(&split.join("run/metrics.jsonl")).unwrap();
     assert!(metrics.iter().any(|m| m["val_reward_acc"].is_f64() && m["val_margin"].is_f64()));
@@ -304,9 +311,7 @@ fn dpo_resumes_exactly() {
 
 #[test]
 fn ppo_resumes_exactly_starts_at_the_reference_and_the_pretraining_mix_reaches_the_policy() {
-    let root = persistent_tempdir();
-    let data = root.join("data");
-    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "16"]);
+    let (root, data) = rlhf_data(16);
     let sft = gpt_ckpt(&root, 256);
     run_ok(&["rlhf", "rm", "--config", rm_config(&root.join("rm"), &sft, &data, 2).to_str().unwrap()]);
     let rm = root.join("rm/run/checkpoint");
@@ -377,9 +382,7 @@ fn ppo_resumes_exactly_starts_at_the_reference_and_the_pretraining_mix_reaches_t
 
 #[test]
 fn the_labeler_compares_models_answers_and_win_rates_are_complementary() {
-    let root = persistent_tempdir();
-    let data = root.join("data");
-    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "40"]);
+    let (root, data) = rlhf_data(40);
     let a = gpt_ckpt(&root, 256);
     let b = gpt_ckpt(&root.join("other"), 128);
     let out = root.join("compare");
@@ -427,9 +430,7 @@ fn the_labeler_compares_models_answers_and_win_rates_are_complementary() {
 
 #[test]
 fn the_labeler_ranks_a_models_own_samples_one_response_per_quality() {
-    let root = persistent_tempdir();
-    let data = root.join("data");
-    run_ok(&["rlhf", "data", "--out", data.to_str().unwrap(), "--prompts", "40"]);
+    let (root, data) = rlhf_data(40);
     let model = gpt_ckpt(&root, 128);
     let out = root.join("ranked/samples.jsonl");
     let prompts_file = data.join("prompts.jsonl");
