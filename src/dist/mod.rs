@@ -187,6 +187,15 @@ impl ProcessGroup {
         })
     }
 
+    /// Replaces each tensor by its sum over the ranks (in fp32): a table each rank filled in
+    /// part, with zeros elsewhere, becomes the whole table on every rank.
+    pub fn sum_tensors(&self, tensors: &[Tensor]) -> Result<()> {
+        for_each_bucket(tensors, self.device, |flat| {
+            self.group.all_reduce_sum(flat).with_context(|| self.failed("summing shared work"))?;
+            Ok(flat.shallow_clone())
+        })
+    }
+
     /// Copies rank 0's values of `tensors` into every rank's (the weights a run starts from, as
     /// DDP does, so the ranks start equal even where their initialisations would not be).
     pub fn broadcast_from_main(&self, tensors: &[Tensor]) -> Result<()> {

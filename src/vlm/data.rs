@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::multimodal::{read_records, LossOn};
+use crate::dist::ProcessGroup;
 use crate::models::gpt::IGNORE_INDEX;
 use crate::models::vlm::{Images, Vlm, VlmConfig};
 use crate::tokenizer::Tokenizer;
@@ -137,20 +138,35 @@ impl VlmDataset {
     }
 
     /// Replaces the pixel table by `model`'s selected vision features, computed once in chunks
-    /// (the tower must stay frozen for these to stay right).
-    pub fn cache_features(&mut self, model: &Vlm, device: Device) -> Result<()> {
+    /// (the tower must stay frozen for these to stay right). Under data parallelism each rank
+    /// computes every `world_size`-th chunk, and a sum over the ranks fills in the rest.
+    pub fn cache_features(&mut self, model: &Vlm, device: Device, group: Option<&ProcessGroup>) -> Result<()> {
         let ImageTable::Pixels { bytes, .. } = &self.images else {
             return Ok(());
         };
         let n = bytes.size()[0] as usize;
+        let (rank, world) = crate::dist::rank_world(group);
+        let features = |rows: &[usize]| -> Result<Tensor> {
+            let px = self.images.gather(rows, device).context("no images")?;
+            Ok(tch::no_grad(|| model.vision_features(&px))?.to_device(Device::Cpu))
+            // [I, N, W]
+        };
+        // Another rank's chunk is zeros of its shape, which the sum over the ranks replaces.
+        let probe = if world > 1 && n > 0 { Some(features(&[0])?) } else { None }; // [1, N, W]
         let mut chunks = Vec::new();
-        for start in (0..n).step_by(64) {
+        for (k, start) in (0..n).step_by(64).enumerate() {
             let rows: Vec<usize> = (start..(start + 64).min(n)).collect();
-            let px = self.images.gather(&rows, device).context("no images")?;
-            chunks.push(tch::no_grad(|| model.vision_features(&px))?.to_device(Device::Cpu));
+            chunks.push(match (&probe, k % world == rank) {
+                (Some(p), false) => p.zeros_like().repeat([rows.len() as i64, 1, 1]),
+                _ => features(&rows)?,
+            });
         }
         if !chunks.is_empty() {
-            self.images = ImageTable::Features(Tensor::cat(&chunks, 0));
+            let table = Tensor::cat(&chunks, 0); // [n, N, W]
+            if let Some(group) = group {
+                group.sum_tensors(&[table.shallow_clone()])?;
+            }
+            self.images = ImageTable::Features(table);
         }
         Ok(())
     }

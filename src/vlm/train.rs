@@ -286,8 +286,9 @@ pub fn train(cfg: &VlmTrainConfig, resume: bool) -> Result<TrainSummary> {
             image_count(&train),
             image_count(&val)
         );
-        train.cache_features(&model, device)?;
-        val.cache_features(&model, device)?;
+        let group = trainer.group();
+        train.cache_features(&model, device, group.as_deref())?;
+        val.cache_features(&model, device, group.as_deref())?;
     }
     crate::main_eprintln!(
         "[vlm] stage {:?}: {} training and {} validation records, {} tokens per image",
