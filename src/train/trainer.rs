@@ -344,6 +344,8 @@ pub struct Trainer {
     /// The data-parallel group, which averages the optimizer's gradients after each backward
     /// pass.
     dist: Option<Arc<ProcessGroup>>,
+    /// Whether every parameter has had a gradient on every rank (the same on all of them).
+    every_grad_defined: bool,
     /// Rank 0's metrics log (other ranks write nothing).
     metrics: Option<MetricsLog>,
     bar: ProgressBar,
@@ -415,6 +417,7 @@ impl Trainer {
             baseline: parts.baseline,
             opt,
             dist,
+            every_grad_defined: false,
             metrics,
             bar,
             watch: NonFiniteWatch::new(device),
@@ -479,8 +482,8 @@ impl Trainer {
             }
         }
         self.state.sampler.next_batch += accum as u64;
-        if let Some(group) = &self.dist {
-            self.average_gradients(group)?;
+        if let Some(group) = self.dist.clone() {
+            self.average_gradients(&group)?;
         }
         self.grad_norm = self.opt.clip_grad_norm(self.section.grad_clip);
         self.opt.step(self.lr);
@@ -498,11 +501,16 @@ impl Trainer {
     /// not others (a task head only one rank's rows used, a projector only one rank's images
     /// reached): one collective finds which parameters any rank has one for, a rank without
     /// gives zeros for those, and the parameters no rank has one for keep none, so AdamW skips
-    /// them as it would in one process.
-    fn average_gradients(&self, group: &ProcessGroup) -> Result<()> {
+    /// them as it would in one process. Once every parameter has had a gradient, every rank
+    /// keeps one (zeroing keeps a gradient defined) and the check is skipped.
+    fn average_gradients(&mut self, group: &ProcessGroup) -> Result<()> {
         let params = self.opt.parameters();
+        if self.every_grad_defined {
+            return group.all_reduce_mean(&params.iter().map(Tensor::grad).collect::<Vec<_>>());
+        }
         let has: Vec<f64> = params.iter().map(|p| f64::from(u8::from(p.grad().defined()))).collect();
         let anywhere = group.sum(&has)?;
+        self.every_grad_defined = anywhere.iter().all(|&a| a > 0.0);
         let missing: Vec<&Tensor> = params
             .iter()
             .zip(&has)
