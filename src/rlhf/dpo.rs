@@ -155,18 +155,32 @@ impl Pairs {
     }
 
     /// Fills the reference's log-probabilities, in batches of `b` pairs.
-    fn score_reference(&mut self, reference: &Gpt, b: usize, pad: i64, device: Device) -> Result<()> {
+    /// Under data parallelism each rank scores every `world_size`-th batch, and a sum over the
+    /// ranks fills in the rest.
+    fn score_reference(
+        &mut self,
+        reference: &Gpt,
+        b: usize,
+        pad: i64,
+        device: Device,
+        group: Option<&ProcessGroup>,
+    ) -> Result<()> {
         let n = self.chosen.len();
-        let (mut w, mut l) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for start in (0..n).step_by(b) {
+        let (rank, world) = dist::rank_world(group);
+        let mut scores = vec![0.0; 2 * n]; // chosen, then rejected
+        for (_, start) in (0..n).step_by(b).enumerate().filter(|(k, _)| k % world == rank) {
             let idx: Vec<usize> = (start..(start + b).min(n)).collect();
             let (ids, targets, _) = batch_rows(&self.rows(&idx), pad, device);
             let lp = tch::no_grad(|| sequence_logps(reference, &ids, &targets, false))?;
             let lp = Vec::<f64>::try_from(lp.to_kind(Kind::Double))?;
-            w.extend_from_slice(&lp[..idx.len()]);
-            l.extend_from_slice(&lp[idx.len()..]);
+            scores[start..start + idx.len()].copy_from_slice(&lp[..idx.len()]);
+            scores[n + start..n + start + idx.len()].copy_from_slice(&lp[idx.len()..]);
         }
-        (self.ref_chosen, self.ref_rejected) = (w, l);
+        if let Some(group) = group {
+            scores = group.sum(&scores)?;
+        }
+        self.ref_rejected = scores.split_off(n);
+        self.ref_chosen = scores;
         Ok(())
     }
 }
@@ -254,14 +268,16 @@ pub fn dpo(file: &DpoFile, resume: bool) -> Result<TrainSummary> {
         train: section.clone(),
         optim: file.optim.clone(),
     };
-    // The reference is read and scores the pairs before the output directory is touched.
+    // The reference is read before the output directory is touched; it scores the pairs once
+    // the data-parallel group (if any) exists, to share the work out.
     let device = crate::device::parse_device(&section.device)?;
     let pad = tok.pad() as i64;
     let reference = checkpoint::load::<Gpt>(&init, device)?;
-    train.score_reference(&reference.model, section.batch_size, pad, device)?;
-    val.score_reference(&reference.model, section.batch_size, pad, device)?;
-    drop(reference);
     let setup = Setup::begin(&section, &cfg.out_dir, resume, &cfg)?;
+    let group = setup.dist.clone();
+    train.score_reference(&reference.model, section.batch_size, pad, setup.device, group.as_deref())?;
+    val.score_reference(&reference.model, section.batch_size, pad, setup.device, group.as_deref())?;
+    drop(reference);
     let policy = super::decoder(&gpt, &setup, &init)?;
     crate::main_eprintln!(
         "[dpo] {} preference pairs ({} held out), beta {}, {} steps, lr {:.3e}",
