@@ -14,6 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use super::shards::TokenShards;
 
+/// Batch `k` of `0..n` cut in order into batches of `b` (the last may be shorter): how a
+/// held-out set is scored, and how data parallelism shares its batches out by `k`.
+pub fn batch_range(n: usize, b: usize, k: usize) -> std::ops::Range<usize> {
+    (k * b).min(n)..((k + 1) * b).min(n)
+}
+
 /// Indices of batch `index` of size `b` over `n` examples taken in epochs: positions
 /// `index * b ..` of the sequence of epochs, each epoch a permutation seeded by (seed, epoch). A
 /// pure function of its arguments, so a resumed run takes the same batches (VLM and SFT data).

@@ -98,13 +98,21 @@ pub fn ensure_even_shares(sizes: &[(&str, usize)]) -> Result<()> {
 
 /// A rank's share of a micro-batch's example indices: every `world`-th from `rank`, with a
 /// weight of one. A rank left without one (a batch of fewer rows than ranks, such as an epoch's
-/// last) gets row 0 with weight 0: it still runs the model, so its gradients are defined where
-/// the other ranks' are, but adds nothing to them.
+/// last) gets row 0 with weight 0: it still runs the model, so its loss has the parts the other
+/// ranks' have (whose counts one collective sums), but adds nothing to them.
 pub fn rank_share(indices: &[usize], (rank, world): (usize, usize)) -> (Vec<usize>, f64) {
     let mine: Vec<usize> = indices.iter().skip(rank).step_by(world).copied().collect();
     match (mine.is_empty(), indices.first()) {
         (true, Some(&first)) => (vec![first], 0.0),
         _ => (mine, 1.0),
+    }
+}
+
+/// The sum over the ranks of this rank's `values` (the values themselves outside a group).
+pub fn sum_ranks(group: Option<&ProcessGroup>, values: Vec<f64>) -> Result<Vec<f64>> {
+    match group {
+        Some(g) => g.sum(&values),
+        None => Ok(values),
     }
 }
 
@@ -124,10 +132,7 @@ pub fn sum_over_shards(
         ensure!(values.len() == width, "a shard returned {} values, not {width}", values.len());
         sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
     }
-    match group {
-        Some(g) => g.sum(&sums),
-        None => Ok(sums),
-    }
+    sum_ranks(group, sums)
 }
 
 /// How long a collective waits for the other ranks before failing (a dead rank makes the

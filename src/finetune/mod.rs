@@ -33,6 +33,7 @@ use serde_json::{json, Map, Value};
 use tch::Device;
 
 use crate::checkpoint;
+use crate::data::sampler::batch_range;
 use crate::dist::{self, ProcessGroup};
 use crate::eval::metrics as m;
 use crate::models::finetuned::{FinetunedConfig, FinetunedGpt, HeadSpec, TaskType};
@@ -371,16 +372,12 @@ impl Finetune {
         Ok((out.task.double_value(&[]) * idx.len() as f64, flat.chunks(k).map(|c| c.to_vec()).collect()))
     }
 
-    fn batch_indices(&self, n: usize, k: usize) -> Vec<usize> {
-        (k * self.batch_size..((k + 1) * self.batch_size).min(n)).collect()
-    }
-
     /// Every example of `data` scored, in order (the test set's results).
     fn score(&self, data: &TaskData) -> Result<Scored> {
         let mut probs = Vec::new();
         let n = data.examples.len();
         for k in 0..n.div_ceil(self.batch_size) {
-            probs.extend(self.batch_scores(data, &self.batch_indices(n, k))?.1);
+            probs.extend(self.batch_scores(data, &batch_range(n, self.batch_size, k).collect::<Vec<_>>())?.1);
         }
         let labels = data.examples.iter().map(|e| e.label).collect();
         Ok(Scored { probs, labels })
@@ -406,7 +403,7 @@ impl Evaluate for Finetune {
         for data in &self.val {
             let n = data.examples.len();
             let sums = dist::sum_over_shards(self.dist.as_deref(), n.div_ceil(self.batch_size), 2, |k| {
-                let idx = self.batch_indices(n, k);
+                let idx: Vec<usize> = batch_range(n, self.batch_size, k).collect();
                 let (l, probs) = self.batch_scores(data, &idx)?;
                 let right = probs.iter().zip(&idx).filter(|(p, &i)| m::argmax(p) == data.examples[i].label as usize);
                 Ok(vec![l, right.count() as f64])

@@ -22,6 +22,7 @@ use super::data::{batch_rows, encode_chat, parse_ranked, read, Labelled};
 use crate::chat::Role;
 use crate::checkpoint;
 use crate::data::multimodal::{Message, Part, Record};
+use crate::data::sampler::batch_range;
 use crate::dist::{self, ProcessGroup};
 use crate::models::gpt::{Gpt, GptConfig, Input, Pass, IGNORE_INDEX};
 use crate::tokenizer::Tokenizer;
@@ -168,17 +169,16 @@ impl Pairs {
         let n = self.chosen.len();
         let (rank, world) = dist::rank_world(group);
         let mut scores = vec![0.0; 2 * n]; // chosen, then rejected
-        for (_, start) in (0..n).step_by(b).enumerate().filter(|(k, _)| k % world == rank) {
-            let idx: Vec<usize> = (start..(start + b).min(n)).collect();
+        for k in (0..n.div_ceil(b)).filter(|k| k % world == rank) {
+            let range = batch_range(n, b, k);
+            let idx: Vec<usize> = range.clone().collect();
             let (ids, targets, _) = batch_rows(&self.rows(&idx), pad, device);
             let lp = tch::no_grad(|| sequence_logps(reference, &ids, &targets, false))?;
             let lp = Vec::<f64>::try_from(lp.to_kind(Kind::Double))?;
-            scores[start..start + idx.len()].copy_from_slice(&lp[..idx.len()]);
-            scores[n + start..n + start + idx.len()].copy_from_slice(&lp[idx.len()..]);
+            scores[range.clone()].copy_from_slice(&lp[..idx.len()]);
+            scores[n + range.start..n + range.end].copy_from_slice(&lp[idx.len()..]);
         }
-        if let Some(group) = group {
-            scores = group.sum(&scores)?;
-        }
+        let mut scores = dist::sum_ranks(group, scores)?;
         self.ref_rejected = scores.split_off(n);
         self.ref_chosen = scores;
         Ok(())
@@ -222,7 +222,7 @@ impl Evaluate for Objective {
         let n = self.val.chosen.len();
         let b = self.batch_size;
         let sums = dist::sum_over_shards(self.dist.as_deref(), n.div_ceil(b), 3, |k| {
-            let idx: Vec<usize> = (k * b..((k + 1) * b).min(n)).collect();
+            let idx: Vec<usize> = batch_range(n, b, k).collect();
             let (l, m, _) = tch::no_grad(|| self.loss(&self.val, &idx, false))?;
             let margins = Vec::<f64>::try_from(m.to_kind(Kind::Double))?;
             Ok(vec![

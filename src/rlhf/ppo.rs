@@ -390,14 +390,6 @@ impl Ppo {
         to_vec(&self.reward.rewards(&ids, &Tensor::from_slice(&last).to_device(self.device), false)?)
     }
 
-    /// The sum over the ranks of this rank's `values`.
-    fn sum_ranks(&self, values: Vec<f64>) -> Result<Vec<f64>> {
-        match &self.dist {
-            Some(g) => g.sum(&values),
-            None => Ok(values),
-        }
-    }
-
     /// Samples iteration `it`'s rollouts (this rank's share of them) and computes their rewards,
     /// advantages and returns.
     fn rollout(&mut self, it: u64) -> Result<()> {
@@ -446,10 +438,11 @@ impl Ppo {
             (r.old_logp, r.old_values, r.adv, r.returns) = (old[i].clone(), values[i].clone(), adv, returns);
         }
         // Whiten the advantages over every token of the batch (of every rank).
-        let sums = self.sum_ranks(vec![all_adv.len() as f64, all_adv.iter().sum()])?;
+        let sums = dist::sum_ranks(self.dist.as_deref(), vec![all_adv.len() as f64, all_adv.iter().sum()])?;
         let n = sums[0].max(1.0);
         let mean = sums[1] / n;
-        let square_sum = self.sum_ranks(vec![all_adv.iter().map(|a| (a - mean).powi(2)).sum()])?[0];
+        let square_sum =
+            dist::sum_ranks(self.dist.as_deref(), vec![all_adv.iter().map(|a| (a - mean).powi(2)).sum()])?[0];
         let std = (square_sum / n).sqrt().max(1e-8);
         for r in rows.iter_mut() {
             r.adv.iter_mut().for_each(|a| *a = (*a - mean) / std);
@@ -460,7 +453,7 @@ impl Ppo {
             ended.iter().filter(|&&e| e).count() as f64,
             lens.iter().sum::<usize>() as f64,
         ];
-        let total = self.sum_ranks(local)?;
+        let total = dist::sum_ranks(self.dist.as_deref(), local)?;
         let (kl_sum, score_sum, ended_count, len_sum) = (total[0], total[1], total[2], total[3]);
         let b = self.cfg.rollouts as f64;
         let kl = kl_sum / b;
@@ -538,7 +531,7 @@ impl Ppo {
     fn average_update_stats(&mut self) -> Result<()> {
         let world = dist::rank_world(self.dist.as_deref()).1 as f64;
         let s = &self.stats;
-        let sums = self.sum_ranks(vec![s.ratio, s.clip_frac, s.ptx_loss])?;
+        let sums = dist::sum_ranks(self.dist.as_deref(), vec![s.ratio, s.clip_frac, s.ptx_loss])?;
         (self.stats.ratio, self.stats.clip_frac, self.stats.ptx_loss) =
             (sums[0] / world, sums[1] / world, sums[2] / world);
         Ok(())
@@ -569,7 +562,7 @@ impl Evaluate for Ppo {
             let ids = rows.into_iter().map(|(ids, _)| ids).collect::<Vec<_>>();
             reward = tch::no_grad(|| self.scores(&ids))?.iter().sum();
         }
-        let reward = self.sum_ranks(vec![reward])?[0];
+        let reward = dist::sum_ranks(self.dist.as_deref(), vec![reward])?[0];
         Ok(ValMetrics::from([
             ("val_loss".to_string(), lm / batches as f64),
             ("val_reward".to_string(), reward / n.max(1) as f64),

@@ -20,6 +20,7 @@ use super::data::{parse_ranked, parse_sft, read, Ranked};
 use crate::chat::{self, Role, Turn};
 use crate::checkpoint;
 use crate::data::multimodal::LossOn;
+use crate::data::sampler::batch_range;
 use crate::dist::{self, ProcessGroup};
 use crate::models::gpt::GptConfig;
 use crate::models::reward::{kwise_loss, RewardConfig, RewardModel};
@@ -203,7 +204,7 @@ impl Objective {
         let chunk = self.batch_size.max(1) * 4;
         let n = self.demos.len();
         let total = dist::sum_over_shards(self.dist.as_deref(), n.div_ceil(chunk), 1, |c| {
-            let rows: Vec<&Vec<i64>> = self.demos[c * chunk..((c + 1) * chunk).min(n)].iter().collect();
+            let rows: Vec<&Vec<i64>> = self.demos[batch_range(n, chunk, c)].iter().collect();
             let (ids, last) = batch(&rows, self.pad, self.device);
             Ok(vec![tch::no_grad(|| self.model.rewards(&ids, &last, false))?.sum(tch::Kind::Double).double_value(&[])])
         })?;
@@ -224,7 +225,7 @@ impl Evaluate for Objective {
         let n = self.val.prompts.len();
         let b = self.batch_size;
         let sums = dist::sum_over_shards(self.dist.as_deref(), n.div_ceil(b), 3, |k| {
-            let idx: Vec<usize> = (k * b..((k + 1) * b).min(n)).collect();
+            let idx: Vec<usize> = batch_range(n, b, k).collect();
             let scored = tch::no_grad(|| self.loss(&self.val, &idx, false))?;
             let r = Vec::<f64>::try_from(scored.rewards.to_kind(tch::Kind::Double))?;
             let pairs: Vec<_> = scored.pairs.iter().flatten().collect();

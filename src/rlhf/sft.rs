@@ -17,6 +17,7 @@ use tch::{Device, Tensor};
 
 use super::data::{batch_rows, encode_chat, parse_sft, read, trained_targets, Labelled};
 use crate::checkpoint;
+use crate::data::sampler::batch_range;
 use crate::dist::{self, ProcessGroup};
 use crate::models::gpt::{lm_loss, Gpt, GptConfig, Input, Pass};
 use crate::tokenizer::Tokenizer;
@@ -138,7 +139,7 @@ impl Evaluate for Objective {
         let n = self.val.examples.len();
         let batches = n.div_ceil(self.batch_size);
         let total = dist::sum_over_shards(self.dist.as_deref(), batches, 1, |b| {
-            let idx: Vec<usize> = (b * self.batch_size..((b + 1) * self.batch_size).min(n)).collect();
+            let idx: Vec<usize> = batch_range(n, self.batch_size, b).collect();
             let rows: Vec<&Labelled> = idx.iter().map(|&i| &self.val.examples[i]).collect();
             let (ids, targets, _) = batch_rows(&rows, self.pad, self.device);
             Ok(vec![tch::no_grad(|| loss(&self.model, &ids, &targets, false))?.double_value(&[])])

@@ -104,10 +104,7 @@ impl MicroLoss {
     /// 0/0) adds nothing, as it adds nothing to one process's sum; `None` when no part is left.
     fn combine(self, group: Option<&ProcessGroup>) -> Result<Option<Tensor>> {
         let counts: Vec<f64> = self.parts.iter().filter_map(|(_, c)| *c).collect();
-        let totals = match group {
-            Some(g) if !counts.is_empty() => g.sum(&counts)?,
-            _ => counts,
-        };
+        let totals = if counts.is_empty() { counts } else { crate::dist::sum_ranks(group, counts)? };
         let world = group.map_or(1, |g| g.world_size) as f64;
         let mut totals = totals.into_iter();
         let mut sum: Option<Tensor> = None;

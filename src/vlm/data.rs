@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::multimodal::{read_records, LossOn};
+use crate::data::sampler::batch_range;
 use crate::dist::ProcessGroup;
 use crate::models::gpt::IGNORE_INDEX;
 use crate::models::vlm::{Images, Vlm, VlmConfig};
@@ -154,8 +155,8 @@ impl VlmDataset {
         // Another rank's chunk is zeros of its shape, which the sum over the ranks replaces.
         let probe = if world > 1 && n > 0 { Some(features(&[0])?) } else { None }; // [1, N, W]
         let mut chunks = Vec::new();
-        for (k, start) in (0..n).step_by(64).enumerate() {
-            let rows: Vec<usize> = (start..(start + 64).min(n)).collect();
+        for k in 0..n.div_ceil(64) {
+            let rows: Vec<usize> = batch_range(n, 64, k).collect();
             chunks.push(match (&probe, k % world == rank) {
                 (Some(p), false) => p.zeros_like().repeat([rows.len() as i64, 1, 1]),
                 _ => features(&rows)?,

@@ -20,6 +20,7 @@ use tch::{Device, Tensor};
 use super::data::{Batch, ImageTable, VlmDataset};
 use crate::checkpoint;
 use crate::data::multimodal::LossOn;
+use crate::data::sampler::batch_range;
 use crate::dist::{self, ProcessGroup};
 use crate::models::gpt::GptConfig;
 use crate::models::vlm::{FeatureSelect, ProjectorKind, Vlm, VlmConfig};
@@ -220,7 +221,7 @@ impl Evaluate for Supervised {
         let b = self.batch_size;
         let batches = n.div_ceil(b);
         let total = dist::sum_over_shards(self.dist.as_deref(), batches, 1, |k| {
-            let indices: Vec<usize> = (k * b..((k + 1) * b).min(n)).collect();
+            let indices: Vec<usize> = batch_range(n, b, k).collect();
             let batch = self.val.batch(&indices, self.device);
             Ok(vec![tch::no_grad(|| self.loss(&self.val, &batch, false))?.double_value(&[])])
         })?;
